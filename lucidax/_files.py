@@ -1,0 +1,98 @@
+"""Atomic file writes and image grids shared by every part of lucidax (private)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO
+
+import numpy as np
+
+__all__ = ["atomic_write", "image_grid", "save_json", "save_png", "to_uint8"]
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``data`` (bytes, or a function writing to a binary file) to ``path`` atomically.
+
+    The content goes to a temporary file in the same folder, is flushed and fsync'ed, and
+    replaces ``path`` with ``os.replace``: readers (and a later resume) never see a partial file.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+                 .encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def to_uint8(image: Any) -> np.ndarray:
+    """Float image in [0, 1] (HW, HWC with C in {1, 3, 4}) -> uint8; other C -> first 3 channels."""
+    arr = np.asarray(image, dtype=np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("image contains NaN or inf; refusing to write it")
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    elif arr.ndim == 3 and arr.shape[-1] not in (3, 4):
+        arr = arr[..., :3] if arr.shape[-1] > 3 else np.concatenate(
+            [arr, np.zeros(arr.shape[:2] + (3 - arr.shape[-1],), arr.dtype)], axis=-1)
+    return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def save_png(path: str | os.PathLike, image: Any) -> None:
+    """Atomically write a float [0, 1] (or uint8) image as PNG with imageio."""
+    import imageio.v3 as iio
+
+    arr = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
+    buf = io.BytesIO()
+    iio.imwrite(buf, np.asarray(arr), extension=".png")
+    atomic_write(path, buf.getvalue())
+
+
+def image_grid(
+    images: Sequence[Any] | np.ndarray, *, cols: int | None = None, pad: int = 2,
+    fill: float = 1.0,
+) -> np.ndarray:
+    """Tile same-sized float images [N, H, W, C] into one image (row-major), ``pad`` px apart."""
+    arr = np.asarray(images, dtype=np.float32)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or len(arr) == 0:
+        raise ValueError(f"image_grid needs a non-empty [N, H, W, C] stack, got {arr.shape}")
+    n, h, w, c = arr.shape
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    out = np.full((rows * h + (rows + 1) * pad, cols * w + (cols + 1) * pad, c), fill, np.float32)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        out[y : y + h, x : x + w] = arr[i]
+    return out

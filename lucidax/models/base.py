@@ -1,0 +1,276 @@
+"""The model API every other part of lucidax builds on.
+
+A :class:`Model` bundles a parameter pytree with a *pure* function
+``apply(params, images, layers) -> {layer_name: activations}``:
+
+* ``images`` are float ``[N, H, W, C]`` in the model's value range (``[0, 1]`` for the zoo
+  models); the model applies its own preprocessing (mean/std, ``x * 255 - 117``, ...).
+* convolutional activations come back NHWC, dense ones ``[N, C]``.
+* the forward pass stops after the deepest layer asked for, so asking for an early layer
+  never pays for the rest of the network.
+
+Architectures are written as Flax linen modules whose ``__call__(x, layers)`` records named
+outputs through a :class:`Taps` object and returns as soon as every requested layer is seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "InputSpec",
+    "LayerInfo",
+    "Model",
+    "Taps",
+    "UnknownLayerError",
+    "normalize_layers",
+    "suggest",
+]
+
+Params = Any
+Activations = dict[str, jax.Array]
+ApplyFn = Callable[[Params, jax.Array, tuple[str, ...]], Activations]
+
+
+class UnknownLayerError(KeyError, ValueError):
+    """A layer name that the model does not expose (the message lists the valid ones)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+def suggest(name: str, choices: Iterable[str], *, what: str = "name") -> str:
+    """Error text for an unknown ``name``: close matches first, then every valid choice."""
+    choices = list(choices)
+    close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    shown = ", ".join(choices) if len(choices) <= 80 else ", ".join(choices[:80]) + ", ..."
+    return f"Unknown {what} {name!r}.{hint} Valid {what}s: {shown}"
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """What a model expects as input.
+
+    Attributes:
+      side: natural input side in pixels (images are square), or None when any size works.
+      channels: number of input channels (3 for RGB, 1 for grayscale, anything else).
+      value_range: range of the pixel values ``apply`` takes (before the model's own
+        preprocessing).
+      normalization: human-readable description of the preprocessing ``apply`` performs.
+      min_side: smallest side the architecture accepts (pooling stacks need some size).
+    """
+
+    side: int | None
+    channels: int = 3
+    value_range: tuple[float, float] = (0.0, 1.0)
+    normalization: str = "none"
+    min_side: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """Static facts about one named layer (shape for a given input side: ``model.layer_shape``)."""
+
+    name: str
+    kind: str  # "conv" (NHWC activations) or "dense" ([N, C] activations)
+    channels: int
+    pre_relu: bool = False  # True for the pre-activation twin of a block output
+
+
+def normalize_layers(layers: str | Sequence[str] | None, valid: Sequence[str]) -> tuple[str, ...]:
+    """Validate and canonicalize a ``layers`` argument into a tuple of unique names.
+
+    ``None`` or ``"all"`` means every layer; a comma-separated string is split.
+    Raises :class:`UnknownLayerError` with the valid names for anything unknown.
+    """
+    if layers is None or (isinstance(layers, str) and layers == "all"):
+        return tuple(valid)
+    if isinstance(layers, str):
+        layers = [s.strip() for s in layers.split(",") if s.strip()]
+    out: list[str] = []
+    valid_set = set(valid)
+    for name in layers:
+        if not isinstance(name, str):
+            raise TypeError(f"Layer names must be strings, got {type(name).__name__}: {name!r}")
+        if name not in valid_set:
+            raise UnknownLayerError(suggest(name, valid, what="layer"))
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ValueError(f"No layers requested. Valid layers: {', '.join(valid)}")
+    return tuple(out)
+
+
+class Taps:
+    """Collects named intermediate outputs during a forward pass and says when to stop.
+
+    Usage inside a module's ``__call__``::
+
+        taps = Taps(layers)
+        x = conv(x)
+        if taps("conv1", x):
+            return taps.out
+    """
+
+    def __init__(self, layers: Iterable[str]):
+        self.wanted = frozenset(layers)
+        self.out: dict[str, jax.Array] = {}
+
+    def __call__(self, name: str, x: jax.Array) -> bool:
+        if name in self.wanted:
+            self.out[name] = x
+        return self.done
+
+    @property
+    def done(self) -> bool:
+        return len(self.out) == len(self.wanted)
+
+
+class Model:
+    """A CNN exposing its activations by layer name.
+
+    Attributes:
+      name: registry name (or the user's name for a wrapped model).
+      params: parameter pytree (a nested dict of arrays).
+      layer_names: ordered (input to output) names accepted by ``apply``.
+      input_spec: :class:`InputSpec`.
+      layers: ``{name: LayerInfo}``.
+      logits_layer: name of the class-logit layer, or None.
+      labels: class names for ``logits_layer`` when known.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        apply_fn: ApplyFn,
+        params: Params,
+        layers: Sequence[LayerInfo],
+        input_spec: InputSpec,
+        logits_layer: str | None = None,
+        labels: Sequence[str] | None = None,
+        weights_source: str | None = None,
+        early_stop: bool = True,
+    ):
+        self.name = name
+        self._apply_fn = apply_fn
+        self.params = params
+        self.layers: dict[str, LayerInfo] = {info.name: info for info in layers}
+        self.layer_names: tuple[str, ...] = tuple(info.name for info in layers)
+        self.input_spec = input_spec
+        self.logits_layer = logits_layer
+        self.labels = tuple(labels) if labels is not None else None
+        self.weights_source = weights_source
+        self.early_stop = early_stop
+
+    def __repr__(self) -> str:
+        n = sum(int(np.prod(np.shape(p))) for p in jax.tree_util.tree_leaves(self.params))
+        return (
+            f"Model({self.name!r}, {len(self.layer_names)} layers, {n:,} parameters, "
+            f"input {self.input_spec.side}px x {self.input_spec.channels}ch)"
+        )
+
+    # -- the pure function -------------------------------------------------------------------
+    def apply(
+        self, params: Params, images: jax.Array, layers: str | Sequence[str] | None = None
+    ) -> Activations:
+        """Activations of ``layers`` for ``images`` (float NHWC in ``input_spec.value_range``).
+
+        Pure and jittable (``layers`` must then be static). Computation stops after the
+        deepest requested layer. Returns a dict in the order of ``layers``.
+        """
+        names = normalize_layers(layers, self.layer_names)
+        images = self._check_images(images)
+        acts = self._apply_fn(params, images, names)
+        return {name: acts[name] for name in names}
+
+    __call__ = apply
+
+    def _check_images(self, images: Any) -> jax.Array:
+        images = jnp.asarray(images)
+        if images.ndim != 4:
+            raise ValueError(
+                f"{self.name}: images must be a batch [N, H, W, C]; got shape {images.shape}"
+            )
+        c = self.input_spec.channels
+        if images.shape[-1] != c:
+            raise ValueError(
+                f"{self.name}: expected {c} input channel(s) (NHWC, channels last); got "
+                f"shape {images.shape}"
+            )
+        h, w = images.shape[1:3]
+        if min(h, w) < self.input_spec.min_side:
+            raise ValueError(
+                f"{self.name}: images must be at least {self.input_spec.min_side}px on each "
+                f"side; got {h}x{w}"
+            )
+        if not jnp.issubdtype(images.dtype, jnp.floating):
+            raise TypeError(
+                f"{self.name}: images must be floating point in {self.input_spec.value_range}; "
+                f"got dtype {images.dtype} (convert uint8 with images / 255.0)"
+            )
+        return images
+
+    # -- conveniences ------------------------------------------------------------------------
+    def deepest(self, layers: Sequence[str]) -> str:
+        """The latest (in forward order) of ``layers``."""
+        names = normalize_layers(layers, self.layer_names)
+        return max(names, key=self.layer_names.index)
+
+    def channels(self, layer: str) -> int:
+        """Number of channels (units) of ``layer``."""
+        (layer,) = normalize_layers([layer], self.layer_names)
+        return self.layers[layer].channels
+
+    def layer_shape(self, layer: str, side: int | None = None) -> tuple[int, ...]:
+        """Activation shape (without batch) of ``layer`` for a square input of ``side`` px."""
+        (layer,) = normalize_layers([layer], self.layer_names)
+        side = side or self.input_spec.side or 64
+        x = jax.ShapeDtypeStruct((1, side, side, self.input_spec.channels), jnp.float32)
+        out = jax.eval_shape(lambda p, im: self._apply_fn(p, im, (layer,)), self.params, x)
+        return tuple(out[layer].shape[1:])
+
+    def with_params(self, params: Params) -> Model:
+        """A copy of this model using ``params``."""
+        new = object.__new__(Model)
+        new.__dict__.update(self.__dict__)
+        new.params = params
+        return new
+
+    def num_params(self) -> int:
+        return sum(int(np.prod(np.shape(p))) for p in jax.tree_util.tree_leaves(self.params))
+
+
+def flatten_params(params: Mapping[str, Any], sep: str = "/") -> dict[str, np.ndarray]:
+    """Nested dict of arrays -> flat ``{"a/b/kernel": array}`` (the on-disk layout)."""
+    flat: dict[str, np.ndarray] = {}
+
+    def rec(prefix: str, node: Any) -> None:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                rec(f"{prefix}{sep}{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = np.asarray(node)
+
+    rec("", params)
+    return flat
+
+
+def unflatten_params(flat: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
+    """Inverse of :func:`flatten_params`."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(sep)
+        node = tree
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return tree
