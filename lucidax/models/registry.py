@@ -8,6 +8,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import jax
+
 from .base import Model, suggest
 from .convert import KeyMap, convert_state_dict, looks_like, params_from_flat
 
@@ -97,6 +99,7 @@ def load(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0) 
         params = params_from_flat(flat, model.params, what=what)
     else:
         params = convert_state_dict(flat, model.params, entry.key_map(model.params), what=what)
-    model = model.with_params(params)
+    # On the default device once, not re-copied from host memory by every jitted call.
+    model = model.with_params(jax.device_put(params))
     model.weights_source = f"{os.path.basename(path)} sha256:{weights_sha256(path)[:16]}"
     return model
