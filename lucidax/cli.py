@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -60,7 +63,140 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_models]
+# --- dataclass-driven subcommands (flags = fields; help = the dataclass's docstring) -----------
+def _field_help(cls: type) -> dict[str, str]:
+    """``{field: text}`` from a Google-style ``Attributes:`` docstring section."""
+    out: dict[str, str] = {}
+    current = None
+    for line in (cls.__doc__ or "").splitlines():
+        m = re.match(r"^\s{6}([a-z_, ]+):\s*(.*)$", line)
+        if m:
+            names = [n.strip() for n in m.group(1).split(",")]
+            current = names
+            for n in names:
+                out[n] = m.group(2)
+        elif current and line.startswith(" " * 8) and line.strip():
+            for n in current:
+                out[n] += " " + line.strip()
+        else:
+            current = None
+    return out
+
+
+def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    helps = _field_help(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        text = helps.get(f.name, "").replace("``", "").replace("%", "%%")
+        default = f.default
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=default, help=text)
+            continue
+        kind = type(default) if default is not None and not isinstance(default, tuple) else str
+        if default is None:  # Optional field: take the type from the annotation
+            ann = str(f.type)
+            kind = int if "int" in ann else float if "float" in ann else str
+        p.add_argument(flag, dest=f.name, type=kind, default=default,
+                       help=f"{text} (default: {default})")
+
+
+def _dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+# --- render ------------------------------------------------------------------------------------
+@_command("render")
+def _cmd_render(args: argparse.Namespace) -> int:
+    from lucidax.visualize.jobs import RenderJob, render_job
+
+    summary = render_job(_dataclass_from_args(RenderJob, args), progress=not args.quiet)
+    bad = [r["unit"] for r in summary["units"] if not r["finite"]]
+    print(f"rendered {len(summary['units'])} units of {args.layer} -> {summary['grid']}")
+    if bad:
+        print(f"non-finite (not written): units {bad}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_render(sub: argparse._SubParsersAction) -> None:
+    from lucidax.visualize.jobs import RenderJob
+
+    p = sub.add_parser("render", help="render units of one layer to PNGs (activation maximization)")
+    _add_dataclass_flags(p, RenderJob)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+# --- probe -------------------------------------------------------------------------------------
+@_command("probe")
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from lucidax.probes import run_probe_cli
+
+    run = run_probe_cli(
+        args.model, weights=args.weights, layers=args.layers, data=args.data,
+        target=args.target, out=args.out, reduce=args.reduce, n=args.n, seed=args.seed,
+        batch_size=args.batch_size, cache_dir=args.cache_dir, folds=args.folds,
+        test_size=args.test_size, progress=not args.quiet,
+    )
+    print(run.table)
+    for kind, path in run.files.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="linear probes of every layer for a label family")
+    p.add_argument("--model", default="starter", help="registered model name (default: starter)")
+    p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
+    p.add_argument("--layers", default="all",
+                   help="'all' (every layer except *_pre_relu) or comma-separated names")
+    p.add_argument("--data", default="builtin:starter",
+                   help="builtin:starter[:train|:test], an image folder (sub-folder per class "
+                        "or labels.csv) or a CSV filename,label[,...] (default: builtin:starter)")
+    p.add_argument("--target", help="label family / CSV column (starter: digit, color, "
+                                     "background, position, size)")
+    p.add_argument("--out", default="probe-out", help="output folder (default: probe-out)")
+    p.add_argument("--reduce", default="mean",
+                   help="spatial reduction: mean, max, center, grid4, position:y,x (default: mean)")
+    p.add_argument("--n", type=int, default=2000, help="images of builtin data (default: 2000)")
+    p.add_argument("--seed", type=int, default=0, help="data and split seed (default: 0)")
+    p.add_argument("--batch-size", type=int, default=64, help="extraction batch (default: 64)")
+    p.add_argument("--cache-dir", help="feature cache (default: <out>/feature-cache)")
+    p.add_argument("--folds", type=int, default=5, help="CV folds (default: 5)")
+    p.add_argument("--test-size", type=float, default=0.25, help="held-out share (default: 0.25)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+# --- gallery -----------------------------------------------------------------------------------
+@_command("gallery")
+def _cmd_gallery(args: argparse.Namespace) -> int:
+    from lucidax.gallery import GalleryConfig, build_gallery
+
+    report = build_gallery(_dataclass_from_args(GalleryConfig, args), progress=not args.quiet)
+    print(report.summary() if hasattr(report, "summary") else report)
+    return 0
+
+
+def _add_gallery(sub: argparse._SubParsersAction) -> None:
+    from lucidax.gallery import GalleryConfig
+
+    p = sub.add_parser(
+        "gallery",
+        help="render every unit of some layers into a browsable, resumable HTML gallery",
+        description="Render every unit of the requested layers and build a static site "
+        "(index.html) with per-unit grids, dataset examples and contact sheets. Re-running "
+        "the same command resumes; --force re-renders.",
+    )
+    _add_dataclass_flags(p, GalleryConfig)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_models, _add_render, _add_probe, _add_gallery,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

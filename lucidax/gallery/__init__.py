@@ -1,0 +1,37 @@
+"""Feature-visualization galleries: every unit of a model rendered, with its top dataset
+examples, as PNG grids and a static HTML site.
+
+>>> from lucidax.gallery import GalleryConfig, build_gallery
+>>> report = build_gallery(GalleryConfig(model="starter", layers="conv3", out="gallery"))
+>>> report.index   # gallery/index.html
+
+Files on disk (every write atomic: temp file in the same folder + ``os.replace``)::
+
+  <out>/manifest.json        settings + fingerprint, versions, weights hash, per-unit status
+  <out>/index.html           cross-layer index
+  <out>/<layer>/index.html   layer page; <layer>/sheet.png its contact sheet
+  <out>/<layer>/<unit>.png   renders (top row) + top dataset examples (receptive-field crops)
+  <out>/<layer>/<unit>_loss.png, <layer>/<unit>.html
+  <out>/{probes,tcav,dissect}.html   pages for result files found in those folders
+
+Re-running the same call resumes; ``distributed=True`` splits the units over
+``jax.distributed`` processes.
+"""
+
+from .build import GalleryReport, build_gallery, init_distributed, plan_batches
+from .config import GalleryConfig, GalleryConfigError, ManifestMismatchError, parse_units
+from .files import UnsafePathError, safe_name, safe_path
+
+__all__ = [
+    "GalleryConfig",
+    "GalleryConfigError",
+    "GalleryReport",
+    "ManifestMismatchError",
+    "UnsafePathError",
+    "build_gallery",
+    "init_distributed",
+    "parse_units",
+    "plan_batches",
+    "safe_name",
+    "safe_path",
+]

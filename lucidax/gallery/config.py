@@ -1,0 +1,231 @@
+"""The gallery's configuration (one frozen dataclass; every ``lucidax gallery`` flag maps to a
+field) and the small parsers it needs."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "GalleryConfig",
+    "GalleryConfigError",
+    "ManifestMismatchError",
+    "parse_units",
+]
+
+
+class GalleryConfigError(ValueError):
+    """An invalid gallery setting (the message says which and what is allowed)."""
+
+
+class ManifestMismatchError(RuntimeError):
+    """The output folder holds a gallery made with different settings."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GalleryConfig:
+    """What :func:`lucidax.gallery.build_gallery` makes.
+
+    Attributes:
+      model: registry name of the model (``lucidax.models.list_models()``).
+      weights: checkpoint path, or None for the model's default (shipped) weights.
+      layers: ``"all"`` (every layer except the ``*_pre_relu`` twins), a comma-separated
+        string ``"conv1,conv3"`` or a tuple of names.
+      units: ``"all"`` or ranges ``"0-15,20"`` (or a tuple of ints), applied to every layer;
+        units past a layer's channel count are left out for that layer.
+      out: output folder.
+      steps: optimization steps per render.
+      size: render side in pixels (also the tile side of the PNG grids).
+      variants: renders per unit (different random starts: unit ids ``unit * variants + v``).
+      lr: Adam learning rate.
+      pre_relu: optimize a unit's pre-activation (``<layer>_pre_relu``) where the model
+        exposes one instead of the unit's output. Off by default: the spatial mean of a
+        pre-activation rewards pulling every background position up, and on sparse layers
+        the optimum it finds is often "all inputs silent" (measured on the starter model:
+        conv4 renders reached ~5% of the dataset maximum with it, >100% without).
+        Activations reported (render vs dataset) are always the layer's own.
+      init_sd: standard deviation of the random Fourier coefficients the renders start from.
+        Lucid uses 0.01 (a flat grey start), but a model trained on high-contrast images,
+        like the starter model, has whole layers silent on flat grey and its units' renders
+        then never leave it (zero gradient through the ReLUs); 0.5 starts from a faint noise
+        image, which wakes most units while keeping renders clean (see ``rescue`` for the
+        rest).
+      rescue: re-render, from a high-contrast start (clipped colours, Fourier sd 1.0), the
+        batches where a unit's renders stayed silent (activation 0 although dataset images
+        excite it), and keep the stronger result per unit (marked on its page).
+      transforms: ``"standard"`` (Lucid's pad/jitter/scale/rotate robustness transforms) or
+        ``"none"`` (faster to compile, noisier images).
+      batch_size: units per render batch (``batch_size * variants`` images at once); a
+        layer's last batch is padded so every batch of a layer has one shape (one compile).
+      top_k: dataset examples shown per unit (0: none).
+      dataset: ``"auto"`` (the model's own dataset when it ships one, e.g. the starter
+        model's test split, else none), ``"none"``, or a ``.npz`` (``images`` [N,H,W,C],
+        optional ``labels`` [N] int and ``label_names``) / ``.npy`` (images) path.
+      dataset_size: images taken from the dataset for the top-k search.
+      seed: seed of every random draw (renders and dataset sampling).
+      force: re-render every requested unit, even finished ones or a folder made with
+        different settings.
+      distributed: run as one of several processes (``jax.distributed``); each renders its
+        share of the units, process 0 writes the index once all are done.
+      coordinator_address, num_processes, process_id: for ``distributed``; None reads the
+        environment variables ``LUCIDAX_COORDINATOR``, ``LUCIDAX_NUM_PROCESSES``,
+        ``LUCIDAX_PROCESS_ID``.
+      shard_timeout: seconds process 0 waits for the other processes' results.
+    """
+
+    model: str = "starter"
+    weights: str | None = None
+    layers: str | tuple[str, ...] = "all"
+    units: str | tuple[int, ...] = "all"
+    out: str = "gallery"
+    steps: int = 128
+    size: int = 48
+    variants: int = 2
+    lr: float = 0.05
+    pre_relu: bool = False
+    init_sd: float = 0.5
+    rescue: bool = True
+    transforms: str = "standard"
+    batch_size: int = 32
+    top_k: int = 8
+    dataset: str = "auto"
+    dataset_size: int = 1000
+    seed: int = 0
+    force: bool = False
+    distributed: bool = False
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    shard_timeout: float = 3600.0
+
+    def __post_init__(self) -> None:
+        def fix(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if not isinstance(self.model, str) or not self.model:
+            raise GalleryConfigError(f"model must be a registered model name, got {self.model!r}")
+        if self.weights is not None:
+            fix("weights", os.fspath(self.weights))
+        fix("out", os.fspath(self.out))
+        if not self.out:
+            raise GalleryConfigError("out must be a folder path, got ''")
+        # layers
+        if not isinstance(self.layers, str):
+            layers = tuple(self.layers)
+            if not layers or not all(isinstance(s, str) for s in layers):
+                raise GalleryConfigError(
+                    f"layers must be 'all', a comma-separated string or a sequence of names; "
+                    f"got {self.layers!r}"
+                )
+            fix("layers", layers)
+        # units: validate the syntax now (ranges are checked against the model later)
+        if isinstance(self.units, str):
+            parse_units(self.units)
+        else:
+            fix("units", parse_units(self.units))
+        for name, lo in (
+            ("steps", 1),
+            ("size", 8),
+            ("variants", 1),
+            ("batch_size", 1),
+            ("top_k", 0),
+            ("dataset_size", 1),
+            ("seed", 0),
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise GalleryConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise GalleryConfigError(f"lr must be a positive number, got {self.lr!r}")
+        fix("lr", float(self.lr))
+        if not isinstance(self.init_sd, (int, float)) or not self.init_sd >= 0:
+            raise GalleryConfigError(f"init_sd must be a number >= 0, got {self.init_sd!r}")
+        fix("init_sd", float(self.init_sd))
+        if self.transforms not in TRANSFORMS:
+            raise GalleryConfigError(
+                f"transforms must be one of {', '.join(map(repr, TRANSFORMS))}; got "
+                f"{self.transforms!r}"
+            )
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise GalleryConfigError(
+                f"dataset must be 'auto', 'none' or a .npz/.npy path, got {self.dataset!r}"
+            )
+        if self.num_processes is not None and (
+            isinstance(self.num_processes, bool)
+            or not isinstance(self.num_processes, int)
+            or self.num_processes < 1
+        ):
+            raise GalleryConfigError(
+                f"num_processes must be a positive integer, got {self.num_processes!r}"
+            )
+        if self.process_id is not None and (
+            isinstance(self.process_id, bool)
+            or not isinstance(self.process_id, int)
+            or self.process_id < 0
+        ):
+            raise GalleryConfigError(
+                f"process_id must be a non-negative integer, got {self.process_id!r}"
+            )
+        if not isinstance(self.shard_timeout, (int, float)) or self.shard_timeout <= 0:
+            raise GalleryConfigError(
+                f"shard_timeout must be a positive number of seconds, got {self.shard_timeout!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+TRANSFORMS = ("standard", "none")
+_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def parse_units(spec: str | Sequence[int]) -> tuple[int, ...] | None:
+    """``"all"`` -> None; ``"0-3,7"`` -> ``(0, 1, 2, 3, 7)`` (sorted, unique); a sequence of
+    non-negative ints -> the same, sorted.
+
+    Raises:
+      GalleryConfigError: for anything else (with what was wrong).
+    """
+    if isinstance(spec, str):
+        if spec.strip().lower() == "all":
+            return None
+        out: set[int] = set()
+        for part in spec.split(","):
+            if not part.strip():
+                continue
+            m = _RANGE.match(part)
+            if not m:
+                raise GalleryConfigError(
+                    f"Bad unit range {part.strip()!r} in units={spec!r}: use 'all' or "
+                    f"comma-separated indices and ranges like '0-15,20'"
+                )
+            lo = int(m.group(1))
+            hi = int(m.group(2)) if m.group(2) is not None else lo
+            if hi < lo:
+                raise GalleryConfigError(
+                    f"Bad unit range {part.strip()!r} in units={spec!r}: the end is before "
+                    f"the start"
+                )
+            out.update(range(lo, hi + 1))
+        if not out:
+            raise GalleryConfigError(f"units={spec!r} selects no unit; use 'all' or '0-15,20'")
+        return tuple(sorted(out))
+    try:
+        values = list(spec)
+    except TypeError:
+        raise GalleryConfigError(
+            f"units must be 'all', a range string like '0-15,20' or a sequence of ints; "
+            f"got {spec!r}"
+        ) from None
+    if not values:
+        raise GalleryConfigError("units=() selects no unit; use 'all' or '0-15,20'")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+            raise GalleryConfigError(f"units must be non-negative ints, got {v!r} in {spec!r}")
+    return tuple(sorted({int(v) for v in values}))

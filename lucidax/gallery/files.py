@@ -1,0 +1,180 @@
+"""Safe file names, paths that cannot leave the output folder, atomic writes, PNG helpers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+
+__all__ = [
+    "UnsafePathError",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "clean_stale_tmp",
+    "decodable_png",
+    "encode_png",
+    "read_json",
+    "safe_name",
+    "safe_path",
+    "to_uint8_rgb",
+]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_NAME = 100
+
+
+class UnsafePathError(ValueError):
+    """A path that would be written outside the gallery's output folder."""
+
+
+def safe_name(name: str) -> str:
+    """A file-name component for a user-provided string (a layer name, say).
+
+    Letters, digits, ``.``, ``_`` and ``-`` are kept (``"layer3.5"`` stays ``"layer3.5"``);
+    anything else becomes ``_``; a leading dot is prefixed with ``_`` so that ``"."``,
+    ``".."`` and hidden names cannot come out (``"../x"`` -> ``"_.._x"``).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"expected a string name, got {type(name).__name__}: {name!r}")
+    out = _UNSAFE.sub("_", name)[:_MAX_NAME]
+    if not out or out.startswith("."):
+        out = "_" + out
+    return out
+
+
+def safe_path(root: str | os.PathLike, *parts: str) -> Path:
+    """``root / parts...``, refusing any part that is not a plain name or that resolves
+    (symlinks included) outside ``root``.
+
+    Raises:
+      UnsafePathError: for ``".."``, absolute parts, separators, NUL, or an escape via a link.
+    """
+    root_path = Path(root).resolve()
+    path = root_path
+    for part in parts:
+        part = str(part)
+        if (
+            not part
+            or part in (".", "..")
+            or "/" in part
+            or "\\" in part
+            or "\x00" in part
+            or os.path.isabs(part)
+        ):
+            raise UnsafePathError(
+                f"Refusing path component {part!r}: gallery files must be plain names inside "
+                f"{root_path}"
+            )
+        path = path / part
+    resolved = path.resolve()
+    if resolved != root_path and root_path not in resolved.parents:
+        raise UnsafePathError(f"Refusing to write {resolved}: it is outside {root_path}")
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, tag: str = "p0") -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder + ``os.replace``.
+
+    Readers see either the old file or the complete new one, never a partial file. The temp
+    name is ``.<name>.<tag>.<random>.tmp`` so :func:`clean_stale_tmp` can remove leftovers of
+    a killed run of the same process (``tag``) without touching other processes' files.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{tag}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, tag: str = "p0") -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), tag=tag)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, tag: str = "p0") -> None:
+    text = json.dumps(obj, indent=1, sort_keys=False, allow_nan=False, default=_json_default)
+    atomic_write_text(path, text + "\n", tag=tag)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any | None:
+    """Parsed JSON, or None when the file is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def clean_stale_tmp(root: str | os.PathLike, *, tag: str = "p0") -> int:
+    """Delete temp files a killed run of process ``tag`` left under ``root``; returns count."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    n = 0
+    for p in root.rglob(f".*.{tag}.*.tmp"):
+        try:
+            p.unlink()
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
+    """Float ``[..., h, w, C]`` in [0, 1] (non-finite -> 0.5) to uint8 RGB (1 or >3 channels
+    are mapped to 3: grayscale repeated, extra channels dropped)."""
+    x = np.asarray(image, np.float32)
+    x = np.where(np.isfinite(x), x, 0.5)
+    c = x.shape[-1]
+    if c == 1:
+        x = np.repeat(x, 3, axis=-1)
+    elif c == 2:
+        x = np.concatenate([x, np.full_like(x[..., :1], 0.5)], axis=-1)
+    elif c > 3:
+        x = x[..., :3]
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 ``[h, w, 3]`` (or float [0, 1]) image."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = to_uint8_rgb(image)
+    buf = io.BytesIO()
+    iio.imwrite(buf, image, extension=".png")
+    return buf.getvalue()
+
+
+def decodable_png(path: str | os.PathLike) -> bool:
+    """True when ``path`` exists and decodes as a non-empty image."""
+    try:
+        arr = iio.imread(path, plugin="pillow")
+    except Exception:  # noqa: BLE001 - any decoder failure means "not usable"
+        return False
+    return arr.ndim >= 2 and arr.size > 0

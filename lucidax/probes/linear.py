@@ -1,0 +1,911 @@
+"""Linear probes: multinomial logistic regression and ridge regression with vectorized CV.
+
+The logistic probe minimizes, for each (fold, lambda) problem,
+
+    mean_i CE(softmax(x_i W + b), y_i) + lambda / 2 * ||W||^2
+
+on features standardized with that fold's training statistics (the intercept is not
+penalized). This is scikit-learn's ``LogisticRegression(C=C)`` objective divided by ``C * n``,
+so ``C = 1 / (lambda * n)`` where ``n`` is the number of training samples of the fit.
+
+Every (fold, lambda) problem is solved in one compiled program: the L-BFGS direction
+(``optax.scale_by_lbfgs``) and the line search are ``jax.vmap``-ed over problems, and the
+folds of one lambda share the one data matrix, so each objective evaluation is a single
+matrix product ``X @ [W_1 ... W_F]`` for the whole group instead of ``F`` thin ones (the
+group objective is ``vmap(value_and_grad(_objective))`` written out by hand, checked against
+autodiff in the tests). Each iteration maps over the lambdas and skips (``lax.cond``) those
+whose folds have all converged, so fast-converging (large) lambdas stop costing time. Folds
+are 0/1 sample weights over the training split, and each fold's own standardization is
+folded into the weights (``(x - mu_f) / sd_f @ W == x @ (W / sd_f) - (mu_f / sd_f) @ W``),
+so nothing is copied per fold. A problem stops when its gradient infinity-norm is below
+``tol`` (scikit-learn's ``gtol`` convention) or at ``max_iter``; ``ProbeResult.converged``
+says whether all did. The pooled CV scores, the choice of lambda and the refit on the whole
+train split (warm-started from the mean of the chosen lambda's fold solutions) run in the
+same program.
+
+Why not ``optax.lbfgs`` with its zoom line search under ``vmap``: that line search branches
+with ``lax.cond``; under ``vmap`` a batched predicate turns the branches into a ``select``
+whose operands are broadcast over the batch, which copies the shared data matrix once per
+problem (measured ~30x slower). The Armijo backtracking search here is written with
+batch-wide ``where``s instead; for these strongly convex objectives (lambda > 0) every step
+has positive curvature, so the L-BFGS update stays well defined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.scipy.special import logsumexp
+
+__all__ = [
+    "DEFAULT_LAMBDAS",
+    "LogisticFit",
+    "ProbeConvergenceWarning",
+    "ProbeResult",
+    "RidgeResult",
+    "fit_logistic",
+    "fit_probe",
+    "fit_ridge",
+    "stratified_folds",
+    "stratified_split",
+    "wilson_interval",
+]
+
+DEFAULT_LAMBDAS: tuple[float, ...] = tuple(float(v) for v in np.logspace(-4, 2, 7))
+_Z95 = 1.959963984540054
+
+
+class ProbeConvergenceWarning(RuntimeWarning):
+    """The solver stopped at ``max_iter`` (or stalled) before reaching ``tol``."""
+
+
+# ----------------------------------------------------------------------------------------------
+# results
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProbeResult:
+    """Held-out accuracy of a multinomial logistic probe, with its CV and solver facts.
+
+    Attributes:
+      accuracy: accuracy on the held-out test split.
+      ci_low, ci_high: 95% Wilson score interval of ``accuracy``.
+      lambda_: L2 strength chosen by cross-validation (objective convention in the module
+        docstring; scikit-learn ``C = 1 / (lambda_ * n_train)``).
+      lambdas: the grid searched (sorted ascending, duplicates dropped).
+      cv_scores: pooled cross-validated accuracy for each lambda (every training sample is
+        scored once, by the fold that held it out).
+      cv_log_loss: pooled cross-validated mean cross-entropy for each lambda.
+      scoring: what chose ``lambda_`` (``"log_loss"`` or ``"accuracy"``).
+      n_train, n_test, n_classes, n_features: sizes.
+      chance: majority-class rate on the test split (the accuracy of always guessing it).
+      train_accuracy: accuracy of the refit on the training split.
+      converged: every CV problem and the refit reached ``tol``.
+      n_iter: most L-BFGS iterations any problem took.
+      grad_norm: largest final gradient infinity-norm among the problems.
+      weights: ``[n_features, n_classes]`` in the original (unstandardized) feature space.
+      bias: ``[n_classes]``; ``features @ weights + bias`` are the logits.
+      classes: the label value of each logit column.
+      folds, seed, test_size: the split configuration.
+      layer, target: optional names (filled in by ``probe_layers``).
+    """
+
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    lambda_: float
+    lambdas: tuple[float, ...]
+    cv_scores: tuple[float, ...]
+    cv_log_loss: tuple[float, ...]
+    scoring: str
+    n_train: int
+    n_test: int
+    n_classes: int
+    n_features: int
+    chance: float
+    train_accuracy: float
+    converged: bool
+    n_iter: int
+    grad_norm: float
+    weights: np.ndarray
+    bias: np.ndarray
+    classes: tuple[Any, ...]
+    folds: int
+    seed: int
+    test_size: float
+    layer: str | None = None
+    target: str | None = None
+
+    def decision_function(self, features: Any) -> np.ndarray:
+        """Logits ``[N, n_classes]`` for raw (unstandardized) features ``[N, n_features]``."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(
+                f"features must be [N, {self.n_features}] like the training features; got "
+                f"shape {x.shape}"
+            )
+        return x @ self.weights + self.bias
+
+    def predict(self, features: Any) -> np.ndarray:
+        """Predicted label values for raw features ``[N, n_features]``."""
+        idx = np.argmax(self.decision_function(features), axis=1)
+        return np.asarray(self.classes)[idx]
+
+    def to_dict(self, *, weights: bool = False) -> dict[str, Any]:
+        """JSON-ready summary (weights left out unless asked for)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("weights", "bias") and not weights:
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = _jsonable(v)
+        return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LogisticFit:
+    """One L2 multinomial logistic fit (see :func:`fit_logistic`)."""
+
+    weights: np.ndarray  # [n_features, n_classes], original feature space
+    bias: np.ndarray  # [n_classes]
+    classes: tuple[Any, ...]
+    lambda_: float
+    converged: bool
+    n_iter: int
+    grad_norm: float
+
+    def decision_function(self, features: Any) -> np.ndarray:
+        return np.asarray(features, dtype=np.float64) @ self.weights + self.bias
+
+    def predict_proba(self, features: Any) -> np.ndarray:
+        z = self.decision_function(features)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, features: Any) -> np.ndarray:
+        return np.asarray(self.classes)[np.argmax(self.decision_function(features), axis=1)]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RidgeResult:
+    """Held-out R^2 of a ridge (L2 least-squares) probe for continuous targets.
+
+    Objective: ``mean_i ||y_i - x_i W - b||^2 / 2 + lambda / 2 * ||W||^2`` on standardized
+    features (scikit-learn ``Ridge(alpha=lambda * n_train)``). ``r2`` is averaged uniformly
+    over targets, measured against the training mean (so predicting it scores 0).
+    """
+
+    r2: float
+    mse: float
+    lambda_: float
+    lambdas: tuple[float, ...]
+    cv_scores: tuple[float, ...]
+    n_train: int
+    n_test: int
+    n_features: int
+    n_targets: int
+    weights: np.ndarray  # [n_features, n_targets], original feature space
+    bias: np.ndarray  # [n_targets]
+    folds: int
+    seed: int
+    test_size: float
+    layer: str | None = None
+    target: str | None = None
+
+    def predict(self, features: Any) -> np.ndarray:
+        return np.asarray(features, dtype=np.float64) @ self.weights + self.bias
+
+    def to_dict(self, *, weights: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("weights", "bias") and not weights:
+                continue
+            out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, tuple | list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics helpers
+# ----------------------------------------------------------------------------------------------
+def wilson_interval(successes: int, n: int, *, z: float = _Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1.0 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if successes <= 0 else max(0.0, center - half)
+    hi = 1.0 if successes >= n else min(1.0, center + half)
+    return (lo, hi)
+
+
+def _encode(labels: Any, n: int | None = None) -> tuple[np.ndarray, tuple[Any, ...]]:
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be 1-D (one label per sample); got shape {y.shape}")
+    if n is not None and len(y) != n:
+        raise ValueError(
+            f"features and labels have different lengths: {n} feature rows vs {len(y)} labels"
+        )
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError("labels contain NaN or infinite values")
+    classes, codes = np.unique(y, return_inverse=True)
+    return codes.astype(np.int32), tuple(c.item() if hasattr(c, "item") else c for c in classes)
+
+
+def stratified_split(
+    labels: Any, test_size: float = 0.25, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified train/test split: ``(train_idx, test_idx)``, each sorted.
+
+    Each class contributes ``max(1, round(test_size * n_class))`` samples to the test split.
+    """
+    if not 0.0 < float(test_size) < 1.0:
+        raise ValueError(f"test_size must be in (0, 1); got {test_size}")
+    codes, classes = _encode(labels)
+    rng = np.random.default_rng(seed)
+    test: list[np.ndarray] = []
+    for c in range(len(classes)):
+        idx = np.flatnonzero(codes == c)
+        rng.shuffle(idx)
+        k = max(1, int(round(test_size * len(idx)))) if len(idx) > 1 else 0
+        test.append(idx[:k])
+    test_idx = np.sort(np.concatenate(test)) if test else np.zeros(0, np.int64)
+    train_mask = np.ones(len(codes), bool)
+    train_mask[test_idx] = False
+    return np.flatnonzero(train_mask), test_idx
+
+
+def stratified_folds(labels: Any, folds: int = 5, *, seed: int = 0) -> np.ndarray:
+    """Deterministic stratified k-fold assignment: fold id in ``[0, folds)`` per sample."""
+    codes, classes = _encode(labels)
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(codes), np.int32)
+    offset = 0
+    for c in range(len(classes)):
+        idx = np.flatnonzero(codes == c)
+        rng.shuffle(idx)
+        fold[idx] = (offset + np.arange(len(idx))) % folds
+        offset = (offset + len(idx)) % folds  # keeps fold sizes balanced across classes
+    return fold
+
+
+def _check_features(features: Any, n_labels: int | None = None) -> np.ndarray:
+    x = np.asarray(features)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(
+            f"features must be a 2-D array [N, D]; got shape {x.shape} (reduce spatial "
+            "activations first, e.g. extract(..., reduce='mean'))"
+        )
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise TypeError(f"features must be real numbers; got dtype {x.dtype}")
+    if n_labels is not None and x.shape[0] != n_labels:
+        raise ValueError(
+            f"features and labels have different lengths: {x.shape[0]} feature rows vs "
+            f"{n_labels} labels"
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"features are empty (shape {x.shape})")
+    bad = ~np.isfinite(x).all(axis=1) if x.dtype.kind == "f" else np.zeros(len(x), bool)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"features contain NaN or infinite values in {len(rows)} of {len(x)} rows "
+            f"(first: {rows[:5].tolist()}); drop or impute them first"
+        )
+    return x
+
+
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and std (float64); zero-variance columns get std 1."""
+    mu = x.mean(axis=0, dtype=np.float64)
+    sd = x.std(axis=0, dtype=np.float64)
+    sd = np.where(sd > 1e-12 * np.maximum(1.0, np.abs(mu)), sd, 1.0)
+    return mu, sd
+
+
+def _bucket(d: int) -> int:
+    """Padded feature count: few distinct compiled shapes across a layer sweep."""
+    if d <= 256:
+        return max(8, 1 << (d - 1).bit_length())
+    return -(-d // 256) * 256
+
+
+# ----------------------------------------------------------------------------------------------
+# the batched solver
+# ----------------------------------------------------------------------------------------------
+def _objective(params, x, y, w, lam, mu, sd):
+    """One problem's objective; ``x``/``y`` are shared, the rest is per problem."""
+    weights, bias = params
+    a = weights / sd[:, None]
+    c = bias - (mu / sd) @ weights
+    z = x @ a + c
+    ce = logsumexp(z, axis=1) - jnp.sum(z * y, axis=1)
+    return jnp.sum(w * ce) + 0.5 * lam * jnp.sum(weights * weights)
+
+
+def _inf_norm(tree) -> jax.Array:
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(t)) for t in jax.tree.leaves(tree)]))
+
+
+def _group_value_grad(params, x, y, w, lam, mu, sd):
+    """``jax.vmap(jax.value_and_grad(_objective))`` over a group of problems sharing ``x``,
+    written out by hand so that the forward and backward passes are exactly one matrix
+    product each (``x @ [A_1 ... A_P]`` and its transpose), ~25% faster than autodiff's
+    layout on CPU. Tested against autodiff of ``_objective``.
+    """
+    weights, bias = params  # [P, d, K], [P, K]
+    p_count, d, k = weights.shape
+    a = weights / sd[:, :, None]
+    c = bias - jnp.einsum("pd,pdk->pk", mu / sd, weights)
+    z = (x @ jnp.transpose(a, (1, 0, 2)).reshape(d, p_count * k)).reshape(-1, p_count, k)
+    z = z + c[None]
+    lse = logsumexp(z, axis=2)  # [n, P]
+    ce = lse - jnp.einsum("npk,nk->np", z, y)
+    value = jnp.sum(w.T * ce, axis=0) + 0.5 * lam * jnp.sum(weights * weights, axis=(1, 2))
+    resid = (jnp.exp(z - lse[..., None]) - y[:, None, :]) * w.T[..., None]  # [n, P, K]
+    g_a = (resid.reshape(-1, p_count * k).T @ x).reshape(p_count, k, d).transpose(0, 2, 1)
+    g_b = resid.sum(axis=0)
+    g_w = g_a / sd[:, :, None] - (mu / sd)[:, :, None] * g_b[:, None, :]
+    return value, (g_w + lam[:, None, None] * weights, g_b)
+
+
+def _lbfgs_batch(x, y, w, lam, mu, sd, params0, max_iter, tol, *, memory, max_ls, groups):
+    """Solve P problems at once (traced inside a jitted program).
+
+    ``w`` [P, n]: sample weights summing to 1 per problem; ``lam`` [P]; ``mu``/``sd`` [P, d]:
+    each problem's standardization relative to ``x``; ``params0``: (weights [P, d, K],
+    bias [P, K]) to start from.
+
+    Problems come in ``groups`` consecutive groups of equal size (one group per lambda: its
+    folds converge at about the same speed). Every iteration maps over the groups; a group
+    with an unconverged problem takes one L-BFGS step for all its problems together
+    (``vmap``-ed direction and line search, one matrix product per objective evaluation for
+    the whole group), and a group whose problems have all converged is skipped
+    (``lax.cond``), so fast-converging lambdas stop costing time.
+
+    Returns (weights [P, d, K], bias [P, K], n_iter [P], grad_norm [P], evaluations), where
+    ``evaluations`` counts group objective evaluations.
+    """
+    p_count = w.shape[0]
+    per_group = p_count // groups
+    lbfgs = optax.scale_by_lbfgs(memory_size=memory)
+    direction_fn = jax.vmap(lbfgs.update)
+    gnorm_fn = jax.vmap(_inf_norm)
+    vdot_fn = jax.vmap(optax.tree.vdot)
+
+    def grouped(a):
+        return a.reshape((groups, per_group) + a.shape[1:])
+
+    def pick(mask, a, b):
+        return jax.tree.map(
+            lambda u, v: jnp.where(mask.reshape((-1,) + (1,) * (u.ndim - 1)), u, v), a, b
+        )
+
+    def init_group(args):
+        prm, wg, lg, mg, sg = args
+        f, g = _group_value_grad(prm, x, y, wg, lg, mg, sg)
+        state = jax.vmap(lbfgs.init)(prm)
+        return prm, f, g, state, gnorm_fn(g) > tol, jnp.zeros(per_group, jnp.int32)
+
+    def step_group(args):
+        carry, (wg, lg, mg, sg) = args
+
+        def step(carry):
+            params, f, g, state, active, iters = carry
+            direction, new_state = direction_fn(g, state, params)
+            direction = jax.tree.map(jnp.negative, direction)
+            slope = vdot_fn(g, direction)
+            # a non-descent direction (numerical trouble) falls back to steepest descent
+            bad = ~(slope < 0)
+            direction = pick(bad, jax.tree.map(jnp.negative, g), direction)
+            slope = jnp.where(bad, -vdot_fn(g, g), slope)
+
+            # Armijo backtracking, tolerant to float32 rounding near the optimum
+            def ls_cond(ls):
+                *_, done, j = ls
+                return (j < max_ls) & jnp.any(~done)
+
+            def ls_body(ls):
+                t, p_new, f_new, g_new, done, j = ls
+                trial = jax.tree.map(
+                    lambda p, dd: p + t.reshape((-1,) + (1,) * (p.ndim - 1)) * dd,
+                    params, direction,
+                )
+                f_t, g_t = _group_value_grad(trial, x, y, wg, lg, mg, sg)
+                slack = 1e-6 * (jnp.abs(f) + 1.0)
+                ok = jnp.isfinite(f_t) & (f_t <= f + 1e-4 * t * slope + slack) & ~done
+                p_new = pick(ok, trial, p_new)
+                f_new = jnp.where(ok, f_t, f_new)
+                g_new = pick(ok, g_t, g_new)
+                done = done | ok
+                t = jnp.where(done, t, 0.5 * t)
+                return t, p_new, f_new, g_new, done, j + 1
+
+            ls0 = (jnp.ones(per_group, x.dtype), params, f, g, ~active, 0)
+            _, p_new, f_new, g_new, accepted, j = jax.lax.while_loop(ls_cond, ls_body, ls0)
+            moved = active & accepted
+            params = pick(moved, p_new, params)
+            f = jnp.where(moved, f_new, f)
+            g = pick(moved, g_new, g)
+            state = pick(moved, new_state, state)
+            iters = iters + moved.astype(jnp.int32)
+            active = moved & (gnorm_fn(g) > tol)  # a failed line search stops that problem
+            return (params, f, g, state, active, iters), j
+
+        return jax.lax.cond(jnp.any(carry[4]), step, lambda c: (c, 0), carry)
+
+    data = (grouped(w), grouped(lam), grouped(mu), grouped(sd))
+    params0 = jax.tree.map(lambda a: grouped(a.astype(x.dtype)), params0)
+    carry0 = jax.lax.map(init_group, (params0, *data))
+
+    def body(loop):
+        carry, it, evals = loop
+        carry, j = jax.lax.map(step_group, (carry, data))
+        return carry, it + 1, evals + jnp.sum(j)
+
+    def cond(loop):
+        carry, it, _ = loop
+        return (it < max_iter) & jnp.any(carry[4])
+
+    carry, _, evals = jax.lax.while_loop(cond, body, (carry0, 0, groups))
+    params, _, g, _, _, iters = carry
+    flat = lambda a: a.reshape((p_count,) + a.shape[2:])  # noqa: E731
+    g = jax.tree.map(flat, g)
+    return flat(params[0]), flat(params[1]), flat(iters), gnorm_fn(g), evals
+
+
+@functools.partial(jax.jit, static_argnames=("memory", "max_ls"))
+def _solve(x, y, w, lam, mu, sd, b0, max_iter, tol, *, memory, max_ls):
+    """Independent problems from zero weights (``fit_logistic``)."""
+    params0 = (jnp.zeros((w.shape[0], x.shape[1], y.shape[1]), x.dtype), b0)
+    return _lbfgs_batch(x, y, w, lam, mu, sd, params0, max_iter, tol, memory=memory,
+                        max_ls=max_ls, groups=1)
+
+
+@functools.partial(jax.jit, static_argnames=("memory", "max_ls", "folds"))
+def _cv_program(x, y, codes, w, val, lam, mu, sd, b0, w_all, max_iter, tol, by_loss, *,
+                memory, max_ls, folds):
+    """Whole probe in one compiled program: CV fits for every (lambda, fold) problem
+    (problem p = lambda_index * folds + fold), pooled validation scores, the choice of
+    lambda, and the refit on all of ``w_all`` warm-started from the chosen lambda's folds.
+
+    ``val`` [folds, n]: 0/1 validation masks. Lambdas must be sorted ascending. ``by_loss``:
+    choose lambda by pooled log-loss (True) or accuracy (False).
+    """
+    p_count, d, k = w.shape[0], x.shape[1], y.shape[1]
+    n_l = p_count // folds
+    params0 = (jnp.zeros((p_count, d, k), x.dtype), b0)
+    wt, b, iters, gn, evals = _lbfgs_batch(x, y, w, lam, mu, sd, params0, max_iter, tol,
+                                           memory=memory, max_ls=max_ls, groups=n_l)
+
+    def scores(wt_p, b_p, mu_p, sd_p, val_p):
+        a = wt_p / sd_p[:, None]
+        z = x @ a + (b_p - (mu_p / sd_p) @ wt_p)
+        ce = logsumexp(z, axis=1) - jnp.take_along_axis(z, codes[:, None], axis=1)[:, 0]
+        hit = (jnp.argmax(z, axis=1) == codes).astype(jnp.float32)
+        return jnp.sum(val_p * hit), jnp.sum(val_p * ce)
+
+    val_p = jnp.tile(val, (n_l, 1))
+    correct, loss = jax.vmap(scores)(wt, b, mu, sd, val_p)
+    correct = correct.reshape(n_l, folds).sum(axis=1)
+    loss = loss.reshape(n_l, folds).sum(axis=1)
+    # largest lambda among ties: search the reversed (descending) grid
+    best = n_l - 1 - jnp.where(by_loss, jnp.argmin(loss[::-1]), jnp.argmax(correct[::-1]))
+    chosen = jax.lax.dynamic_slice_in_dim(wt, best * folds, folds)
+    chosen_b = jax.lax.dynamic_slice_in_dim(b, best * folds, folds)
+    init = (chosen.mean(axis=0)[None], chosen_b.mean(axis=0)[None])
+    lam_best = jax.lax.dynamic_slice_in_dim(lam, best * folds, 1)
+    rw, rb, r_iters, r_gn, r_evals = _lbfgs_batch(
+        x, y, w_all[None], lam_best, jnp.zeros((1, d), x.dtype), jnp.ones((1, d), x.dtype),
+        init, max_iter, tol, memory=memory, max_ls=max_ls, groups=1)
+    return correct, loss, best, rw[0], rb[0], iters, gn, r_iters[0], r_gn[0], evals, r_evals
+
+
+_LAST_STATS: dict[str, int] = {}  # diagnostics of the last solve (for benchmarks)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SolverConfig:
+    max_iter: int = 500
+    tol: float = 1e-4
+    memory: int = 10
+    max_ls: int = 30
+
+
+def _padded_rows(xs: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+    """Rows padded to a multiple of 128 (zero weight) so that similar sizes share one
+    compiled program; returns (x, one-hot y, codes) padded."""
+    n = xs.shape[0]
+    n_pad = -(-n // 128) * 128
+    x = np.zeros((n_pad, xs.shape[1]), np.float32)
+    x[:n] = xs
+    y = np.zeros((n_pad, k), np.float32)
+    y[np.arange(n), codes] = 1.0
+    c = np.zeros(n_pad, np.int32)
+    c[:n] = codes
+    return x, y, c
+
+
+def _weights(masks: np.ndarray, n_pad: int) -> np.ndarray:
+    w = np.zeros((masks.shape[0], n_pad), np.float32)
+    w[:, : masks.shape[1]] = masks / masks.sum(axis=1, keepdims=True)
+    return w
+
+
+def _check_lambdas(lambdas: Any) -> tuple[float, ...]:
+    lams = tuple(float(v) for v in np.atleast_1d(np.asarray(lambdas, dtype=np.float64)))
+    if not lams:
+        raise ValueError("lambdas must not be empty")
+    if any(not math.isfinite(v) or v <= 0 for v in lams):
+        raise ValueError(f"every lambda must be a positive finite number; got {lams}")
+    return lams
+
+
+def _check_solver(max_iter: int, tol: float) -> _SolverConfig:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}")
+    if not (isinstance(tol, int | float) and math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive number; got {tol!r}")
+    return _SolverConfig(max_iter=int(max_iter), tol=float(tol))
+
+
+def _check_folds(folds: int) -> int:
+    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 2:
+        raise ValueError(f"folds must be an integer >= 2; got {folds!r}")
+    return int(folds)
+
+
+def _standardize_padded(x: np.ndarray, mu: np.ndarray, sd: np.ndarray, d_pad: int) -> np.ndarray:
+    out = np.zeros((x.shape[0], d_pad), np.float32)
+    out[:, : x.shape[1]] = (x - mu) / sd
+    return out
+
+
+def _pad_cols(a: np.ndarray, d_pad: int, fill: float) -> np.ndarray:
+    out = np.full(a.shape[:-1] + (d_pad,), fill, a.dtype)
+    out[..., : a.shape[-1]] = a
+    return out
+
+
+def _log_prior(codes: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
+    counts = np.bincount(codes, weights=weights, minlength=k).astype(np.float64) + 0.5
+    p = counts / counts.sum()
+    return np.log(p) - np.log(p).mean()
+
+
+def fit_logistic(
+    features: Any,
+    labels: Any,
+    lam: float,
+    *,
+    max_iter: int = 500,
+    tol: float = 1e-4,
+) -> LogisticFit:
+    """One L2 multinomial logistic regression on all of ``features`` (standardized).
+
+    ``lam`` follows the module convention: scikit-learn ``C = 1 / (lam * n)``.
+    """
+    codes, classes = _encode(labels)
+    x = _check_features(features, len(codes)).astype(np.float64)
+    (lam,) = _check_lambdas([lam])
+    cfg = _check_solver(max_iter, tol)
+    if len(classes) < 2:
+        raise ValueError(f"need at least 2 classes to fit a classifier; got {len(classes)}")
+    n, d = x.shape
+    k = len(classes)
+    mu, sd = _moments(x)
+    d_pad = _bucket(d)
+    xs = _standardize_padded(x, mu, sd, d_pad)
+    x_pad, y_pad, _ = _padded_rows(xs, codes, k)
+    out = _solve(
+        jnp.asarray(x_pad), jnp.asarray(y_pad), jnp.asarray(_weights(np.ones((1, n)), len(x_pad))),
+        jnp.asarray([lam], jnp.float32), jnp.zeros((1, d_pad), jnp.float32),
+        jnp.ones((1, d_pad), jnp.float32), jnp.asarray(_log_prior(codes, k)[None], jnp.float32),
+        jnp.asarray(cfg.max_iter, jnp.int32), jnp.asarray(cfg.tol, jnp.float32),
+        memory=cfg.memory, max_ls=cfg.max_ls,
+    )
+    wt, b, iters, gn, _ = (np.asarray(o) for o in out)
+    w_std = wt[0, :d].astype(np.float64)
+    weights = w_std / sd[:, None]
+    bias = b[0].astype(np.float64) - (mu / sd) @ w_std
+    converged = bool(gn[0] <= tol)
+    if not converged:
+        warnings.warn(
+            f"logistic fit did not converge in {int(iters[0])} iterations (gradient norm "
+            f"{float(gn[0]):.2e} > tol {tol:g}); raise max_iter or lambda",
+            ProbeConvergenceWarning,
+            stacklevel=2,
+        )
+    return LogisticFit(
+        weights=weights,
+        bias=bias,
+        classes=classes,
+        lambda_=lam,
+        converged=converged,
+        n_iter=int(iters[0]),
+        grad_norm=float(gn[0]),
+    )
+
+
+def fit_probe(
+    features: Any,
+    labels: Any,
+    *,
+    test_size: float = 0.25,
+    folds: int = 5,
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+    seed: int = 0,
+    max_iter: int = 500,
+    tol: float = 1e-4,
+    scoring: str = "log_loss",
+    layer: str | None = None,
+    target: str | None = None,
+) -> ProbeResult:
+    """Held-out accuracy of an L2 multinomial logistic probe, lambda chosen by stratified CV.
+
+    1. Stratified train/test split (``test_size``, ``seed``).
+    2. Stratified ``folds``-fold CV on the train split over ``lambdas``: every
+       (fold, lambda) problem is solved at once (vectorized, see the module docstring), each
+       on features standardized with its own fold's training statistics. The lambda with the
+       lowest pooled CV log-loss wins (``scoring="log_loss"``, the default: a proper scoring
+       rule, smooth in lambda) or the best pooled CV accuracy (``scoring="accuracy"``, ties
+       go to the larger lambda).
+    3. Refit on the whole train split (standardized with train statistics) with that lambda;
+       report test accuracy with a 95% Wilson interval and the majority-class ``chance`` rate.
+
+    Raises:
+      ValueError: fewer than 2 classes, a class with fewer training samples than ``folds``,
+        NaN/inf features, mismatched lengths, bad ``test_size``/``folds``/``lambdas``.
+    """
+    codes_all, classes = _encode(labels)
+    x_all = _check_features(features, len(codes_all))
+    folds = _check_folds(folds)
+    if scoring not in ("log_loss", "accuracy"):
+        raise ValueError(f"Unknown scoring {scoring!r}. Valid scorings: log_loss, accuracy")
+    lams = tuple(sorted(set(_check_lambdas(lambdas))))
+    cfg = _check_solver(max_iter, tol)
+    k = len(classes)
+    if k < 2:
+        raise ValueError(
+            f"need at least 2 classes to fit a probe; every label is {classes[0]!r}"
+            if k == 1
+            else "need at least 2 classes to fit a probe; got no labels"
+        )
+    counts = np.bincount(codes_all, minlength=k)
+    train_idx, test_idx = stratified_split(codes_all, test_size, seed=seed)
+    train_counts = np.bincount(codes_all[train_idx], minlength=k)
+    small = [(classes[c], int(counts[c]), int(train_counts[c])) for c in range(k)
+             if train_counts[c] < folds]
+    if small:
+        desc = ", ".join(f"{c!r} ({n} samples, {t} after the test split)" for c, n, t in small)
+        raise ValueError(
+            f"every class needs at least folds={folds} training samples for stratified CV; "
+            f"too few for class(es) {desc}. Use fewer folds, more data, or drop those classes."
+        )
+
+    x_train = np.asarray(x_all[train_idx], dtype=np.float64)
+    x_test = np.asarray(x_all[test_idx], dtype=np.float64)
+    y_train, y_test = codes_all[train_idx], codes_all[test_idx]
+    n, d = x_train.shape
+    d_pad = _bucket(d)
+
+    # global (train split) standardization; fold statistics are expressed relative to it
+    mu_g, sd_g = _moments(x_train)
+    xs = _standardize_padded(x_train, mu_g, sd_g, d_pad)
+    fold_id = stratified_folds(y_train, folds, seed=seed + 1)
+
+    # problem p = l * folds + f (lambda-major: each lambda is one group of the solver)
+    n_l = len(lams)
+    masks = np.stack([fold_id != f for f in range(folds)])
+    mus, sds, priors = [], [], []
+    for f in range(folds):
+        mu_f, sd_f = _moments(xs[masks[f], :d].astype(np.float64))
+        mus.append(_pad_cols(mu_f, d_pad, 0.0))
+        sds.append(_pad_cols(sd_f, d_pad, 1.0))
+        priors.append(_log_prior(y_train[masks[f]], k))
+    rep = np.tile(np.arange(folds), n_l)
+    lam_p = np.repeat(np.asarray(lams), folds)
+    x_pad, y_pad, c_pad = _padded_rows(xs, y_train, k)
+    n_pad = len(x_pad)
+    val = np.zeros((folds, n_pad), np.float32)
+    val[:, :n] = ~masks
+    f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    out = _cv_program(
+        jnp.asarray(x_pad), jnp.asarray(y_pad), jnp.asarray(c_pad),
+        jnp.asarray(_weights(masks[rep], n_pad)), jnp.asarray(val), f32(lam_p),
+        f32(np.stack(mus)[rep]), f32(np.stack(sds)[rep]), f32(np.stack(priors)[rep]),
+        jnp.asarray(_weights(np.ones((1, n)), n_pad)[0]),
+        jnp.asarray(cfg.max_iter, jnp.int32), jnp.asarray(cfg.tol, jnp.float32),
+        jnp.asarray(scoring == "log_loss"), memory=cfg.memory, max_ls=cfg.max_ls, folds=folds,
+    )
+    correct, loss, best, rw, rb, iters, gn, r_iter, r_gn, evals, r_evals = (
+        np.asarray(o) for o in out)
+    _LAST_STATS.update(evaluations=int(evals), refit_evaluations=int(r_evals),
+                       n_iter=int(iters.max()), refit_iter=int(r_iter), problems=len(iters))
+    cv_scores, cv_log_loss = correct / n, loss / n
+    best = int(best)
+    lam = lams[best]
+
+    w_std = rw[:d].astype(np.float64)
+    weights = w_std / sd_g[:, None]
+    bias = rb.astype(np.float64) - (mu_g / sd_g) @ w_std
+    test_pred = np.argmax(x_test @ weights + bias, axis=1)
+    train_pred = np.argmax(x_train @ weights + bias, axis=1)
+    n_test = len(y_test)
+    hits = int(np.sum(test_pred == y_test))
+    lo, hi = wilson_interval(hits, n_test)
+    chance = float(np.bincount(y_test, minlength=k).max() / n_test)
+
+    all_gn = np.append(gn, r_gn)
+    converged = bool(np.all(all_gn <= tol))
+    n_iter = int(max(iters.max(), r_iter))
+    if not converged:
+        bad = int(np.sum(all_gn > tol))
+        warnings.warn(
+            f"probe{f' for {layer!r}' if layer else ''}: {bad} of {len(all_gn)} fits did not "
+            f"reach tol={tol:g} in max_iter={max_iter} (largest gradient norm "
+            f"{float(all_gn.max()):.2e}); results may be slightly off",
+            ProbeConvergenceWarning,
+            stacklevel=2,
+        )
+    return ProbeResult(
+        accuracy=hits / n_test,
+        ci_low=lo,
+        ci_high=hi,
+        lambda_=lam,
+        lambdas=lams,
+        cv_scores=tuple(float(s) for s in cv_scores),
+        cv_log_loss=tuple(float(s) for s in cv_log_loss),
+        scoring=scoring,
+        n_train=n,
+        n_test=n_test,
+        n_classes=k,
+        n_features=d,
+        chance=chance,
+        train_accuracy=float(np.mean(train_pred == y_train)),
+        converged=converged,
+        n_iter=n_iter,
+        grad_norm=float(all_gn.max()),
+        weights=weights,
+        bias=bias,
+        classes=classes,
+        folds=folds,
+        seed=seed,
+        test_size=float(test_size),
+        layer=layer,
+        target=target,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# ridge
+# ----------------------------------------------------------------------------------------------
+def _ridge_path(x: np.ndarray, y: np.ndarray, lams: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Closed-form ridge for every lambda at once (x, y centered; x standardized).
+
+    Returns weights [L, d, T]. Uses the primal (d x d) or dual (n x n) eigendecomposition,
+    whichever is smaller, then broadcasts over lambdas.
+    """
+    n, d = x.shape
+    if d <= n:
+        s, v = np.linalg.eigh(x.T @ x / n)
+        rhs = v.T @ (x.T @ y / n)  # [d, T]
+        return np.einsum("ij,lj,jt->lit", v, 1.0 / (np.maximum(s, 0)[None] + lams[:, None]), rhs)
+    s, u = np.linalg.eigh(x @ x.T / n)
+    rhs = u.T @ y / n  # [n, T]
+    alpha = np.einsum("ij,lj,jt->lit", u, 1.0 / (np.maximum(s, 0)[None] + lams[:, None]), rhs)
+    return np.einsum("id,lit->ldt", x, alpha)
+
+
+def fit_ridge(
+    features: Any,
+    targets: Any,
+    *,
+    test_size: float = 0.25,
+    folds: int = 5,
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+    seed: int = 0,
+    layer: str | None = None,
+    target: str | None = None,
+) -> RidgeResult:
+    """Held-out R^2 of a ridge probe for continuous ``targets`` ([N] or [N, T]).
+
+    Random (unstratified) train/test split and k-fold CV from ``seed``; every lambda of a fold
+    is solved from one eigendecomposition (closed form, float64); standardization uses each
+    fold's training statistics. The lambda with the best pooled CV R^2 wins (ties: larger).
+    """
+    y_all = np.asarray(targets, dtype=np.float64)
+    if y_all.ndim not in (1, 2):
+        raise ValueError(f"targets must be [N] or [N, T]; got shape {y_all.shape}")
+    squeeze = y_all.ndim == 1
+    y_all = y_all[:, None] if squeeze else y_all
+    if not np.all(np.isfinite(y_all)):
+        raise ValueError("targets contain NaN or infinite values")
+    x_all = _check_features(features, len(y_all))
+    folds = _check_folds(folds)
+    lams = np.asarray(_check_lambdas(lambdas))
+    if not 0.0 < float(test_size) < 1.0:
+        raise ValueError(f"test_size must be in (0, 1); got {test_size}")
+    n_all = len(y_all)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_all)
+    n_test = max(1, int(round(test_size * n_all)))
+    test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    if len(train_idx) < 2 * folds:
+        raise ValueError(
+            f"too few samples for {folds}-fold CV: {len(train_idx)} in the train split "
+            f"(need at least {2 * folds})"
+        )
+    x_tr = np.asarray(x_all[train_idx], dtype=np.float64)
+    y_tr = y_all[train_idx]
+    x_te = np.asarray(x_all[test_idx], dtype=np.float64)
+    y_te = y_all[test_idx]
+    n, d = x_tr.shape
+    fold_id = np.random.default_rng(seed + 1).permutation(n) % folds
+
+    sse = np.zeros(len(lams))
+    sst = 0.0
+    for f in range(folds):
+        tr, va = fold_id != f, fold_id == f
+        mu, sd = _moments(x_tr[tr])
+        ym = y_tr[tr].mean(axis=0)
+        ws = _ridge_path((x_tr[tr] - mu) / sd, y_tr[tr] - ym, lams)  # [L, d, T]
+        pred = np.einsum("id,ldt->lit", (x_tr[va] - mu) / sd, ws) + ym
+        sse += ((pred - y_tr[va][None]) ** 2).sum(axis=(1, 2))
+        sst += float(((y_tr[va] - ym) ** 2).sum())
+    cv_scores = 1.0 - sse / max(sst, 1e-300)
+    best = max(range(len(lams)), key=lambda i: (cv_scores[i], lams[i]))
+    lam = float(lams[best])
+
+    mu, sd = _moments(x_tr)
+    ym = y_tr.mean(axis=0)
+    w_std = _ridge_path((x_tr - mu) / sd, y_tr - ym, np.asarray([lam]))[0]
+    weights = w_std / sd[:, None]
+    bias = ym - (mu / sd) @ w_std
+    pred = x_te @ weights + bias
+    ss_res = ((pred - y_te) ** 2).sum(axis=0)
+    ss_tot = ((y_te - ym) ** 2).sum(axis=0)
+    r2 = float(np.mean(1.0 - ss_res / np.maximum(ss_tot, 1e-300)))
+    return RidgeResult(
+        r2=r2,
+        mse=float(np.mean((pred - y_te) ** 2)),
+        lambda_=lam,
+        lambdas=tuple(float(v) for v in lams),
+        cv_scores=tuple(float(s) for s in cv_scores),
+        n_train=n,
+        n_test=len(test_idx),
+        n_features=d,
+        n_targets=y_all.shape[1],
+        weights=weights[:, 0] if squeeze else weights,
+        bias=bias[0] if squeeze else bias,
+        folds=folds,
+        seed=seed,
+        test_size=float(test_size),
+        layer=layer,
+        target=target,
+    )

@@ -1,0 +1,124 @@
+"""What ``lucidax probe`` calls: load a model, pick a data source, probe layers, write files.
+
+>>> from lucidax.probes.run import run_probe_cli
+>>> results = run_probe_cli("starter", layers="all", data="builtin:starter",
+...                         target="digit", out="runs/probe-digit")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lucidax.models.base import Model
+
+from .linear import DEFAULT_LAMBDAS, ProbeResult
+from .sweep import format_results, probe_layers
+
+__all__ = ["BUILTIN_DATA", "ProbeRun", "load_data", "run_probe_cli"]
+
+BUILTIN_DATA = ("builtin:starter", "builtin:starter:train", "builtin:starter:test")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    data: Any
+    labels: dict[str, np.ndarray] | None
+    label_names: dict[str, tuple[str, ...]]
+    description: str
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProbeRun:
+    """What :func:`run_probe_cli` produced: per-layer results, files, a printable table."""
+
+    results: tuple[ProbeResult, ...]
+    out: str
+    files: dict[str, str]
+    table: str
+
+
+def load_data(data: str | os.PathLike, *, n: int = 2000, seed: int = 0) -> _Data:
+    """Resolve a ``--data`` argument: ``builtin:starter[:train|:test]`` (the starter model's
+    dataset, default split ``test``: images the model was not trained on) or a folder / CSV."""
+    spec = os.fspath(data)
+    if spec.startswith("builtin:"):
+        parts = spec.split(":")
+        if parts[1] != "starter" or len(parts) > 3:
+            raise ValueError(f"Unknown builtin data {spec!r}. Valid: {', '.join(BUILTIN_DATA)}")
+        split = parts[2] if len(parts) == 3 else "test"
+        from lucidax.models import starter
+
+        if split not in starter.SPLITS:
+            raise ValueError(
+                f"Unknown split {split!r} for builtin:starter. Valid: {', '.join(starter.SPLITS)}"
+            )
+        ds = starter.dataset(int(n), split=split, seed=seed)
+        labels = {k: np.asarray(v) for k, v in ds.labels.items()}
+        return _Data(ds.images, labels, dict(ds.label_names),
+                     f"builtin:starter:{split} (n={n}, seed={seed})")
+    if not os.path.exists(spec):
+        raise FileNotFoundError(
+            f"data not found: {spec!r} (an image folder, a labels CSV, or one of "
+            f"{', '.join(BUILTIN_DATA)})"
+        )
+    return _Data(spec, None, {}, spec)
+
+
+def run_probe_cli(
+    model: str | Model = "starter",
+    *,
+    weights: str | os.PathLike | None = None,
+    layers: str | Sequence[str] = "all",
+    data: str | os.PathLike = "builtin:starter",
+    target: str | None = None,
+    out: str | os.PathLike = "probe-out",
+    reduce: Any = "mean",
+    n: int = 2000,
+    seed: int = 0,
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    folds: int = 5,
+    test_size: float = 0.25,
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+    progress: bool = True,
+) -> ProbeRun:
+    """``lucidax probe --model M --layers L --data D --target T --out O``.
+
+    Args:
+      model: registered model name (``lucidax.models.list_models()``) or a Model.
+      weights: checkpoint path (None: the model's default weights).
+      layers: ``"all"`` (every layer except ``*_pre_relu``), or comma-separated names.
+      data: ``builtin:starter[:train|:test]``, an image folder (one sub-folder per class, or a
+        ``labels.csv``), or a CSV ``filename,label[,...]``.
+      target: label family (starter: digit, color, background, position, size; a CSV column
+        name; ``label`` for sub-folder classes). Optional when there is only one.
+      out: output folder (results.json, results.csv, accuracy_by_layer.png/.svg).
+      reduce: spatial reduction (``mean``, ``max``, ``center``, ``grid4``, ``position:y,x``).
+      n: number of images for builtin data.
+      seed: seed of the builtin data and of the splits.
+      cache_dir: feature cache folder (default: ``<out>/feature-cache``).
+    """
+    if isinstance(model, str):
+        import lucidax.models as lm
+
+        model = lm.load(model, weights)
+    elif weights is not None:
+        raise ValueError("weights= is only used with a model name")
+    src = load_data(data, n=n, seed=seed)
+    out = os.fspath(out)
+    cache = os.path.join(out, "feature-cache") if cache_dir is None else os.fspath(cache_dir)
+    results = probe_layers(
+        model, model.params, src.data, src.labels, layers, target_name=target, reduce=reduce,
+        out_dir=out, cache_dir=cache, batch_size=batch_size, test_size=test_size, folds=folds,
+        lambdas=lambdas, seed=seed, progress=progress,
+        label_names=src.label_names,
+    )
+    files = {k: os.path.join(out, f) for k, f in (
+        ("json", "results.json"), ("csv", "results.csv"), ("png", "accuracy_by_layer.png"),
+        ("svg", "accuracy_by_layer.svg"))}
+    return ProbeRun(tuple(results), out, files, format_results(results))

@@ -1,0 +1,313 @@
+"""Input gradients that XLA:CPU runs fast inside the render loop (same values, other programs).
+
+The render loop differentiates the model with respect to its *input* inside a ``lax.scan``.
+Two standard gradients are slow on XLA:CPU there (measured on InceptionV1, jax 0.10.2):
+
+* convolutions: JAX's transpose rule folds the kernel flip/transposition into the dimension
+  numbers of the backward convolution; outside a loop XLA materializes the transposed kernel
+  and calls its fast convolution, but inside a while loop it does not and falls back to a
+  generic implementation that is ~3x slower (a 3x3 conv: 54 ms -> 165 ms per step).
+  Stride-2 input gradients are also lhs-dilated convolutions, slower than the same work done
+  as one stride-1 convolution over the four polyphase components.
+* max pooling: its gradient is ``select_and_scatter``, 10-20x slower than the forward pool.
+
+:func:`call` evaluates a function's jaxpr with ``conv_general_dilated`` (NHWC/HWIO, no
+dilation or grouping, strides 1 or 2) and ``reduce_window_max`` (spatial windows) replaced by
+``custom_vjp`` versions: the backward convolution gets an explicitly transposed kernel behind
+an ``optimization_barrier`` (stride 2: one stride-1 convolution producing the four phases),
+and the max-pool gradient routes each output's cotangent to the first maximal element of its
+window with elementwise selects and strided pads (what ``select_and_scatter`` computes).
+Forward values are bit-identical; gradients agree to float rounding. Any other primitive is
+bound unchanged; nested ``jit`` calls are inlined.
+
+With ``redirect`` (a traced 0/1 scalar), ReLUs (``max(x, 0)``, ``jax.nn.relu``) also get
+Lucid's *redirected* gradient while ``redirect`` is 1: for a row (image) whose ReLU gradient
+is entirely zero, the gradient passes through the ReLU except where it would push a negative
+input further down (``lucid/misc/redirected_relu_grad.py``), so optimization can start from
+images that do not activate the unit at all.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.extend import core as jcore
+
+__all__ = ["call"]
+
+_DN = ("NHWC", "HWIO", "NHWC")
+_CANONICAL = lax.conv_dimension_numbers((1, 8, 8, 1), (1, 1, 1, 1), _DN)
+
+
+# ---------------------------------------------------------------------------------------------
+# convolution
+# ---------------------------------------------------------------------------------------------
+def _conv_fwd_impl(x, k, strides, padding, precision):
+    return lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=_DN,
+                                    precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, k, strides, padding, precision):
+    return _conv_fwd_impl(x, k, strides, padding, precision)
+
+
+def _conv_fwd(x, k, strides, padding, precision):
+    return _conv_fwd_impl(x, k, strides, padding, precision), (x, k)
+
+
+def _conv_input_grad_s1(g, k, x_shape, padding, precision):
+    kh, kw = k.shape[:2]
+    (pt, pb), (pl, pr) = padding
+    kt = lax.optimization_barrier(jnp.transpose(k[::-1, ::-1], (0, 1, 3, 2)))
+    pads = ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
+    dx = lax.conv_general_dilated(g, kt, (1, 1), pads, dimension_numbers=_DN,
+                                  precision=precision)
+    return dx[:, : x_shape[1], : x_shape[2]]
+
+
+def _conv_input_grad_s2(g, k, x_shape, padding, precision):
+    """Input gradient of a stride-2 conv as one stride-1 conv giving the 4 polyphase parts."""
+    n, h, w, ci = x_shape
+    kh, kw, _, co = k.shape
+    (pt, pb), (pl, pr) = padding
+    hp, wp = h + pt + pb, w + pl + pr
+    ph, pw = (kh + 1) // 2, (kw + 1) // 2
+    kp = jnp.pad(k, ((0, 2 * ph - kh), (0, 2 * pw - kw), (0, 0), (0, 0)))
+    ks = kp.reshape(ph, 2, pw, 2, ci, co)[::-1, :, ::-1]  # [p, r, q, s, ci, co], p/q flipped
+    kc = lax.optimization_barrier(ks.transpose(0, 2, 5, 1, 3, 4).reshape(ph, pw, co, 4 * ci))
+    out = lax.conv_general_dilated(g, kc, (1, 1), ((ph - 1, ph - 1), (pw - 1, pw - 1)),
+                                   dimension_numbers=_DN, precision=precision)
+    ha, wa = out.shape[1], out.shape[2]
+    out = out.reshape(n, ha, wa, 2, 2, ci).transpose(0, 1, 3, 2, 4, 5)
+    out = out.reshape(n, 2 * ha, 2 * wa, ci)
+    if 2 * ha < hp or 2 * wa < wp:
+        out = jnp.pad(out, ((0, 0), (0, max(0, hp - 2 * ha)), (0, max(0, wp - 2 * wa)), (0, 0)))
+    # padding may be negative (a crop): positions before the image are simply not returned
+    top, left = pt, pl
+    if top < 0 or left < 0:
+        out = jnp.pad(out, ((0, 0), (max(0, -top), 0), (max(0, -left), 0), (0, 0)))
+        top, left = max(top, 0), max(left, 0)
+    return out[:, top : top + h, left : left + w]
+
+
+def _conv_bwd(strides, padding, precision, res, g):
+    x, k = res
+    if strides == (1, 1):
+        dx = _conv_input_grad_s1(g, k, x.shape, padding, precision)
+    else:
+        dx = _conv_input_grad_s2(g, k, x.shape, padding, precision)
+    _, vjp_k = jax.vjp(lambda kk: _conv_fwd_impl(x, kk, strides, padding, precision), k)
+    (dk,) = vjp_k(g)  # dead code (removed by XLA) when only the input gradient is used
+    return dx.astype(x.dtype), dk
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _conv_supported(params: dict, invals: list) -> bool:
+    x, k = invals
+    return (
+        x.ndim == 4
+        and k.ndim == 4
+        and params["dimension_numbers"] == _CANONICAL
+        and tuple(params["window_strides"]) in ((1, 1), (2, 2))
+        and tuple(params["lhs_dilation"]) == (1, 1)
+        and tuple(params["rhs_dilation"]) == (1, 1)
+        and params["feature_group_count"] == 1
+        and params["batch_group_count"] == 1
+        and params.get("preferred_element_type") is None
+        and x.dtype == k.dtype
+        and jnp.issubdtype(x.dtype, jnp.floating)
+        and all(p >= 0 for pair in params["padding"] for p in pair)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# max pooling
+# ---------------------------------------------------------------------------------------------
+def _pool_fwd_impl(x, window, strides, padding):
+    return lax.reduce_window(x, -jnp.inf, lax.max, window, strides, padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, strides, padding):
+    return _pool_fwd_impl(x, window, strides, padding)
+
+
+def _pool_fwd(x, window, strides, padding):
+    y = _pool_fwd_impl(x, window, strides, padding)
+    return y, (x, y)
+
+
+def _pool_bwd(window, strides, padding, res, g):
+    x, y = res
+    n, h, w, c = x.shape
+    _, kh, kw, _ = window
+    _, sh, sw, _ = strides
+    (pt, pb), (pl, pr) = padding[1], padding[2]
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-jnp.inf)
+    hp, wp = h + pt + pb, w + pl + pr
+    ho, wo = y.shape[1], y.shape[2]
+    span_h, span_w = sh * (ho - 1) + 1, sw * (wo - 1) + 1
+    taken = jnp.zeros(y.shape, bool)
+    zero = jnp.zeros((), g.dtype)
+    dxp = None
+    for i in range(kh):
+        for j in range(kw):
+            window_ij = lax.slice(xp, (0, i, j, 0), (n, i + span_h, j + span_w, c),
+                                  (1, sh, sw, 1))
+            hit = (window_ij == y) & ~taken  # first maximal element, as select_and_scatter
+            taken = taken | hit
+            placed = lax.pad(jnp.where(hit, g, zero), zero,
+                             ((0, 0, 0), (i, hp - i - span_h, sh - 1),
+                              (j, wp - j - span_w, sw - 1), (0, 0, 0)))
+            dxp = placed if dxp is None else dxp + placed
+    return (dxp[:, pt : pt + h, pl : pl + w],)
+
+
+_max_pool.defvjp(_pool_fwd, _pool_bwd)
+
+
+def _pool_supported(params: dict, invals: list) -> bool:
+    (x,) = invals
+    win, strides, pads = params["window_dimensions"], params["window_strides"], params["padding"]
+    return (
+        x.ndim == 4
+        and jnp.issubdtype(x.dtype, jnp.floating)
+        and win[0] == 1 and win[3] == 1
+        and strides[0] == 1 and strides[3] == 1
+        and tuple(pads[0]) == (0, 0) and tuple(pads[3]) == (0, 0)
+        and all(p >= 0 for pair in pads for p in pair)
+        and all(d == 1 for d in params["base_dilation"])
+        and all(d == 1 for d in params["window_dilation"])
+        and all(s <= k for s, k in zip(strides[1:3], win[1:3], strict=True))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# redirected ReLU
+# ---------------------------------------------------------------------------------------------
+@jax.custom_vjp
+def _redirected_relu(x, active):
+    return jnp.maximum(x, jnp.zeros((), x.dtype))
+
+
+def _rrelu_fwd(x, active):
+    return _redirected_relu(x, active), (x, active)
+
+
+def _rrelu_bwd(res, g):
+    x, active = res
+    zero = jnp.zeros((), g.dtype)
+    relu_grad = jnp.where(x < 0, zero, g)
+    # g is d(loss)/d(out) of a minimized loss: g > 0 pushes the input lower
+    redirected = jnp.where((x < 0) & (g > 0), zero, g)
+    rows = relu_grad.reshape(relu_grad.shape[0], -1) if relu_grad.ndim else relu_grad[None]
+    blocked = jnp.all(rows == 0, axis=1) & (active > 0)
+    blocked = blocked.reshape((-1,) + (1,) * (g.ndim - 1)) if g.ndim else blocked[0]
+    return jnp.where(blocked, redirected, relu_grad), jnp.zeros_like(active)
+
+
+_redirected_relu.defvjp(_rrelu_fwd, _rrelu_bwd)
+
+
+def _is_zero_literal(v) -> bool:
+    if not isinstance(v, jcore.Literal):
+        return False
+    try:
+        return bool(jnp.ndim(v.val) == 0 and v.val == 0)
+    except Exception:  # noqa: BLE001 -- exotic literal types are simply not ReLUs
+        return False
+
+
+def _relu_operand(eqn) -> int | None:
+    """Index of ``x`` if ``eqn`` is ``max(x, 0)`` / ``max(0, x)`` with a literal zero."""
+    if eqn.primitive.name != "max" or len(eqn.invars) != 2:
+        return None
+    a, b = eqn.invars
+    if _is_zero_literal(b) and not _is_zero_literal(a):
+        return 0
+    if _is_zero_literal(a) and not _is_zero_literal(b):
+        return 1
+    return None
+
+
+def _is_relu_jaxpr(jaxpr: jcore.Jaxpr) -> bool:
+    if len(jaxpr.eqns) != 1 or len(jaxpr.invars) != 1:
+        return False
+    eqn = jaxpr.eqns[0]
+    if eqn.primitive.name in _CALLS and "jaxpr" in eqn.params:
+        inner = eqn.params["jaxpr"]
+        return _is_relu_jaxpr(inner.jaxpr if isinstance(inner, jcore.ClosedJaxpr) else inner)
+    return _relu_operand(eqn) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# the jaxpr interpreter
+# ---------------------------------------------------------------------------------------------
+_CALLS = ("pjit", "jit", "closed_call", "core_call")
+
+
+def _eval(jaxpr: jcore.Jaxpr, consts: list, args: list, redirect: Any = None,
+          fast: bool = True) -> list:
+    env: dict[Any, Any] = {}
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    for v, a in zip(jaxpr.constvars, consts, strict=True):
+        env[v] = a
+    for v, a in zip(jaxpr.invars, args, strict=True):
+        env[v] = a
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        name, params = eqn.primitive.name, eqn.params
+        if fast and name == "conv_general_dilated" and _conv_supported(params, invals):
+            pads = tuple(tuple(int(p) for p in pair) for pair in params["padding"])
+            outs = [_conv(*invals, tuple(params["window_strides"]), pads, params["precision"])]
+        elif fast and name == "reduce_window_max" and _pool_supported(params, invals):
+            pads = tuple(tuple(int(p) for p in pair) for pair in params["padding"])
+            outs = [_max_pool(invals[0], tuple(params["window_dimensions"]),
+                              tuple(params["window_strides"]), pads)]
+        elif redirect is not None and (i := _relu_operand(eqn)) is not None:
+            outs = [_redirected_relu(invals[i], redirect)]
+        elif (redirect is not None and name == "custom_jvp_call"
+              and isinstance(params.get("call_jaxpr"), jcore.ClosedJaxpr)
+              and _is_relu_jaxpr(params["call_jaxpr"].jaxpr)):
+            outs = [_redirected_relu(invals[-1], redirect)]
+        elif name in _CALLS and isinstance(params.get("jaxpr"), (jcore.ClosedJaxpr, jcore.Jaxpr)):
+            inner = params["jaxpr"]
+            if isinstance(inner, jcore.ClosedJaxpr):
+                outs = _eval(inner.jaxpr, list(inner.consts), invals, redirect, fast)
+            else:
+                outs = _eval(inner, [], invals, redirect, fast)
+        else:
+            bound = eqn.primitive.get_bind_params(params)
+            if isinstance(bound, tuple):  # older jax: (subfuns, params)
+                subfuns, bound = bound
+                invals = [*subfuns, *invals]
+            ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
+            if ctx is not None:
+                with ctx:
+                    outs = eqn.primitive.bind(*invals, **bound)
+            else:
+                outs = eqn.primitive.bind(*invals, **bound)
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+        for v, o in zip(eqn.outvars, outs, strict=True):
+            if not isinstance(v, jcore.DropVar):
+                env[v] = o
+    return [read(v) for v in jaxpr.outvars]
+
+
+def call(fn, *args, redirect: Any = None, fast: bool = True):
+    """``fn(*args)`` with convolution and max-pool gradients replaced (``fast``, see the
+    module doc); with ``redirect`` (a float scalar, 1 = on), ReLU gradients are redirected."""
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    outs = _eval(closed.jaxpr, list(closed.consts), jax.tree.leaves(args), redirect, fast)
+    return jax.tree.unflatten(jax.tree.structure(out_shape), outs)

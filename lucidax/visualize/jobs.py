@@ -1,0 +1,149 @@
+"""File-writing jobs on top of :func:`render` (what ``lucidax render`` calls)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._files import image_grid, save_json, save_png
+from .objectives import channel
+from .param import Param, cppn, fft, image, maco, pixel
+from .render import render
+
+__all__ = ["PARAMS", "RenderJob", "parse_units", "render_job", "save_grid", "save_images"]
+
+PARAMS = {
+    "image": lambda sd: image(sd=sd),
+    "fft": lambda sd: fft(sd=sd),
+    "pixel": lambda sd: pixel(sd=sd),
+    "maco": lambda sd: maco(),
+    "cppn": lambda sd: cppn(),
+}
+
+
+def save_images(folder: str | os.PathLike, images: Any, names: Sequence[str]) -> list[str]:
+    """Write float [0, 1] images ``[N, h, w, C]`` as ``folder/<name>.png`` (atomically)."""
+    images = np.asarray(images)
+    if len(names) != len(images):
+        raise ValueError(f"{len(images)} images but {len(names)} names")
+    paths = []
+    for img, name in zip(images, names, strict=True):
+        path = os.path.join(os.fspath(folder), f"{name}.png")
+        save_png(path, img)
+        paths.append(path)
+    return paths
+
+
+def save_grid(path: str | os.PathLike, images: Any, *, cols: int | None = None, pad: int = 2
+              ) -> str:
+    """Tile images ``[N, h, w, C]`` into one PNG at ``path`` (atomically)."""
+    save_png(path, image_grid(np.asarray(images), cols=cols, pad=pad))
+    return os.fspath(path)
+
+
+def parse_units(spec: str | Sequence[int] | None, n: int) -> list[int]:
+    """``"all"``/None -> 0..n-1; ``"0-7,12"`` -> [0..7, 12]; checks the range [0, n)."""
+    if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
+        return list(range(n))
+    if isinstance(spec, str):
+        units: list[int] = []
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if not m:
+                raise ValueError(f"Bad unit spec {part!r}: use e.g. 'all', '5', '0-15' or '0-3,9'")
+            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+            if hi < lo:
+                raise ValueError(f"Bad unit range {part!r}: end before start")
+            units.extend(range(lo, hi + 1))
+    else:
+        units = [int(u) for u in spec]
+    bad = [u for u in units if not 0 <= u < n]
+    if bad:
+        raise ValueError(f"Units {bad[:5]} out of range: the layer has {n} units (0-{n - 1})")
+    if not units:
+        raise ValueError("No units selected")
+    return list(dict.fromkeys(units))
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderJob:
+    """What ``lucidax render`` does: channel renders of some units of one layer, to PNGs.
+
+    Attributes:
+      model: registry name of the model (``lucidax models`` lists them).
+      weights: checkpoint path, or None for the model's default weights.
+      layer: layer whose channels are rendered.
+      units: ``all`` or ranges like ``0-15,20``.
+      out: output folder (``<out>/<layer>/<unit>.png``, ``<out>/<layer>.png`` grid,
+        ``<out>/<layer>/render.json``).
+      steps: optimization steps.
+      size: render side in pixels (None: the model's input side, at most 128).
+      param: image parameterization: image (Lucid's decorrelated FFT), fft, pixel, maco, cppn.
+      batch_size: units rendered at once (one batched program).
+      seed: random seed (a unit renders the same in any batch).
+      learning_rate: Adam learning rate.
+      init_sd: std of the random start (image/fft/pixel params). Lucid uses 0.01, a flat grey
+        start; small models trained on high-contrast images (the starter model) have whole
+        layers silent on flat grey, so their renders never leave it: 2.0 starts from noise.
+    """
+
+    model: str = "starter"
+    weights: str | None = None
+    layer: str = "conv4"
+    units: str = "0-7"
+    out: str = "renders"
+    steps: int = 256
+    size: int | None = None  # None: the model's input side when <= 128, else 128
+    param: str = "image"
+    batch_size: int = 32
+    seed: int = 0
+    learning_rate: float = 0.05
+    init_sd: float = 2.0
+
+
+def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
+    """Render ``job.units`` of ``job.layer`` in batches; write one PNG per unit, a grid and a
+    ``render.json`` summary (objective value, loss trace end, finiteness per unit)."""
+    import jax
+
+    from ..models import load
+
+    if job.param not in PARAMS:
+        raise ValueError(f"Unknown param {job.param!r}; valid: {', '.join(PARAMS)}")
+    if job.steps < 1 or job.batch_size < 1:
+        raise ValueError("steps and batch_size must be >= 1")
+    model = load(job.model, weights=job.weights)
+    n = model.channels(job.layer)
+    units = parse_units(job.units, n)
+    size = job.size or min(model.input_spec.side or 128, 128)
+    param: Param = PARAMS[job.param](job.init_sd)
+    layer_dir = os.path.join(job.out, job.layer.replace("/", "_"))
+    records, images = [], []
+    for start in range(0, len(units), job.batch_size):
+        batch = units[start : start + job.batch_size]
+        result = render(
+            model, model.params, channel(job.layer, batch), param=param, steps=job.steps,
+            size=size, key=jax.random.key(job.seed), optimizer=job.learning_rate,
+            progress=progress,
+        )
+        ok = [u for u, f in zip(batch, result.finite, strict=True) if f]
+        keep = np.asarray(result.finite, bool)
+        save_images(layer_dir, result.images[keep], [f"{u:04d}" for u in ok])
+        images.extend(result.images[keep])
+        for i, u in enumerate(batch):
+            records.append({
+                "unit": u, "finite": bool(result.finite[i]),
+                "objective": float(result.objective_values[i]),
+                "png": f"{u:04d}.png" if result.finite[i] else None,
+            })
+    grid = save_grid(os.path.join(job.out, f"{job.layer.replace('/', '_')}.png"), images) \
+        if images else None
+    summary = {"job": dataclasses.asdict(job), "model": repr(model), "size": size,
+               "grid": grid, "units": records}
+    save_json(os.path.join(layer_dir, "render.json"), summary)
+    return summary
