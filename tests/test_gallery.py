@@ -319,3 +319,37 @@ def test_distributed_needs_coordinates(tmp_path, monkeypatch):
     with pytest.raises(GalleryConfigError, match="LUCIDAX_COORDINATOR"):
         _run(_cfg(tmp_path / "g", distributed=True))
     assert not os.path.exists(tmp_path / "g")
+
+
+def test_silent_units_are_rescued(tmp_path):
+    calls = []
+
+    def grey_unless_rescue(model, params, objective, **kw):
+        rescue = "clip" in getattr(kw.get("param"), "name", "") or kw.get("rescue", False)
+        calls.append(rescue)
+        res = fake_render(model, params, objective, **kw)
+        if not rescue:  # a flat grey image: c1 = relu(conv(x - 0.5)) is exactly 0
+            res.images[:] = 0.5
+        return res
+
+    def run(out, **kw):
+        return _build(
+            _cfg(out, layers="c1", **kw),
+            progress=False,
+            model=tiny_model(),
+            dataset=tiny_dataset(),
+            render_fn=grey_unless_rescue,
+            channel_fn=fake_channel,
+        )
+
+    run(tmp_path / "a")
+    assert calls == [False, True]
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    entries = m["units"]["c1"].values()
+    assert all(e["start"] == "rescue" and e["ratio"] > 0 for e in entries)
+    assert "high-contrast" in (tmp_path / "a" / "c1" / "0.html").read_text()
+    calls.clear()
+    run(tmp_path / "b", rescue=False)
+    assert calls == [False]
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert all(e["start"] == "default" and e["ratio"] == 0 for e in m["units"]["c1"].values())

@@ -36,7 +36,7 @@ class _Tiny(nn.Module):
 @pytest.fixture(scope="module")
 def model():
     mod = _Tiny()
-    params = mod.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    params = jax.jit(mod.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
     return lm.wrap(mod, params, input_spec=lm.InputSpec(side=16), layer_names=["conv", "fc"],
                    logits_layer="fc", labels=[f"c{i}" for i in range(10)], name="tiny")
 

@@ -38,7 +38,7 @@ class TinyCNN(nn.Module):
 
 def tiny_model():
     mod = TinyCNN()
-    params = mod.init(jax.random.key(1), jnp.zeros((1, SIDE, SIDE, 3)))["params"]
+    params = jax.jit(mod.init)(jax.random.key(1), jnp.zeros((1, SIDE, SIDE, 3)))["params"]
     return lm.wrap(mod, params, input_spec=lm.InputSpec(side=SIDE),
                    layer_names=["conv1", "conv2", "fc"], logits_layer="fc", name="tiny")
 
@@ -253,8 +253,9 @@ def test_fast_grads_match_standard_gradients():
 
     net = Net()
     x = jax.random.uniform(jax.random.key(0), (2, 37, 35, 3))
-    params = net.init(jax.random.key(1), x)["params"]
-    w = jax.random.normal(jax.random.key(2), net.apply({"params": params}, x)["out"].shape)
+    params = jax.jit(net.init)(jax.random.key(1), x)["params"]
+    out = jax.eval_shape(lambda p: net.apply({"params": p}, x), params)["out"]
+    w = jax.random.normal(jax.random.key(2), out.shape)
 
     def fn(p, v):
         return net.apply({"params": p}, v)

@@ -345,22 +345,31 @@ def _objective_layer(model, layer: str, config: GalleryConfig) -> str:
 
 
 RESCUE_SD = 1.0
+RESCUE_BELOW = 0.02  # a render weaker than 2% of the dataset maximum counts as silent
 
 
 def _rescue(
     renderer: _Renderer, b: _Batch, padded: list[int], res: dict[str, np.ndarray], topk
 ) -> tuple[dict[str, np.ndarray], set[int]]:
-    """Re-render a batch whose units stayed silent (every render's activation <= 0 while
-    real images do excite the unit: the optimization never left the dead ReLU region) from
+    """Re-render a batch whose units stayed silent (every render's activation below 2% of
+    the unit's maximum over real images, or <= 0 without a dataset: the optimization never
+    left the dead-ReLU region) from
     a high-contrast start (clipped colours, Fourier sd :data:`RESCUE_SD`), keeping, unit by
     unit, the start whose best render is stronger. Returns the merged results and the batch
     positions that were replaced."""
     v = renderer.config.variants
     acts = res["acts"].reshape(-1, v)[: len(b.units)]
     stuck = []
+    # units that real images barely excite (max < 10% of the layer's median max) are left
+    # alone: they are (nearly) dead, and a second start rarely finds them
+    floor = 0.0 if topk is None else 0.1 * float(np.median(np.maximum(topk.values[:, 0], 0)))
     for j, u in enumerate(b.units):
+        best = float(np.nanmax(acts[j]))
         data_max = None if topk is None else float(topk.values[u, 0])
-        if np.nanmax(acts[j]) <= 0 and (data_max is None or data_max > 0):
+        if data_max is None:
+            if best <= 0:
+                stuck.append(j)
+        elif data_max > max(floor, 0.0) and best <= RESCUE_BELOW * data_max:
             stuck.append(j)
     if not stuck:
         return res, set()

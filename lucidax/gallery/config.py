@@ -55,8 +55,8 @@ class GalleryConfig:
         image, which wakes most units while keeping renders clean (see ``rescue`` for the
         rest).
       rescue: re-render, from a high-contrast start (clipped colours, Fourier sd 1.0), the
-        batches where a unit's renders stayed silent (activation 0 although dataset images
-        excite it), and keep the stronger result per unit (marked on its page).
+        batches where a unit's renders stayed silent (below 2% of its maximum over the
+        dataset images), and keep the stronger result per unit (marked on its page).
       transforms: ``"standard"`` (Lucid's pad/jitter/scale/rotate robustness transforms) or
         ``"none"`` (faster to compile, noisier images).
       batch_size: units per render batch (``batch_size * variants`` images at once); a

@@ -28,7 +28,6 @@ import math
 import os
 import pickle
 import sys
-import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from .._files import atomic_write
 from .base import flatten_params, unflatten_params
 
 __all__ = ["UnsafeCheckpointError", "load_params", "read_checkpoint", "save_params"]
@@ -751,22 +751,12 @@ def save_params(params: Mapping[str, Any], path: str | os.PathLike) -> None:
         if ext == ".npz" and arr.dtype.kind == "V":
             arr = arr.astype(np.float32)
         flat[key] = arr
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if ext == ".safetensors":
-                from safetensors.numpy import save as _st_save
+    if ext == ".safetensors":
+        from safetensors.numpy import save as _st_save
 
-                f.write(_st_save(flat))
-            else:
-                _write_npz(flat, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        atomic_write(path, _st_save(flat))
+    else:
+        atomic_write(path, lambda f: _write_npz(flat, f))
 
 
 def load_params(path: str | os.PathLike) -> dict[str, Any]:

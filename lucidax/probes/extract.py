@@ -54,6 +54,8 @@ import numpy as np
 
 from lucidax.models.base import Model, normalize_layers, suggest
 
+from .._files import atomic_write
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "REDUCTIONS",
@@ -308,15 +310,7 @@ def _open_npy(path: str) -> np.ndarray:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, text.encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------------------------

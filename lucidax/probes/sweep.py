@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 from lucidax.models.base import Model, normalize_layers, suggest
 
+from .._files import atomic_write
 from .extract import Features, extract
 from .linear import DEFAULT_LAMBDAS, ProbeResult, fit_probe
 
@@ -48,16 +48,7 @@ def default_layers(model: Model) -> tuple[str, ...]:
 
 
 def _atomic_bytes(path: str, data: bytes) -> None:
-    d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, data)
 
 
 def resolve_target(
