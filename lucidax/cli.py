@@ -176,8 +176,13 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
     from lucidax.gallery import GalleryConfig, build_gallery
 
     report = build_gallery(_dataclass_from_args(GalleryConfig, args), progress=not args.quiet)
-    print(report.summary() if hasattr(report, "summary") else report)
-    return 0
+    print(
+        f"{report.units_rendered} units rendered, {report.units_skipped} already done, "
+        f"{len(report.failed_units)} failed, in {report.elapsed_s:.0f} s"
+    )
+    if report.index:
+        print(f"open {report.index}")
+    return 1 if report.failed_units else 0
 
 
 def _add_gallery(sub: argparse._SubParsersAction) -> None:
@@ -210,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> type[Exception]:
+    from lucidax.gallery import ManifestMismatchError
+
+    return ManifestMismatchError
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -218,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _COMMANDS[args.command](args) or 0
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, TimeoutError, _user_errors()) as e:
         # User errors: one clear line, no traceback.
         print(f"lucidax {args.command}: error: {e}", file=sys.stderr)
         return 2

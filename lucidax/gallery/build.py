@@ -249,18 +249,22 @@ def _load_examples(config: GalleryConfig, model, dataset: Any) -> _Examples | No
     if dataset is None:
         if source == "none" or config.top_k == 0:
             return None
-        if source == "auto":
+        if source == "auto":  # the dataset module shipped next to a zoo model, if any
             import importlib
+            import re
 
+            name = str(model.name)
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                return None
             try:
-                mod = importlib.import_module(f"lucidax.models.{config.model}")
+                mod = importlib.import_module(f"lucidax.models.{name}")
             except ImportError:
                 return None
             fn = getattr(mod, "dataset", None)
             if not callable(fn):
                 return None
             dataset = fn(config.dataset_size, split="test", seed=config.seed)
-            source = f"lucidax.models.{config.model}.dataset(split='test', seed={config.seed})"
+            source = f"lucidax.models.{name}.dataset(split='test', seed={config.seed})"
         else:
             path = Path(source)
             if not path.is_file():

@@ -52,9 +52,10 @@ class ReceptiveField:
 
     @property
     def full(self) -> bool:
-        """True when one position sees (at least) the whole input."""
+        """True when one position sees (nearly: 90%+ of each side) the whole input; crops
+        are then pointless and the whole image is shown."""
         h, w = self.size
-        return h >= self.input_side and w >= self.input_side
+        return min(h, w) >= 0.9 * self.input_side
 
     def box_at(self, i: int, j: int) -> tuple[int, int, int, int]:
         """The field of position ``(i, j)`` (may extend past the image border)."""
