@@ -28,7 +28,8 @@ def gray_model():
     module = GrayCNN()
     params = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))["params"]
     spec = lm.InputSpec(side=32, channels=1, normalization="none")
-    return module, params, lm.wrap(module, params, input_spec=spec, name="gray", logits_layer="head")
+    model = lm.wrap(module, params, input_spec=spec, name="gray", logits_layer="head")
+    return module, params, model
 
 
 def test_wrap_flax_module_with_one_input_channel(gray_model):

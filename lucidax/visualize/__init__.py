@@ -9,6 +9,7 @@
 """
 
 from . import objectives
+from .jobs import RenderJob, render_job, save_grid, save_images
 from .objectives import (
     INPUT,
     Objective,
@@ -47,6 +48,7 @@ __all__ = [
     "NonFiniteRenderWarning",
     "Objective",
     "Param",
+    "RenderJob",
     "RenderResult",
     "SizedParams",
     "Transform",
@@ -77,7 +79,10 @@ __all__ = [
     "random_rotate",
     "random_scale",
     "render",
+    "render_job",
     "resize",
+    "save_grid",
+    "save_images",
     "standard_transforms",
     "total_variation",
 ]
