@@ -25,14 +25,21 @@ The lucent / ProGamerGov ``inception5h.pth`` state dict loads as is:
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .base import InputSpec, LayerInfo, Model, Taps
-from .layers import Conv, Dense, InitRules, local_response_norm, max_pool, random_params, relu
+from .base import LayerInfo, Model, Taps
+from .layers import (
+    Conv,
+    Dense,
+    InitRules,
+    linen_model,
+    local_response_norm,
+    max_pool,
+    random_params,
+    relu,
+)
 from .layers import torch_key_map as _torch_key_map
 from .registry import ModelEntry, register
 
@@ -147,28 +154,15 @@ def key_map(params) -> dict[str, tuple[str, str]]:
     return _torch_key_map(params, _torch_module_key)
 
 
-def _apply(module: InceptionV1, params, images, layers):
-    return module.apply({"params": params}, images, tuple(layers))
-
 
 def build(seed: int = 0) -> Model:
     """InceptionV1 with random weights from ``seed`` (He-scaled convs, fan-in; ``InitRules``)."""
     module = InceptionV1()
     params = random_params(module, (1, 224, 224, 3), _NAMES, seed, InitRules("fan_in"))
-    return Model(
-        name="inceptionv1",
-        apply_fn=functools.partial(_apply, module),
-        params=params,
-        layers=LAYERS,
-        input_spec=InputSpec(
-            side=224,
-            channels=3,
-            value_range=(0.0, 1.0),
-            normalization="x * 255 - 117 (Lucid / lucent InceptionV1)",
-            min_side=1,
-        ),
+    return linen_model(
+        module, params, name="inceptionv1", layers=LAYERS,
+        normalization="x * 255 - 117 (Lucid / lucent InceptionV1)",
         logits_layer="softmax2_pre_activation_matmul",
-        labels=None,
     )
 
 

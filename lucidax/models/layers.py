@@ -20,6 +20,7 @@ weights converted 1:1 reproduce the original network:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +30,41 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .base import unflatten_params
+from .base import InputSpec, LayerInfo, Model, unflatten_params
+
+IMAGENET_NORMALIZATION = "(x - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225] (ImageNet)"
+
+
+def _linen_apply(module: nn.Module, params: Any, images: jax.Array, layers: Sequence[str]):
+    return module.apply({"params": params}, images, tuple(layers))
+
+
+def linen_model(
+    module: nn.Module,
+    params: Any,
+    *,
+    name: str,
+    layers: Sequence[LayerInfo],
+    normalization: str,
+    logits_layer: str,
+    side: int = 224,
+    min_side: int = 1,
+    labels: Sequence[str] | None = None,
+) -> Model:
+    """A zoo :class:`Model` around a Taps-style linen module taking ``(x, layers)`` (RGB in
+    [0, 1], ``side`` px natural input)."""
+    return Model(
+        name=name,
+        apply_fn=functools.partial(_linen_apply, module),
+        params=params,
+        layers=layers,
+        input_spec=InputSpec(
+            side=side, channels=3, value_range=(0.0, 1.0), normalization=normalization,
+            min_side=min_side,
+        ),
+        logits_layer=logits_layer,
+        labels=labels,
+    )
 
 __all__ = [
     "BatchNorm",

@@ -23,14 +23,23 @@ torchvision's state dict loads as is (``conv1.weight``, ``bn1.running_mean``,
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .base import InputSpec, LayerInfo, Model, Taps
-from .layers import BatchNorm, Conv, Dense, InitRules, max_pool, random_params, relu, torch_key_map
+from .base import LayerInfo, Model, Taps
+from .layers import (
+    IMAGENET_NORMALIZATION,
+    BatchNorm,
+    Conv,
+    Dense,
+    InitRules,
+    linen_model,
+    max_pool,
+    random_params,
+    relu,
+    torch_key_map,
+)
 from .registry import ModelEntry, register
 
 __all__ = ["LAYERS", "ResNet", "STAGES", "build", "key_map"]
@@ -121,28 +130,14 @@ def key_map(params) -> dict[str, tuple[str, str]]:
     return torch_key_map(params)
 
 
-def _apply(module: ResNet, params, images, layers):
-    return module.apply({"params": params}, images, tuple(layers))
-
 
 def build(seed: int = 0) -> Model:
     """ResNet-50, random weights with torchvision's scales (He fan-out; see ``InitRules``)."""
     module = ResNet()
     params = random_params(module, (1, 224, 224, 3), _NAMES, seed, InitRules("fan_out"))
-    return Model(
-        name="resnet50",
-        apply_fn=functools.partial(_apply, module),
-        params=params,
-        layers=LAYERS,
-        input_spec=InputSpec(
-            side=224,
-            channels=3,
-            value_range=(0.0, 1.0),
-            normalization="(x - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225] (ImageNet)",
-            min_side=1,
-        ),
+    return linen_model(
+        module, params, name="resnet50", layers=LAYERS, normalization=IMAGENET_NORMALIZATION,
         logits_layer="fc",
-        labels=None,
     )
 
 

@@ -22,18 +22,18 @@ torchvision's state dict loads as is (``features.0.weight``, ``classifier.0.weig
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .base import InputSpec, LayerInfo, Model, Taps
+from .base import LayerInfo, Model, Taps
 from .layers import (
+    IMAGENET_NORMALIZATION,
     Conv,
     Dense,
     InitRules,
     adaptive_avg_pool,
+    linen_model,
     max_pool,
     random_params,
     relu,
@@ -121,28 +121,14 @@ def key_map(params) -> dict[str, tuple[str, str]]:
     return torch_key_map(params)
 
 
-def _apply(module: VGG, params, images, layers):
-    return module.apply({"params": params}, images, tuple(layers))
-
 
 def build(seed: int = 0) -> Model:
     """VGG-16, random weights with torchvision's scales (He fan-out convs, std 0.01 dense)."""
     module = VGG()
     params = random_params(module, (1, 224, 224, 3), _NAMES, seed, InitRules("fan_out", 0.01))
-    return Model(
-        name="vgg16",
-        apply_fn=functools.partial(_apply, module),
-        params=params,
-        layers=LAYERS,
-        input_spec=InputSpec(
-            side=224,
-            channels=3,
-            value_range=(0.0, 1.0),
-            normalization="(x - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225] (ImageNet)",
-            min_side=32,
-        ),
-        logits_layer="classifier.6",
-        labels=None,
+    return linen_model(
+        module, params, name="vgg16", layers=LAYERS, normalization=IMAGENET_NORMALIZATION,
+        logits_layer="classifier.6", min_side=32,
     )
 
 
