@@ -39,6 +39,8 @@ import numpy as np
 
 from lucidax.models.base import suggest
 
+from .transforms import _draw
+
 __all__ = [
     "COLOR_CORRELATION",
     "COLOR_MEAN",
@@ -151,27 +153,6 @@ def _check_shape(shape: Sequence[int]) -> Shape:
     return shp  # type: ignore[return-value]
 
 
-def _is_key_batch(key: Key) -> bool:
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key.ndim == 1
-    return key.ndim == 2
-
-
-def _draw(
-    key: Key, b: int, shape: tuple[int, ...], fn: Callable[[Key, int], jax.Array]
-) -> jax.Array:
-    """Per-image random values of shape ``(b,) + shape``. ``fn(k, n)`` draws a flat vector of
-    ``n`` values (flat draws compile several times faster on XLA:CPU than high-rank ones). One
-    key: a single batched draw; a batch of ``b`` keys: image ``i`` drawn from ``key[i]`` alone."""
-    size = int(np.prod(shape, dtype=np.int64))
-    if _is_key_batch(key):
-        if key.shape[0] != b:
-            raise ValueError(
-                f"Got a batch of {key.shape[0]} per-image keys for {b} images; pass one key or "
-                f"exactly one key per image."
-            )
-        return jax.vmap(lambda k: fn(k, size).reshape(shape))(key)
-    return fn(key, b * size).reshape((b,) + shape)
 
 
 def _check_output(output: str) -> str:
