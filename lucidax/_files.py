@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["atomic_write", "image_grid", "save_json", "save_png", "to_uint8"]
+__all__ = ["atomic_write", "image_grid", "json_default", "save_json", "save_png", "to_uint8"]
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None]) -> None:
@@ -47,17 +47,20 @@ def _umask() -> int:
     return mask
 
 
-def save_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
-    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-                 .encode())
+def save_json(path: str | os.PathLike, obj: Any, *, allow_nan: bool = True) -> None:
+    """Atomically write ``obj`` as indented JSON (numpy scalars/arrays and paths allowed)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=allow_nan, default=json_default)
+    atomic_write(path, (text + "\n").encode())
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays and ``os.PathLike``."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
         return o.tolist()
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 
+from .._files import json_default
+
 __all__ = [
     "UnsafePathError",
     "atomic_write_bytes",
@@ -106,20 +108,8 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, tag: str = "p0") ->
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, tag: str = "p0") -> None:
-    text = json.dumps(obj, indent=1, sort_keys=False, allow_nan=False, default=_json_default)
+    text = json.dumps(obj, indent=1, sort_keys=False, allow_nan=False, default=json_default)
     atomic_write_text(path, text + "\n", tag=tag)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 def read_json(path: str | os.PathLike) -> Any | None:

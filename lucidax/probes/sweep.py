@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,7 @@ import numpy as np
 
 from lucidax.models.base import Model, normalize_layers, suggest
 
-from .._files import atomic_write
+from .._files import atomic_write, save_json
 from .extract import Features, extract
 from .linear import DEFAULT_LAMBDAS, ProbeResult, fit_probe
 
@@ -235,8 +234,7 @@ def write_results(
         "png": os.path.join(out_dir, "accuracy_by_layer.png"),
         "svg": os.path.join(out_dir, "accuracy_by_layer.svg"),
     }
-    _atomic_bytes(paths["json"], (json.dumps(doc, indent=2, allow_nan=False,
-                                             default=_json_default) + "\n").encode())
+    save_json(paths["json"], doc, allow_nan=False)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -251,13 +249,6 @@ def write_results(
     plot_results(results, paths["svg"], title=title, depth=depth)
     return paths
 
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 def plot_results(
