@@ -8,6 +8,7 @@
 
 from .base import InputSpec, LayerInfo, Model, Taps, UnknownLayerError
 from .convert import CheckpointMismatchError
+from .hooks import apply_perturbed, apply_with_relu
 from .io import UnsafeCheckpointError, load_params, read_checkpoint, save_params
 from .registry import ModelEntry, UnknownModelError, list_models, load, register, weights_sha256
 from .wrap import wrap
@@ -22,6 +23,8 @@ __all__ = [
     "UnknownLayerError",
     "UnknownModelError",
     "UnsafeCheckpointError",
+    "apply_perturbed",
+    "apply_with_relu",
     "list_models",
     "load",
     "load_params",

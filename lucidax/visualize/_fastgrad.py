@@ -35,7 +35,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.extend import core as jcore
+
+from lucidax.models.hooks import interpret, relu_input
 
 __all__ = ["call"]
 
@@ -216,98 +217,27 @@ def _rrelu_bwd(res, g):
 _redirected_relu.defvjp(_rrelu_fwd, _rrelu_bwd)
 
 
-def _is_zero_literal(v) -> bool:
-    if not isinstance(v, jcore.Literal):
-        return False
-    try:
-        return bool(jnp.ndim(v.val) == 0 and v.val == 0)
-    except Exception:  # noqa: BLE001 -- exotic literal types are simply not ReLUs
-        return False
-
-
-def _relu_operand(eqn) -> int | None:
-    """Index of ``x`` if ``eqn`` is ``max(x, 0)`` / ``max(0, x)`` with a literal zero."""
-    if eqn.primitive.name != "max" or len(eqn.invars) != 2:
-        return None
-    a, b = eqn.invars
-    if _is_zero_literal(b) and not _is_zero_literal(a):
-        return 0
-    if _is_zero_literal(a) and not _is_zero_literal(b):
-        return 1
-    return None
-
-
-def _is_relu_jaxpr(jaxpr: jcore.Jaxpr) -> bool:
-    if len(jaxpr.eqns) != 1 or len(jaxpr.invars) != 1:
-        return False
-    eqn = jaxpr.eqns[0]
-    if eqn.primitive.name in _CALLS and "jaxpr" in eqn.params:
-        inner = eqn.params["jaxpr"]
-        return _is_relu_jaxpr(inner.jaxpr if isinstance(inner, jcore.ClosedJaxpr) else inner)
-    return _relu_operand(eqn) is not None
-
-
 # ---------------------------------------------------------------------------------------------
-# the jaxpr interpreter
+# the rule given to the model-hook interpreter (lucidax.models.hooks)
 # ---------------------------------------------------------------------------------------------
-_CALLS = ("pjit", "jit", "closed_call", "core_call")
-
-
-def _eval(jaxpr: jcore.Jaxpr, consts: list, args: list, redirect: Any = None,
-          fast: bool = True) -> list:
-    env: dict[Any, Any] = {}
-
-    def read(v):
-        return v.val if isinstance(v, jcore.Literal) else env[v]
-
-    for v, a in zip(jaxpr.constvars, consts, strict=True):
-        env[v] = a
-    for v, a in zip(jaxpr.invars, args, strict=True):
-        env[v] = a
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
+def _rule(redirect: Any, fast: bool):
+    def rule(eqn, invals):
         name, params = eqn.primitive.name, eqn.params
         if fast and name == "conv_general_dilated" and _conv_supported(params, invals):
             pads = tuple(tuple(int(p) for p in pair) for pair in params["padding"])
-            outs = [_conv(*invals, tuple(params["window_strides"]), pads, params["precision"])]
-        elif fast and name == "reduce_window_max" and _pool_supported(params, invals):
+            return [_conv(*invals, tuple(params["window_strides"]), pads, params["precision"])]
+        if fast and name == "reduce_window_max" and _pool_supported(params, invals):
             pads = tuple(tuple(int(p) for p in pair) for pair in params["padding"])
-            outs = [_max_pool(invals[0], tuple(params["window_dimensions"]),
+            return [_max_pool(invals[0], tuple(params["window_dimensions"]),
                               tuple(params["window_strides"]), pads)]
-        elif redirect is not None and (i := _relu_operand(eqn)) is not None:
-            outs = [_redirected_relu(invals[i], redirect)]
-        elif (redirect is not None and name == "custom_jvp_call"
-              and isinstance(params.get("call_jaxpr"), jcore.ClosedJaxpr)
-              and _is_relu_jaxpr(params["call_jaxpr"].jaxpr)):
-            outs = [_redirected_relu(invals[-1], redirect)]
-        elif name in _CALLS and isinstance(params.get("jaxpr"), (jcore.ClosedJaxpr, jcore.Jaxpr)):
-            inner = params["jaxpr"]
-            if isinstance(inner, jcore.ClosedJaxpr):
-                outs = _eval(inner.jaxpr, list(inner.consts), invals, redirect, fast)
-            else:
-                outs = _eval(inner, [], invals, redirect, fast)
-        else:
-            bound = eqn.primitive.get_bind_params(params)
-            if isinstance(bound, tuple):  # older jax: (subfuns, params)
-                subfuns, bound = bound
-                invals = [*subfuns, *invals]
-            ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
-            if ctx is not None:
-                with ctx:
-                    outs = eqn.primitive.bind(*invals, **bound)
-            else:
-                outs = eqn.primitive.bind(*invals, **bound)
-            if not eqn.primitive.multiple_results:
-                outs = [outs]
-        for v, o in zip(eqn.outvars, outs, strict=True):
-            if not isinstance(v, jcore.DropVar):
-                env[v] = o
-    return [read(v) for v in jaxpr.outvars]
+        if redirect is not None and (x := relu_input(eqn, invals)) is not None:
+            return [_redirected_relu(x, redirect)]
+        return None
+
+    return rule
 
 
 def call(fn, *args, redirect: Any = None, fast: bool = True):
     """``fn(*args)`` with convolution and max-pool gradients replaced (``fast``, see the
     module doc); with ``redirect`` (a float scalar, 1 = on), ReLU gradients are redirected."""
-    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-    outs = _eval(closed.jaxpr, list(closed.consts), jax.tree.leaves(args), redirect, fast)
-    return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+    return interpret(fn, *args, rule=_rule(redirect, fast))
