@@ -374,109 +374,83 @@ def _group_value_grad(params, x, y, w, lam, mu, sd):
     return value, (g_w + lam[:, None, None] * weights, g_b)
 
 
-def _lbfgs_batch(x, y, w, lam, mu, sd, params0, max_iter, tol, *, memory, max_ls, groups):
-    """Solve P problems at once (traced inside a jitted program).
+def _lbfgs_batch(x, y, w, lam, mu, sd, params0, max_iter, tol, *, memory, max_ls, groups=1):
+    """Solve P problems sharing ``x`` at once (traced inside a jitted program).
 
     ``w`` [P, n]: sample weights summing to 1 per problem; ``lam`` [P]; ``mu``/``sd`` [P, d]:
     each problem's standardization relative to ``x``; ``params0``: (weights [P, d, K],
-    bias [P, K]) to start from.
+    bias [P, K]) to start from (warm starts).
 
-    Problems come in ``groups`` consecutive groups of equal size (one group per lambda: its
-    folds converge at about the same speed). Every iteration maps over the groups; a group
-    with an unconverged problem takes one L-BFGS step for all its problems together
-    (``vmap``-ed direction and line search, one matrix product per objective evaluation for
-    the whole group), and a group whose problems have all converged is skipped
-    (``lax.cond``), so fast-converging lambdas stop costing time.
+    Every iteration takes one L-BFGS step for all unconverged problems together (``vmap``-ed
+    direction and Armijo line search; one matrix product ``x @ [A_1 ... A_P]`` and one
+    transposed product per objective evaluation for all P problems); converged problems
+    stay put. ``groups`` is accepted for compatibility and must be 1.
 
-    Returns (weights [P, d, K], bias [P, K], n_iter [P], grad_norm [P], evaluations), where
-    ``evaluations`` counts group objective evaluations.
+    Returns (weights [P, d, K], bias [P, K], n_iter [P], grad_norm [P], evaluations).
     """
+    if groups != 1:
+        raise ValueError("_lbfgs_batch: groups must be 1")
     p_count = w.shape[0]
-    per_group = p_count // groups
     lbfgs = optax.scale_by_lbfgs(memory_size=memory)
     direction_fn = jax.vmap(lbfgs.update)
     gnorm_fn = jax.vmap(_inf_norm)
     vdot_fn = jax.vmap(optax.tree.vdot)
-
-    def grouped(a):
-        return a.reshape((groups, per_group) + a.shape[1:])
 
     def pick(mask, a, b):
         return jax.tree.map(
             lambda u, v: jnp.where(mask.reshape((-1,) + (1,) * (u.ndim - 1)), u, v), a, b
         )
 
-    def init_group(args):
-        prm, wg, lg, mg, sg = args
-        f, g = _group_value_grad(prm, x, y, wg, lg, mg, sg)
-        state = jax.vmap(lbfgs.init)(prm)
-        return prm, f, g, state, gnorm_fn(g) > tol, jnp.zeros(per_group, jnp.int32)
+    def step(carry):
+        params, f, g, state, active, iters, it, evals = carry
+        direction, new_state = direction_fn(g, state, params)
+        direction = jax.tree.map(jnp.negative, direction)
+        slope = vdot_fn(g, direction)
+        # a non-descent direction (numerical trouble) falls back to steepest descent
+        bad = ~(slope < 0)
+        direction = pick(bad, jax.tree.map(jnp.negative, g), direction)
+        slope = jnp.where(bad, -vdot_fn(g, g), slope)
 
-    def step_group(args):
-        carry, (wg, lg, mg, sg) = args
+        # Armijo backtracking, tolerant to float32 rounding near the optimum
+        def ls_cond(ls):
+            *_, done, j = ls
+            return (j < max_ls) & jnp.any(~done)
 
-        def step(carry):
-            params, f, g, state, active, iters = carry
-            direction, new_state = direction_fn(g, state, params)
-            direction = jax.tree.map(jnp.negative, direction)
-            slope = vdot_fn(g, direction)
-            # a non-descent direction (numerical trouble) falls back to steepest descent
-            bad = ~(slope < 0)
-            direction = pick(bad, jax.tree.map(jnp.negative, g), direction)
-            slope = jnp.where(bad, -vdot_fn(g, g), slope)
+        def ls_body(ls):
+            t, p_new, f_new, g_new, done, j = ls
+            trial = jax.tree.map(
+                lambda p, dd: p + t.reshape((-1,) + (1,) * (p.ndim - 1)) * dd, params, direction
+            )
+            f_t, g_t = _group_value_grad(trial, x, y, w, lam, mu, sd)
+            slack = 1e-6 * (jnp.abs(f) + 1.0)
+            ok = jnp.isfinite(f_t) & (f_t <= f + 1e-4 * t * slope + slack) & ~done
+            p_new = pick(ok, trial, p_new)
+            f_new = jnp.where(ok, f_t, f_new)
+            g_new = pick(ok, g_t, g_new)
+            done = done | ok
+            t = jnp.where(done, t, 0.5 * t)
+            return t, p_new, f_new, g_new, done, j + 1
 
-            # Armijo backtracking, tolerant to float32 rounding near the optimum
-            def ls_cond(ls):
-                *_, done, j = ls
-                return (j < max_ls) & jnp.any(~done)
+        ls0 = (jnp.ones(p_count, x.dtype), params, f, g, ~active, 0)
+        _, p_new, f_new, g_new, accepted, j = jax.lax.while_loop(ls_cond, ls_body, ls0)
+        moved = active & accepted
+        params = pick(moved, p_new, params)
+        f = jnp.where(moved, f_new, f)
+        g = pick(moved, g_new, g)
+        state = pick(moved, new_state, state)
+        iters = iters + moved.astype(jnp.int32)
+        active = moved & (gnorm_fn(g) > tol)  # a failed line search stops that problem
+        return params, f, g, state, active, iters, it + 1, evals + j
 
-            def ls_body(ls):
-                t, p_new, f_new, g_new, done, j = ls
-                trial = jax.tree.map(
-                    lambda p, dd: p + t.reshape((-1,) + (1,) * (p.ndim - 1)) * dd,
-                    params, direction,
-                )
-                f_t, g_t = _group_value_grad(trial, x, y, wg, lg, mg, sg)
-                slack = 1e-6 * (jnp.abs(f) + 1.0)
-                ok = jnp.isfinite(f_t) & (f_t <= f + 1e-4 * t * slope + slack) & ~done
-                p_new = pick(ok, trial, p_new)
-                f_new = jnp.where(ok, f_t, f_new)
-                g_new = pick(ok, g_t, g_new)
-                done = done | ok
-                t = jnp.where(done, t, 0.5 * t)
-                return t, p_new, f_new, g_new, done, j + 1
+    def cond(carry):
+        return (carry[6] < max_iter) & jnp.any(carry[4])
 
-            ls0 = (jnp.ones(per_group, x.dtype), params, f, g, ~active, 0)
-            _, p_new, f_new, g_new, accepted, j = jax.lax.while_loop(ls_cond, ls_body, ls0)
-            moved = active & accepted
-            params = pick(moved, p_new, params)
-            f = jnp.where(moved, f_new, f)
-            g = pick(moved, g_new, g)
-            state = pick(moved, new_state, state)
-            iters = iters + moved.astype(jnp.int32)
-            active = moved & (gnorm_fn(g) > tol)  # a failed line search stops that problem
-            return (params, f, g, state, active, iters), j
-
-        return jax.lax.cond(jnp.any(carry[4]), step, lambda c: (c, 0), carry)
-
-    data = (grouped(w), grouped(lam), grouped(mu), grouped(sd))
-    params0 = jax.tree.map(lambda a: grouped(a.astype(x.dtype)), params0)
-    carry0 = jax.lax.map(init_group, (params0, *data))
-
-    def body(loop):
-        carry, it, evals = loop
-        carry, j = jax.lax.map(step_group, (carry, data))
-        return carry, it + 1, evals + jnp.sum(j)
-
-    def cond(loop):
-        carry, it, _ = loop
-        return (it < max_iter) & jnp.any(carry[4])
-
-    carry, _, evals = jax.lax.while_loop(cond, body, (carry0, 0, groups))
-    params, _, g, _, _, iters = carry
-    flat = lambda a: a.reshape((p_count,) + a.shape[2:])  # noqa: E731
-    g = jax.tree.map(flat, g)
-    return flat(params[0]), flat(params[1]), flat(iters), gnorm_fn(g), evals
+    params = jax.tree.map(lambda a: a.astype(x.dtype), params0)
+    f, g = _group_value_grad(params, x, y, w, lam, mu, sd)
+    carry = (params, f, g, jax.vmap(lbfgs.init)(params), gnorm_fn(g) > tol,
+             jnp.zeros(p_count, jnp.int32), 0, 1)
+    params, _, g, _, _, iters, _, evals = jax.lax.while_loop(cond, step, carry)
+    return params[0], params[1], iters, gnorm_fn(g), evals
 
 
 @functools.partial(jax.jit, static_argnames=("memory", "max_ls"))
@@ -484,24 +458,44 @@ def _solve(x, y, w, lam, mu, sd, b0, max_iter, tol, *, memory, max_ls):
     """Independent problems from zero weights (``fit_logistic``)."""
     params0 = (jnp.zeros((w.shape[0], x.shape[1], y.shape[1]), x.dtype), b0)
     return _lbfgs_batch(x, y, w, lam, mu, sd, params0, max_iter, tol, memory=memory,
-                        max_ls=max_ls, groups=1)
+                        max_ls=max_ls)
 
 
-@functools.partial(jax.jit, static_argnames=("memory", "max_ls", "folds"))
-def _cv_program(x, y, codes, w, val, lam, mu, sd, b0, w_all, max_iter, tol, by_loss, *,
-                memory, max_ls, folds):
-    """Whole probe in one compiled program: CV fits for every (lambda, fold) problem
-    (problem p = lambda_index * folds + fold), pooled validation scores, the choice of
+def _standardize_device(x, n):
+    """Column mean/std of the first ``n`` rows of ``x`` (zero-padded rows and columns;
+    zero-variance columns get std 1) and ``x`` standardized with them (padding stays 0).
+    Two-pass float32 (traced)."""
+    rows = (jnp.arange(x.shape[0]) < n).astype(x.dtype)[:, None]
+    mu = jnp.sum(x * rows, axis=0) / n
+    var = jnp.sum(jnp.square((x - mu) * rows), axis=0) / n
+    sd = jnp.where(var > 1e-24 * jnp.maximum(1.0, mu * mu), jnp.sqrt(var), 1.0)
+    return (x - mu) / sd * rows, mu, sd
+
+
+@jax.jit
+def _prepare(x, n):
+    """Globally standardized training features (device), with their mean and std."""
+    return _standardize_device(x, n)
+
+
+@functools.partial(jax.jit, static_argnames=("memory", "max_ls"))
+def _cv_program(x, y, codes, w, val, lams, b0, w_all, max_iter, tol, by_loss, *, memory,
+                max_ls):
+    """Whole probe in one compiled program.
+
+    ``x`` [n, d]: standardized training features (zero-padded); ``w`` [F, n]: each fold's
+    training weights (summing to 1); ``val`` [F, n]: 0/1 validation masks; ``lams`` [L]
+    **descending**. For each lambda, strong to weak (``lax.scan``), the F fold problems are
+    solved together, warm-started from the previous lambda's solutions (the regularization
+    path, as scikit-learn's LogisticRegressionCV does); each fold is standardized with its
+    own training statistics (relative to ``x``). Then pooled validation scores, the choice of
     lambda, and the refit on all of ``w_all`` warm-started from the chosen lambda's folds.
-
-    ``val`` [folds, n]: 0/1 validation masks. Lambdas must be sorted ascending. ``by_loss``:
-    choose lambda by pooled log-loss (True) or accuracy (False).
+    ``by_loss``: choose lambda by pooled log-loss (True) or accuracy (False).
     """
-    p_count, d, k = w.shape[0], x.shape[1], y.shape[1]
-    n_l = p_count // folds
-    params0 = (jnp.zeros((p_count, d, k), x.dtype), b0)
-    wt, b, iters, gn, evals = _lbfgs_batch(x, y, w, lam, mu, sd, params0, max_iter, tol,
-                                           memory=memory, max_ls=max_ls, groups=n_l)
+    folds, d, k = w.shape[0], x.shape[1], y.shape[1]
+    mu = w @ x  # fold means (w rows sum to 1)
+    var = jnp.maximum(w @ jnp.square(x) - jnp.square(mu), 0.0)
+    sd = jnp.where(var > 1e-12, jnp.sqrt(var), 1.0)
 
     def scores(wt_p, b_p, mu_p, sd_p, val_p):
         a = wt_p / sd_p[:, None]
@@ -510,20 +504,28 @@ def _cv_program(x, y, codes, w, val, lam, mu, sd, b0, w_all, max_iter, tol, by_l
         hit = (jnp.argmax(z, axis=1) == codes).astype(jnp.float32)
         return jnp.sum(val_p * hit), jnp.sum(val_p * ce)
 
-    val_p = jnp.tile(val, (n_l, 1))
-    correct, loss = jax.vmap(scores)(wt, b, mu, sd, val_p)
-    correct = correct.reshape(n_l, folds).sum(axis=1)
-    loss = loss.reshape(n_l, folds).sum(axis=1)
-    # largest lambda among ties: search the reversed (descending) grid
-    best = n_l - 1 - jnp.where(by_loss, jnp.argmin(loss[::-1]), jnp.argmax(correct[::-1]))
-    chosen = jax.lax.dynamic_slice_in_dim(wt, best * folds, folds)
-    chosen_b = jax.lax.dynamic_slice_in_dim(b, best * folds, folds)
-    init = (chosen.mean(axis=0)[None], chosen_b.mean(axis=0)[None])
-    lam_best = jax.lax.dynamic_slice_in_dim(lam, best * folds, 1)
+    def per_lambda(params, lam):
+        lam_p = jnp.full((folds,), lam, x.dtype)
+        wt, b, iters, gn, evals = _lbfgs_batch(x, y, w, lam_p, mu, sd, params, max_iter, tol,
+                                               memory=memory, max_ls=max_ls)
+        correct, loss = jax.vmap(scores)(wt, b, mu, sd, val)
+        return (wt, b), (wt, b, correct.sum(), loss.sum(), iters, gn, evals)
+
+    params0 = (jnp.zeros((folds, d, k), x.dtype), b0)
+    _, (wts, bs, correct, loss, iters, gn, evals) = jax.lax.scan(per_lambda, params0, lams)
+    # ties go to the larger lambda: the first in this descending order
+    best = jnp.where(by_loss, jnp.argmin(loss), jnp.argmax(correct))
+    init = (wts[best].mean(axis=0)[None], bs[best].mean(axis=0)[None])
     rw, rb, r_iters, r_gn, r_evals = _lbfgs_batch(
-        x, y, w_all[None], lam_best, jnp.zeros((1, d), x.dtype), jnp.ones((1, d), x.dtype),
-        init, max_iter, tol, memory=memory, max_ls=max_ls, groups=1)
-    return correct, loss, best, rw[0], rb[0], iters, gn, r_iters[0], r_gn[0], evals, r_evals
+        x, y, w_all[None], lams[best][None], jnp.zeros((1, d), x.dtype),
+        jnp.ones((1, d), x.dtype), init, max_iter, tol, memory=memory, max_ls=max_ls)
+    return (correct, loss, best, rw[0], rb[0], iters, gn, r_iters[0], r_gn[0], jnp.sum(evals),
+            r_evals)
+
+
+@jax.jit
+def _predict(x, weights, bias):
+    return jnp.argmax(x @ weights + bias, axis=1)
 
 
 _LAST_STATS: dict[str, int] = {}  # diagnostics of the last solve (for benchmarks)
@@ -708,54 +710,50 @@ def fit_probe(
             f"too few for class(es) {desc}. Use fewer folds, more data, or drop those classes."
         )
 
-    x_train = np.asarray(x_all[train_idx], dtype=np.float64)
-    x_test = np.asarray(x_all[test_idx], dtype=np.float64)
     y_train, y_test = codes_all[train_idx], codes_all[test_idx]
-    n, d = x_train.shape
+    n, d = len(train_idx), x_all.shape[1]
     d_pad = _bucket(d)
+    n_pad = -(-n // 128) * 128  # similar sizes share one compiled program
+    x_pad = np.zeros((n_pad, d_pad), np.float32)
+    x_pad[:n, :d] = x_all[train_idx]
+    y_pad = np.zeros((n_pad, k), np.float32)
+    y_pad[np.arange(n), y_train] = 1.0
+    c_pad = np.zeros(n_pad, np.int32)
+    c_pad[:n] = y_train
 
-    # global (train split) standardization; fold statistics are expressed relative to it
-    mu_g, sd_g = _moments(x_train)
-    xs = _standardize_padded(x_train, mu_g, sd_g, d_pad)
+    # global (train split) standardization on the device; each fold's statistics are
+    # computed (relative to it) inside the solver program
+    xs, mu_g, sd_g = _prepare(jnp.asarray(x_pad), n)
+    del x_pad
     fold_id = stratified_folds(y_train, folds, seed=seed + 1)
-
-    # problem p = l * folds + f (lambda-major: each lambda is one group of the solver)
-    n_l = len(lams)
     masks = np.stack([fold_id != f for f in range(folds)])
-    mus, sds, priors = [], [], []
-    for f in range(folds):
-        mu_f, sd_f = _moments(xs[masks[f], :d].astype(np.float64))
-        mus.append(_pad_cols(mu_f, d_pad, 0.0))
-        sds.append(_pad_cols(sd_f, d_pad, 1.0))
-        priors.append(_log_prior(y_train[masks[f]], k))
-    rep = np.tile(np.arange(folds), n_l)
-    lam_p = np.repeat(np.asarray(lams), folds)
-    x_pad, y_pad, c_pad = _padded_rows(xs, y_train, k)
-    n_pad = len(x_pad)
+    priors = np.stack([_log_prior(y_train[masks[f]], k) for f in range(folds)])
     val = np.zeros((folds, n_pad), np.float32)
     val[:, :n] = ~masks
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    lams_desc = lams[::-1]
     out = _cv_program(
-        jnp.asarray(x_pad), jnp.asarray(y_pad), jnp.asarray(c_pad),
-        jnp.asarray(_weights(masks[rep], n_pad)), jnp.asarray(val), f32(lam_p),
-        f32(np.stack(mus)[rep]), f32(np.stack(sds)[rep]), f32(np.stack(priors)[rep]),
+        xs, jnp.asarray(y_pad), jnp.asarray(c_pad), jnp.asarray(_weights(masks, n_pad)),
+        jnp.asarray(val), f32(lams_desc), f32(priors),
         jnp.asarray(_weights(np.ones((1, n)), n_pad)[0]),
         jnp.asarray(cfg.max_iter, jnp.int32), jnp.asarray(cfg.tol, jnp.float32),
-        jnp.asarray(scoring == "log_loss"), memory=cfg.memory, max_ls=cfg.max_ls, folds=folds,
+        jnp.asarray(scoring == "log_loss"), memory=cfg.memory, max_ls=cfg.max_ls,
     )
+    train_pred = np.asarray(_predict(xs, out[3], out[4]))[:n]
     correct, loss, best, rw, rb, iters, gn, r_iter, r_gn, evals, r_evals = (
         np.asarray(o) for o in out)
+    iters, gn = iters.reshape(-1), gn.reshape(-1)
     _LAST_STATS.update(evaluations=int(evals), refit_evaluations=int(r_evals),
                        n_iter=int(iters.max()), refit_iter=int(r_iter), problems=len(iters))
-    cv_scores, cv_log_loss = correct / n, loss / n
-    best = int(best)
+    cv_scores, cv_log_loss = correct[::-1] / n, loss[::-1] / n  # ascending lambdas again
+    best = len(lams) - 1 - int(best)
     lam = lams[best]
 
+    mu_g, sd_g = np.asarray(mu_g, np.float64)[:d], np.asarray(sd_g, np.float64)[:d]
     w_std = rw[:d].astype(np.float64)
     weights = w_std / sd_g[:, None]
     bias = rb.astype(np.float64) - (mu_g / sd_g) @ w_std
-    test_pred = np.argmax(x_test @ weights + bias, axis=1)
-    train_pred = np.argmax(x_train @ weights + bias, axis=1)
+    test_pred = np.argmax(np.asarray(x_all[test_idx], np.float64) @ weights + bias, axis=1)
     n_test = len(y_test)
     hits = int(np.sum(test_pred == y_test))
     lo, hi = wilson_interval(hits, n_test)
