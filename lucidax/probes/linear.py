@@ -515,7 +515,10 @@ def _cv_program(x, y, codes, w, val, lams, b0, w_all, max_iter, tol, by_loss, *,
     _, (wts, bs, correct, loss, iters, gn, evals) = jax.lax.scan(per_lambda, params0, lams)
     # ties go to the larger lambda: the first in this descending order
     best = jnp.where(by_loss, jnp.argmin(loss), jnp.argmax(correct))
-    init = (wts[best].mean(axis=0)[None], bs[best].mean(axis=0)[None])
+    # the chosen lambda's fold solutions, mapped to the global standardization, averaged
+    a_f = wts[best] / sd[:, :, None]
+    c_f = bs[best] - jnp.einsum("fd,fdk->fk", mu / sd, wts[best])
+    init = (a_f.mean(axis=0)[None], c_f.mean(axis=0)[None])
     rw, rb, r_iters, r_gn, r_evals = _lbfgs_batch(
         x, y, w_all[None], lams[best][None], jnp.zeros((1, d), x.dtype),
         jnp.ones((1, d), x.dtype), init, max_iter, tol, memory=memory, max_ls=max_ls)
