@@ -15,16 +15,22 @@ import numpy as np
 __all__ = ["atomic_write", "image_grid", "json_default", "save_json", "save_png", "to_uint8"]
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None]) -> None:
+def atomic_write(
+    path: str | os.PathLike, data: bytes | Callable[[BinaryIO], None], *, tag: str | None = None
+) -> None:
     """Write ``data`` (bytes, or a function writing to a binary file) to ``path`` atomically.
 
     The content goes to a temporary file in the same folder, is flushed and fsync'ed, and
     replaces ``path`` with ``os.replace``: readers (and a later resume) never see a partial file.
+    With ``tag`` the temporary file is named ``.<name>.<tag>.<random>.tmp``, so a process can
+    find (and remove) what a killed run of itself left behind without touching the temporary
+    files of other processes writing to the same folder.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    prefix = f".{os.path.basename(path)}.{tag}." if tag is not None else "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):

@@ -6,14 +6,13 @@ import io
 import json
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
 
-from .._files import json_default
+from .._files import atomic_write, json_default
 
 __all__ = [
     "UnsafePathError",
@@ -83,24 +82,10 @@ def safe_path(root: str | os.PathLike, *parts: str) -> Path:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, tag: str = "p0") -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder + ``os.replace``.
-
-    Readers see either the old file or the complete new one, never a partial file. The temp
-    name is ``.<name>.<tag>.<random>.tmp`` so :func:`clean_stale_tmp` can remove leftovers of
-    a killed run of the same process (``tag``) without touching other processes' files.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{tag}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """:func:`lucidax._files.atomic_write` with this process's ``tag`` in the temp name
+    (``.<name>.<tag>.<random>.tmp``), so :func:`clean_stale_tmp` can remove leftovers of a
+    killed run of the same process without touching other processes' files."""
+    atomic_write(path, data, tag=tag)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, tag: str = "p0") -> None:
