@@ -353,3 +353,20 @@ def test_silent_units_are_rescued(tmp_path):
     assert calls == [False]
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert all(e["start"] == "default" and e["ratio"] == 0 for e in m["units"]["c1"].values())
+
+
+def test_analysis_with_its_own_page_is_linked(tmp_path):
+    """`lucidax attribute --out <gallery>/attribution` writes attribution/index.html: the gallery
+    lists the analysis and its page links there; a link pointing outside is ignored."""
+    from lucidax.gallery import site
+
+    (tmp_path / "attribution").mkdir()
+    (tmp_path / "attribution" / "index.html").write_text("<html></html>")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "index.html").write_text("x")
+    (tmp_path / "invert").mkdir()
+    (tmp_path / "invert" / "index.html").symlink_to(outside / "index.html")
+    assert site.analysis_dirs(tmp_path) == ["attribution"]
+    page = site._analysis_page(tmp_path, "attribution", ["attribution"])
+    assert 'href="attribution/index.html"' in page

@@ -21,7 +21,7 @@ from .layout import grid_layout, sheet_layout, sheet_position
 
 __all__ = ["ANALYSES", "analysis_dirs", "write_site"]
 
-ANALYSES = ("probes", "tcav", "dissect")
+ANALYSES = ("probes", "tcav", "dissect", "invert", "attribution")
 _MAX_ROWS = 200
 _MAX_PRE = 20_000
 
@@ -81,9 +81,18 @@ def analysis_dirs(out: Path) -> list[str]:
     for name in ANALYSES:
         d = out / name
         if d.is_dir() and not d.is_symlink() and root in d.resolve().parents:
-            if any(_analysis_files(out, name)):
+            if any(_analysis_files(out, name)) or _own_index(out, name) is not None:
                 found.append(name)
     return found
+
+
+def _own_index(out: Path, name: str) -> Path | None:
+    """``<name>/index.html`` when the analysis wrote its own page (e.g. ``lucidax attribute
+    --out <gallery>/attribution``) and it is a real file inside ``out``."""
+    p = out / name / "index.html"
+    if p.is_file() and not p.is_symlink() and out.resolve() in p.resolve().parents:
+        return p
+    return None
 
 
 def _analysis_files(out: Path, name: str) -> list[Path]:
@@ -143,6 +152,8 @@ def _analysis_page(out: Path, name: str, analyses: list[str]) -> str:
         f"<h1>{_e(name)} results</h1>",
         _analysis_nav(analyses, 0),
     ]
+    if _own_index(out, name) is not None:
+        parts.append(f'<p><a href="{_href(name, "index.html")}">open the {_e(name)} page</a></p>')
     for p in _analysis_files(out, name):
         rel = p.relative_to(out)
         href = _href(*rel.parts)
