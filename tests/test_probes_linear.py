@@ -236,3 +236,24 @@ def test_hand_written_gradient_matches_autodiff():
     f2, (gw2, gb2) = jax.jit(_group_value_grad)(params, x, y, w, lam, mu, sd)
     assert np.allclose(f1, f2, rtol=1e-5)
     assert np.allclose(gw1, gw2, atol=1e-5) and np.allclose(gb1, gb2, atol=1e-5)
+
+    # the bf16x3 product path (CPUs with AMX) agrees with float32 to ~1e-5
+    from lucidax.probes.linear import _split_bf16
+
+    xs = (x, *_split_bf16(x))
+    f3, (gw3, gb3) = jax.jit(_group_value_grad)(params, xs, y, w, lam, mu, sd)
+    assert np.allclose(f3, f2, rtol=1e-4) and np.allclose(gw3, gw2, atol=1e-4)
+
+
+@pytest.mark.parametrize("bf16x3", [False, True])
+def test_probe_is_the_same_with_either_product_precision(clean_result, monkeypatch, bf16x3):
+    """fit_probe picks bf16x3 products on AMX CPUs and float32 elsewhere: same answer."""
+    import lucidax.probes.linear as linear
+
+    x, y, ref = clean_result
+    monkeypatch.setattr(linear, "_bf16x3_default", lambda: bf16x3)
+    res = fit_probe(x, y)
+    assert res.lambda_ == ref.lambda_ and abs(res.accuracy - ref.accuracy) <= 1 / res.n_test
+    assert res.converged
+    np.testing.assert_allclose(res.weights, ref.weights, rtol=0.05, atol=0.02 * np.abs(
+        ref.weights).max())
