@@ -170,6 +170,70 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+# --- tcav ------------------------------------------------------------------------------------
+@_command("tcav")
+def _cmd_tcav(args: argparse.Namespace) -> int:
+    from lucidax.probes.tcav import run_tcav_cli
+
+    run = run_tcav_cli(
+        args.model, weights=args.weights, layers=args.layers,
+        concepts=[c.strip() for c in args.concepts.split(",") if c.strip()],
+        target_class=args.target_class, random=args.random, targets=args.targets,
+        runs=args.runs, n_concept=args.n_concept, n_random=args.n_random,
+        n_targets=args.n_targets, out=args.out, reduce=args.reduce,
+        correction=args.correction, alpha=args.alpha, equal_var=args.student,
+        split=args.split, seed=args.seed, cache_dir=args.cache_dir,
+        batch_size=args.batch_size, progress=not args.quiet,
+    )
+    print(run.table)
+    for kind, path in run.files.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _add_tcav(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tcav", help="TCAV: does a concept push a class logit up? (CAVs + significance test)")
+    p.add_argument("--model", default="starter", help="registered model name (default: starter)")
+    p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
+    p.add_argument("--layers", default="all",
+                   help="'all' (every layer except *_pre_relu and the logits) or "
+                        "comma-separated names")
+    p.add_argument("--concepts", required=True,
+                   help="comma-separated: family:value (starter images with that family "
+                        "fixed: color:red, background:grass, position:top-left, size:large), "
+                        "a folder of concept images, or name=folder")
+    p.add_argument("--class", dest="target_class", required=True,
+                   help="class label or logit index (starter: 0..9)")
+    p.add_argument("--random", default="builtin:starter",
+                   help="random images: builtin:starter[:train|:test] or a folder "
+                        "(default: builtin:starter)")
+    p.add_argument("--targets", default="builtin:starter",
+                   help="inputs of the class: builtin:starter (starter digits of the class) "
+                        "or a folder (default: builtin:starter)")
+    p.add_argument("--runs", type=int, default=20,
+                   help="concept runs and random-vs-random runs (default: 20)")
+    p.add_argument("--n-concept", type=int, default=50, help="concept images per run (default: 50)")
+    p.add_argument("--n-random", type=int, default=50, help="random images per run (default: 50)")
+    p.add_argument("--n-targets", type=int, default=100,
+                   help="class inputs of builtin targets (default: 100)")
+    p.add_argument("--reduce", default="mean", choices=("mean", "flatten"),
+                   help="CAV space: mean (channels, default) or flatten (H*W*C)")
+    p.add_argument("--correction", default="holm", choices=("holm", "bh", "bonferroni", "none"),
+                   help="multiple-comparison adjustment over concepts x layers (default: holm)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    p.add_argument("--student", action="store_true",
+                   help="Student's pooled-variance t-test (the paper's) instead of Welch's")
+    p.add_argument("--split", default="test", choices=("train", "test"),
+                   help="starter split of builtin sources (default: test)")
+    p.add_argument("--seed", type=int, default=0, help="data and run-set seed (default: 0)")
+    p.add_argument("--out", default="tcav-out", help="output folder (default: tcav-out)")
+    p.add_argument("--cache-dir", help="feature/gradient cache (default: <out>/cache)")
+    p.add_argument("--batch-size", type=int, default=50,
+                   help="forward/backward batch (default: 50)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 # --- dissect ---------------------------------------------------------------------------------
 @_command("dissect")
 def _cmd_dissect(args: argparse.Namespace) -> int:
@@ -251,7 +315,7 @@ def _add_gallery(sub: argparse._SubParsersAction) -> None:
 
 
 _PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_models, _add_render, _add_probe, _add_dissect, _add_gallery,
+    _add_models, _add_render, _add_probe, _add_tcav, _add_dissect, _add_gallery,
 ]
 
 

@@ -6,6 +6,8 @@
   (fold, lambda) problem solved at once in JAX.
 * :func:`probe_layers`: both, for every layer, with results.json / .csv and a plot.
 * :func:`run_probe_cli`: what ``lucidax probe`` calls.
+* :func:`tcav`: concept activation vectors and TCAV scores with t-tests against random
+  concepts, corrected for multiple comparisons; :func:`run_tcav_cli` is ``lucidax tcav``.
 * :func:`dissect`: network dissection (which units detect which concept masks, by IoU);
   :func:`run_dissect_cli` is ``lucidax dissect``.
 """
@@ -55,6 +57,7 @@ from .linear import (
     wilson_interval,
 )
 from .run import BUILTIN_DATA, ProbeRun, load_data, run_probe_cli
+from .stats import CORRECTIONS, TTest, adjust_pvalues, ttest_ind
 from .sweep import (
     CSV_COLUMNS,
     default_layers,
@@ -64,22 +67,42 @@ from .sweep import (
     resolve_target,
     write_results,
 )
+from .tcav import (
+    FEATURE_SPACES,
+    CAVs,
+    ImageSet,
+    TCAVResult,
+    TCAVRun,
+    fit_cavs,
+    format_tcav,
+    layer_gradients,
+    plot_tcav,
+    run_tcav_cli,
+    tcav,
+    tcav_from_features,
+    tcav_scores,
+    write_tcav,
+)
 
 __all__ = [
     "BUILTIN_DATA",
     "BUILTIN_DISSECT_DATA",
+    "CORRECTIONS",
     "CSV_COLUMNS",
     "DEFAULT_IOU_THRESHOLD",
     "DEFAULT_LAMBDAS",
     "DEFAULT_QUANTILE",
+    "FEATURE_SPACES",
     "IMAGE_EXTENSIONS",
     "REDUCTIONS",
     "ArrayConcepts",
+    "CAVs",
     "ConceptBatch",
     "DissectRun",
     "Dissection",
     "Features",
     "FolderConcepts",
+    "ImageSet",
     "LogisticFit",
     "ProbeConvergenceWarning",
     "ProbeResult",
@@ -87,32 +110,46 @@ __all__ = [
     "RidgeResult",
     "Skipped",
     "StarterConcepts",
+    "TCAVResult",
+    "TCAVRun",
+    "TTest",
     "UnitDissection",
+    "adjust_pvalues",
     "concept_category",
     "default_layers",
     "dissect",
     "extract",
+    "fit_cavs",
     "fit_logistic",
     "fit_probe",
     "fit_ridge",
     "format_dissection",
     "format_results",
+    "format_tcav",
     "iou_counts",
+    "layer_gradients",
     "list_image_folder",
     "load_data",
     "load_image",
     "plot_dissection",
     "plot_results",
+    "plot_tcav",
     "probe_layers",
     "resolve_target",
     "run_dissect_cli",
     "run_probe_cli",
+    "run_tcav_cli",
     "starter_concept_masks",
     "starter_concepts",
     "stratified_folds",
     "stratified_split",
+    "tcav",
+    "tcav_from_features",
+    "tcav_scores",
+    "ttest_ind",
     "unit_thresholds",
     "wilson_interval",
     "write_dissection",
     "write_results",
+    "write_tcav",
 ]
