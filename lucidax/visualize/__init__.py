@@ -1,4 +1,5 @@
-"""Feature visualization: parameterizations, transforms, objectives and the render engine.
+"""Feature visualization: parameterizations, transforms, objectives, the render engine, and
+feature inversion / caricatures (:func:`invert`, :func:`caricature`) built on it.
 
 >>> import lucidax.models as lm
 >>> from lucidax import visualize as viz
@@ -9,10 +10,22 @@
 """
 
 from . import objectives
+from .invert import (
+    InversionResult,
+    InvertRun,
+    caricature,
+    invert,
+    psnr,
+    run_invert_cli,
+    shift,
+    ssim,
+)
 from .jobs import RenderJob, render_job, save_grid, save_images
 from .objectives import (
     INPUT,
     Objective,
+    activation_dot,
+    activation_match,
     alignment,
     blur_input_each_step,
     channel,
@@ -45,6 +58,8 @@ from .transforms import (
 __all__ = [
     "DEFAULT_OPTIMIZER",
     "INPUT",
+    "InversionResult",
+    "InvertRun",
     "NonFiniteRenderWarning",
     "Objective",
     "Param",
@@ -52,8 +67,11 @@ __all__ = [
     "RenderResult",
     "SizedParams",
     "Transform",
+    "activation_dot",
+    "activation_match",
     "alignment",
     "blur_input_each_step",
+    "caricature",
     "channel",
     "channel_interpolate",
     "class_logit",
@@ -67,6 +85,7 @@ __all__ = [
     "estimate_spectrum",
     "fft",
     "image",
+    "invert",
     "jitter",
     "l1",
     "layer",
@@ -75,14 +94,18 @@ __all__ = [
     "objectives",
     "pad",
     "pixel",
+    "psnr",
     "random_crops",
     "random_rotate",
     "random_scale",
     "render",
     "render_job",
     "resize",
+    "run_invert_cli",
     "save_grid",
     "save_images",
+    "shift",
+    "ssim",
     "standard_transforms",
     "total_variation",
 ]

@@ -39,10 +39,16 @@ def save_images(folder: str | os.PathLike, images: Any, names: Sequence[str]) ->
     return paths
 
 
-def save_grid(path: str | os.PathLike, images: Any, *, cols: int | None = None, pad: int = 2
-              ) -> str:
-    """Tile images ``[N, h, w, C]`` into one PNG at ``path`` (atomically)."""
-    save_png(path, image_grid(np.asarray(images), cols=cols, pad=pad))
+def save_grid(path: str | os.PathLike, images: Any, *, cols: int | None = None, pad: int = 2,
+              scale: int = 1) -> str:
+    """Tile images ``[N, h, w, C]`` into one PNG at ``path`` (atomically); ``scale`` > 1
+    enlarges the grid by pixel repetition (for small images, e.g. 64 px)."""
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be an int >= 1; got {scale!r}")
+    grid = image_grid(np.asarray(images), cols=cols, pad=pad)
+    if scale > 1:
+        grid = np.repeat(np.repeat(grid, int(scale), axis=0), int(scale), axis=1)
+    save_png(path, grid)
     return os.fspath(path)
 
 

@@ -46,6 +46,8 @@ from lucidax.models.base import Model, normalize_layers, suggest
 __all__ = [
     "INPUT",
     "Objective",
+    "activation_dot",
+    "activation_match",
     "alignment",
     "blur_input_each_step",
     "channel",
@@ -848,6 +850,108 @@ def blur_input_each_step(layer: str = INPUT) -> Objective:
     A penalty: subtracting ``k`` times it moves the image a step ``k * lr`` towards its blur."""
     layer = _check_layer_name(layer)
     return Objective._node(_blur_impl, {}, (layer,), (layer,), f"blur_input_each_step({layer})")
+
+
+# ---------------------------------------------------------------------------------------------
+# matching a target activation (feature inversion, caricatures)
+# ---------------------------------------------------------------------------------------------
+_MATCH_LOSSES = ("l2", "cosine")
+
+
+def _flat_pair(acts: Acts, data, lyr: str, what: str):
+    a = acts[lyr]
+    t = data["target"]
+    if a.shape[1:] != t.shape[1:]:
+        raise ValueError(
+            f"{what}: the activations of {lyr!r} have shape {tuple(a.shape[1:])} per image but "
+            f"the target has {tuple(t.shape[1:])}: render at the size the target was computed "
+            f"at, with transforms that keep the image size (e.g. pad(k) then jitter(2 * k))."
+        )
+    rows = a.shape[0]
+    t = _rows(jnp.asarray(t, a.dtype), True, rows)
+    w = _rows(jnp.asarray(data["weight"], a.dtype), True, rows)
+    return a.reshape(rows, -1), t.reshape(rows, -1), w, _n_images(acts, rows)
+
+
+def _match_impl(acts, data, static):
+    lyr, loss = static
+    a, t, w, b = _flat_pair(acts, data, lyr, "activation_match")
+    if loss == "l2":
+        err = jnp.sum(jnp.square(a - t), axis=1)
+        v = -err / jnp.maximum(jnp.sum(jnp.square(t), axis=1), 1e-8)
+    else:
+        eps = 1e-6
+        dot = jnp.sum(a * t, axis=1)
+        v = dot / (eps + jnp.linalg.norm(a, axis=1)) / (eps + jnp.linalg.norm(t, axis=1))
+    return _per_image(w * v, b)
+
+
+def _dot_impl(acts, data, static):
+    lyr, cossim_pow = static
+    a, t, w, b = _flat_pair(acts, data, lyr, "activation_dot")
+    # Lucid's dot-product-with-cosine weighting, over the whole (flattened) layer; normalized
+    # by |target|^2 so that the value is ~1 when the activations equal the target
+    v = _dot_cossim(a, t, cossim_pow) / jnp.maximum(jnp.sum(jnp.square(t), axis=1), 1e-8)
+    return _per_image(w * v, b)
+
+
+def _target_args(layer_: str, target: Any, weight: Any, what: str
+                 ) -> tuple[dict[str, np.ndarray], _Meta]:
+    t = np.asarray(target, np.float32)
+    if t.ndim < 2 or t.shape[0] == 0 or t.shape[-1] == 0:
+        raise ValueError(
+            f"{what}: target must hold one activation per image, [B, H, W, C] (conv) or [B, C] "
+            f"(dense); got shape {t.shape}"
+        )
+    if not np.all(np.isfinite(t)):
+        raise ValueError(f"{what}: target contains NaN or inf")
+    b = t.shape[0]
+    w = np.ones(b, np.float32) if weight is None else np.asarray(weight, np.float32)
+    if w.shape != (b,) or not np.all(np.isfinite(w)):
+        raise ValueError(f"{what}: weight must be {b} finite per-image numbers (one per target "
+                         f"row); got shape {w.shape}")
+    meta = _Meta(batch=b, vec_checks=((layer_, t.shape[-1]),), per_image=("target", "weight"))
+    return {"target": t, "weight": w}, meta
+
+
+def activation_match(
+    layer: str, target: Any, *, loss: str = "l2", weight: Any = None
+) -> Objective:
+    """How closely image ``i``'s activations of ``layer`` match ``target[i]`` (maximized).
+
+    ``loss="l2"``: ``-|a - t|^2 / |t|^2`` (Mahendran & Vedaldi's normalized reconstruction
+    error, negated; 0 is a perfect match); ``"cosine"``: the cosine similarity of the flattened
+    activations (1 is a perfect match).
+
+    ``target`` is ``[B, H, W, C]`` (conv) or ``[B, C]`` (dense), one row per image; ``weight``
+    (default ones) is one number per image (0 switches the term off for that image, so one
+    objective can give different images different layers). Both are array leaves of the
+    objective: other images/targets of the same shape reuse the compiled render program.
+    Activations holding ``n`` crops per image compare every crop with the image's target.
+    """
+    layer = _check_layer_name(layer)
+    if loss not in _MATCH_LOSSES:
+        raise ValueError(suggest(loss, _MATCH_LOSSES, what="loss"))
+    data, meta = _target_args(layer, target, weight, "activation_match")
+    return Objective._node(_match_impl, data, (layer, loss), (layer,),
+                           f"activation_match({layer}, {loss})", meta)
+
+
+def activation_dot(
+    layer: str, target: Any, *, cossim_pow: float = 1.0, weight: Any = None
+) -> Objective:
+    """Lucid's caricature objective: ``<a, t> * max(0.1, cos(a, t)) ** cossim_pow / |t|^2``
+    for image ``i``'s flattened activations ``a`` of ``layer`` and ``t = target[i]``
+    (maximized; unbounded, so it exaggerates what the layer detects in the target).
+
+    ``target``/``weight`` as in :func:`activation_match` (pass ``target ** power`` for
+    Lucid's power-of-the-target variant)."""
+    layer = _check_layer_name(layer)
+    if not cossim_pow >= 0:
+        raise ValueError(f"cossim_pow must be >= 0; got {cossim_pow!r}")
+    data, meta = _target_args(layer, target, weight, "activation_dot")
+    return Objective._node(_dot_impl, data, (layer, float(cossim_pow)), (layer,),
+                           f"activation_dot({layer}, cossim_pow={cossim_pow:g})", meta)
 
 
 # ---------------------------------------------------------------------------------------------
