@@ -130,6 +130,52 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+# --- invert ----------------------------------------------------------------------------------
+@_command("invert")
+def _cmd_invert(args: argparse.Namespace) -> int:
+    from lucidax.visualize.invert import run_invert_cli
+
+    run = run_invert_cli(
+        args.model, weights=args.weights, layers=args.layers, images=args.images, out=args.out,
+        steps=args.steps, mode=args.mode, loss=args.loss, size=args.size, seed=args.seed,
+        learning_rate=args.learning_rate, tv=args.tv, jitter_px=args.jitter,
+        scale=args.scale, progress=not args.quiet,
+    )
+    print(run.table)
+    for kind, path in run.files.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _add_invert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("invert", help="reconstruct images from a layer's activations (feature "
+                                      "inversion) or draw caricatures; writes a side-by-side grid")
+    p.add_argument("--model", default="starter", help="registered model name (default: starter)")
+    p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
+    p.add_argument("--layers", required=True,
+                   help="comma-separated layer names, one grid column each (e.g. conv1,conv3)")
+    p.add_argument("--images", nargs="+", required=True,
+                   help="image files (centre-cropped to a square and resized to --size)")
+    p.add_argument("--out", default="invert-out",
+                   help="output folder: grid.png, <image>/<layer>.png, metrics.json "
+                        "(default: invert-out)")
+    p.add_argument("--mode", default="invert", choices=("invert", "caricature"),
+                   help="invert: match the activations; caricature: exaggerate them "
+                        "(default: invert)")
+    p.add_argument("--loss", default="l2", choices=("l2", "cosine"),
+                   help="inversion loss (default: l2)")
+    p.add_argument("--steps", type=int, default=256, help="optimization steps (default: 256)")
+    p.add_argument("--size", type=int, help="image side (default: the model's input side)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--learning-rate", type=float, default=0.05, help="Adam (default: 0.05)")
+    p.add_argument("--tv", type=float, default=0.5,
+                   help="total-variation prior weight per pixel value (default: 0.5; 0: off)")
+    p.add_argument("--jitter", type=int, default=0,
+                   help="random shift of up to this many px per step (default: 0)")
+    p.add_argument("--scale", type=int, default=2, help="grid PNG enlargement (default: 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 # --- probe -------------------------------------------------------------------------------------
 @_command("probe")
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -285,6 +331,54 @@ def _add_dissect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+# --- attribute -------------------------------------------------------------------------------
+@_command("attribute")
+def _cmd_attribute(args: argparse.Namespace) -> int:
+    from lucidax.attribute.run import parse_options, run_attribute_cli
+
+    run = run_attribute_cli(
+        args.model, weights=args.weights, images=args.images, methods=args.methods,
+        target=args.target, out=args.out, n=args.n, seed=args.seed, evaluate=args.evaluate,
+        steps=args.steps, options=parse_options(args.option), progress=not args.quiet,
+    )
+    print(run.table)
+    print(f"open {run.files['html']}")
+    return 0
+
+
+def _add_attribute(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "attribute",
+        help="attribution maps (gradients, IG, Grad-CAM, occlusion, LIME, ...) with overlay "
+             "grids, deletion/insertion AUC and an HTML page",
+        description="Compute attribution maps of several methods for some images, score them "
+        "with deletion/insertion curves against a random map, and write <method>.png overlay "
+        "grids, figure.png, maps.npz, results.json and index.html to --out.",
+    )
+    p.add_argument("--model", default="starter", help="registered model name (default: starter)")
+    p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
+    p.add_argument("--images", default="builtin:starter:test",
+                   help="builtin:starter[:test|:train], a folder of images, an image file or a "
+                        ".npy [N,H,W,C] array in [0,1] (default: builtin:starter:test)")
+    p.add_argument("--methods", default="gradient,grad_x_input,ig,gradcam,occlusion,lime",
+                   help="comma-separated: gradient, grad_x_input, smoothgrad, ig, gradcam, "
+                        "guided_backprop, lrp, occlusion, lime, kernelshap, random; or 'all'")
+    p.add_argument("--target", default="predicted",
+                   help="'predicted' (each image's top class), 'label' (builtin labels), a "
+                        "class index or a class label (default: predicted)")
+    p.add_argument("--out", default="attribute-out", help="output folder (default: "
+                                                          "attribute-out)")
+    p.add_argument("--n", type=int, default=8, help="number of images (default: 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the builtin images (default: 0)")
+    p.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
+                   help="deletion/insertion AUC for every method and a random map")
+    p.add_argument("--steps", type=int, default=16, help="points per deletion/insertion curve")
+    p.add_argument("--option", action="append", metavar="METHOD.KEY=VALUE",
+                   help="method option, repeatable (e.g. occlusion.patch=16, ig.steps=64, "
+                        "lime.samples=512)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
 # --- gallery -----------------------------------------------------------------------------------
 @_command("gallery")
 def _cmd_gallery(args: argparse.Namespace) -> int:
@@ -315,7 +409,8 @@ def _add_gallery(sub: argparse._SubParsersAction) -> None:
 
 
 _PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_models, _add_render, _add_probe, _add_tcav, _add_dissect, _add_gallery,
+    _add_models, _add_render, _add_invert, _add_probe, _add_tcav, _add_dissect, _add_attribute,
+    _add_gallery,
 ]
 
 

@@ -239,7 +239,7 @@ def test_fast_grads_match_standard_gradients():
     """The render loop's conv / max-pool input gradients equal JAX's standard ones."""
     from lucidax.models import layers as L
 
-    fastgrad = importlib.import_module("lucidax.visualize._fastgrad")
+    fastgrad = importlib.import_module("lucidax.models.fastgrad")
 
     class Net(nn.Module):
         @nn.compact

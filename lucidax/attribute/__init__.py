@@ -1,1 +1,110 @@
-"""lucidax.attribute"""
+"""lucidax.attribute: which pixels drive a class logit or a unit?
+
+Every method is ``method(model, params, images, target, **opts) -> maps [N, H, W]``, one
+jitted, batched program per (model, method, static options):
+
+* gradients: :func:`vanilla_gradient`, :func:`gradient_x_input`, :func:`smoothgrad`,
+  :func:`integrated_gradients` (with a completeness check), :func:`gradcam`,
+  :func:`guided_backprop`; :func:`lrp` (epsilon and alpha-beta rules).
+* perturbations: :func:`occlusion`, :func:`lime`, :func:`kernel_shap` over superpixels.
+* adversarial probes: :func:`fgsm`, :func:`pgd` (L-inf / L2), :func:`eps_needed`.
+* evaluation: :func:`deletion_curve` / :func:`insertion_curve` (AUC) and the
+  model-parameter :func:`randomization_check` (Adebayo et al. 2018).
+* :func:`run_attribute_cli` is ``lucidax attribute``: overlay grids, AUC table, an HTML page.
+
+``target``: a class (index or label), one class per image, ``"predicted"``, or an Objective
+of :mod:`lucidax.visualize` (a unit, a channel); see :func:`resolve_target`.
+"""
+
+from .adversarial import NORMS, AttackResult, eps_needed, fgsm, pgd
+from .evaluate import (
+    CurveResult,
+    RandomizationResult,
+    deletion_curve,
+    insertion_curve,
+    randomization_check,
+    randomize_params,
+    spearman,
+    ssim,
+)
+from .gradients import (
+    IG_RULES,
+    REDUCTIONS,
+    Attribution,
+    gradcam,
+    gradient_x_input,
+    guided_backprop,
+    guided_relu,
+    integrated_gradients,
+    reduce_channels,
+    smoothgrad,
+    vanilla_gradient,
+)
+from .lrp import LRP_RULES, LRPUnsupportedError, lrp, lrp_layer_relevance
+from .methods import METHODS, get_method, method_names, random_map
+from .occlusion import occlusion, patch_masks
+from .overlay import attribution_grid, colorize, normalize_maps, overlay, save_figure
+from .run import AttributeRun, load_images, parse_options, run_attribute_cli
+from .surrogate import (
+    SUPERPIXEL_METHODS,
+    kernel_shap,
+    kernel_shap_values,
+    lime,
+    lime_coefficients,
+    superpixels,
+)
+from .targets import PREDICTED, resolve_target
+
+__all__ = [
+    "IG_RULES",
+    "LRP_RULES",
+    "METHODS",
+    "NORMS",
+    "PREDICTED",
+    "REDUCTIONS",
+    "SUPERPIXEL_METHODS",
+    "AttackResult",
+    "AttributeRun",
+    "Attribution",
+    "CurveResult",
+    "LRPUnsupportedError",
+    "RandomizationResult",
+    "attribution_grid",
+    "colorize",
+    "deletion_curve",
+    "eps_needed",
+    "fgsm",
+    "get_method",
+    "gradcam",
+    "gradient_x_input",
+    "guided_backprop",
+    "guided_relu",
+    "insertion_curve",
+    "integrated_gradients",
+    "kernel_shap",
+    "kernel_shap_values",
+    "lime",
+    "lime_coefficients",
+    "load_images",
+    "lrp",
+    "lrp_layer_relevance",
+    "method_names",
+    "normalize_maps",
+    "occlusion",
+    "overlay",
+    "parse_options",
+    "patch_masks",
+    "pgd",
+    "random_map",
+    "randomization_check",
+    "randomize_params",
+    "reduce_channels",
+    "resolve_target",
+    "run_attribute_cli",
+    "save_figure",
+    "smoothgrad",
+    "spearman",
+    "ssim",
+    "superpixels",
+    "vanilla_gradient",
+]

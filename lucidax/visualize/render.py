@@ -42,9 +42,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lucidax.models import fastgrad as _fastgrad
 from lucidax.models.base import Model
 
-from . import _fastgrad
 from .objectives import INPUT, Objective
 from .param import Param, image
 from .transforms import Compose, Transform, compose, resize, standard_transforms
@@ -116,7 +116,7 @@ class _Config:
     optimizer: Any
     length: int  # steps per chunk (scan length)
     n_thresholds: int
-    fast_grads: bool = True  # see _fastgrad
+    fast_grads: bool = True  # see lucidax.models.fastgrad
     redirect: bool = False  # redirected ReLU gradients during the first steps
 
 
@@ -425,7 +425,7 @@ def render(
         units that the initial image does not activate at all). 0: off.
       fast_grads: compute the model's convolution and max-pool input gradients with
         formulations that XLA:CPU runs 1.5-3x faster inside the optimization loop (same
-        values up to float rounding; see ``lucidax.visualize._fastgrad``). False: JAX's
+        values up to float rounding; see ``lucidax.models.fastgrad``). False: JAX's
         standard gradients.
 
     Returns:

@@ -1,6 +1,7 @@
-"""Input gradients that XLA:CPU runs fast inside the render loop (same values, other programs).
+"""Input gradients that XLA:CPU runs fast inside optimization loops (same values, other programs).
 
-The render loop differentiates the model with respect to its *input* inside a ``lax.scan``.
+The render loop (and SmoothGrad / Integrated Gradients) differentiate a model with respect to
+its *input* inside a ``lax.scan`` / ``lax.map``.
 Two standard gradients are slow on XLA:CPU there (measured on InceptionV1, jax 0.10.2):
 
 * convolutions: JAX's transpose rule folds the kernel flip/transposition into the dimension
@@ -36,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lucidax.models.hooks import interpret, relu_input
+from .hooks import interpret, relu_input
 
 __all__ = ["call"]
 

@@ -1,0 +1,135 @@
+"""Attribution maps as pictures: colormap overlays, grids and a titled figure.
+
+Unsigned maps (gradient magnitude, Grad-CAM, ...) are scaled by their 99th percentile and
+shown with a sequential colormap (``inferno``); signed maps (integrated gradients, occlusion,
+LIME, KernelSHAP, LRP) are scaled by the 99th percentile of ``|map|`` and shown with a
+diverging one (``bwr``: red = evidence for the target, blue = against). The colour is blended
+over the image with an opacity that grows with ``|map|``, so unimportant pixels show the image.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lucidax._files import atomic_write, image_grid
+
+__all__ = ["attribution_grid", "colorize", "normalize_maps", "overlay", "save_figure"]
+
+
+def _as_maps(maps: Any) -> np.ndarray:
+    arr = np.asarray(maps, np.float32)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"maps must be [N, H, W] (or one [H, W]); got shape {arr.shape}")
+    return np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def normalize_maps(maps: Any, *, signed: bool | None = None, percentile: float = 99.0
+                   ) -> tuple[np.ndarray, bool]:
+    """``(scaled, signed)``: each map divided by the ``percentile`` of ``|map|`` and clipped
+    to ``[-1, 1]`` (signed) or ``[0, 1]``. ``signed=None``: signed when any value is < 0."""
+    arr = _as_maps(maps)
+    if signed is None:
+        signed = bool((arr < 0).any())
+    flat = np.abs(arr).reshape(len(arr), -1)
+    scale = np.percentile(flat, percentile, axis=1) if flat.shape[1] else np.ones(len(arr))
+    scale = np.where(scale > 0, scale, np.maximum(flat.max(1, initial=0.0), 1e-12))
+    out = arr / scale[:, None, None]
+    return (np.clip(out, -1, 1) if signed else np.clip(out, 0, 1)), signed
+
+
+def colorize(values: Any, cmap: str) -> np.ndarray:
+    """``[..., 3]`` RGB of ``values`` in ``[0, 1]`` through a matplotlib colormap."""
+    import matplotlib
+
+    try:
+        cm = matplotlib.colormaps[cmap]
+    except KeyError as e:
+        from lucidax.models.base import suggest
+
+        raise ValueError(suggest(cmap, sorted(matplotlib.colormaps), what="colormap")) from e
+    return cm(np.clip(np.asarray(values, np.float32), 0, 1))[..., :3].astype(np.float32)
+
+
+def overlay(images: Any, maps: Any, *, cmap: str | None = None, alpha: float = 0.7,
+            signed: bool | None = None) -> np.ndarray:
+    """``[N, H, W, 3]`` images with their maps blended on top (see the module docstring).
+
+    ``images`` float ``[N, H, W, C]`` in ``[0, 1]`` (grayscale is repeated to RGB); ``cmap``
+    defaults to ``bwr`` for signed maps and ``inferno`` for unsigned ones.
+    """
+    img = np.asarray(images, np.float32)
+    if img.ndim == 3:
+        img = img[None]
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    img = np.clip(img[..., :3], 0, 1)
+    v, signed = normalize_maps(maps, signed=signed)
+    if v.shape != img.shape[:3]:
+        raise ValueError(f"maps {v.shape} do not match images {img.shape[:3]}")
+    cmap = cmap or ("bwr" if signed else "inferno")
+    heat = colorize((v + 1) / 2 if signed else v, cmap)
+    a = (alpha * np.abs(v))[..., None]
+    gray = img.mean(-1, keepdims=True) * 0.6 + img * 0.4  # de-saturate so the colours read
+    return (1 - a) * gray + a * heat
+
+
+def attribution_grid(images: Any, maps: Mapping[str, Any], *, pad: int = 2,
+                     overlay_maps: bool = True, cmap: str | None = None) -> np.ndarray:
+    """One image: a row per image, columns = the image, then each method's map (overlaid on
+    the image, or the bare colormapped map with ``overlay_maps=False``)."""
+    img = np.asarray(images, np.float32)
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    img = np.clip(img[..., :3], 0, 1)
+    cols = [img]
+    for m in maps.values():
+        if overlay_maps:
+            cols.append(overlay(img, m, cmap=cmap))
+        else:
+            v, signed = normalize_maps(m)
+            cols.append(colorize((v + 1) / 2 if signed else v, cmap or
+                                 ("bwr" if signed else "inferno")))
+    tiles = np.stack(cols, axis=1).reshape(-1, *img.shape[1:3], 3)
+    return image_grid(tiles, cols=len(cols), pad=pad)
+
+
+def save_figure(path: str | os.PathLike, images: Any, maps: Mapping[str, Any], *,
+                titles: Sequence[str] | None = None, row_labels: Sequence[str] | None = None,
+                dpi: int = 100, cell: float = 1.3) -> None:
+    """Atomically write a matplotlib figure (PNG/SVG/PDF by extension): the image grid of
+    :func:`attribution_grid` with a title over each column and a label left of each row."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    img = np.asarray(images, np.float32)
+    n = len(img)
+    names = ["image", *maps] if titles is None else list(titles)
+    ncol = 1 + len(maps)
+    fig, axes = plt.subplots(n, ncol, figsize=(cell * ncol, cell * n + 0.3), squeeze=False)
+    tiles = [np.clip(img[..., :3] if img.shape[-1] >= 3 else np.repeat(img, 3, -1), 0, 1)]
+    tiles += [overlay(img, m) for m in maps.values()]
+    for r in range(n):
+        for c in range(ncol):
+            ax = axes[r, c]
+            ax.imshow(tiles[c][r], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(str(names[c]), fontsize=8)
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[r]), fontsize=7)
+    fig.tight_layout(pad=0.3)
+    buf = io.BytesIO()
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
+    fig.savefig(buf, format=fmt, dpi=dpi)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())

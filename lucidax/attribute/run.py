@@ -1,0 +1,326 @@
+"""What ``lucidax attribute`` calls: load a model and images, compute maps with several
+methods, score them (deletion / insertion AUC against a random map), write overlay grids and
+an ``index.html`` page.
+
+>>> from lucidax.attribute.run import run_attribute_cli
+>>> run = run_attribute_cli("starter", images="builtin:starter:test", methods="ig,gradcam",
+...                         out="runs/attribution")
+>>> print(run.table)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+from lucidax._files import atomic_write, save_json, save_png
+from lucidax.models.base import Model
+
+from .methods import as_names, get_method
+
+__all__ = ["AttributeRun", "load_images", "parse_options", "run_attribute_cli"]
+
+_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Images:
+    images: np.ndarray
+    labels: np.ndarray | None  # class labels when the source has them
+    names: tuple[str, ...]
+    description: str
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AttributeRun:
+    """What :func:`run_attribute_cli` produced.
+
+    Attributes:
+      out: the output folder.
+      maps: ``{method: [N, H, W]}``.
+      targets: ``[N]`` the class attributed in each image.
+      metrics: ``{method: {"deletion_auc": .., "insertion_auc": .., "seconds": ..}}``
+        (empty when ``evaluate=False``).
+      files: ``{kind: path}`` written.
+      table: printable summary.
+    """
+
+    out: str
+    maps: dict[str, np.ndarray]
+    targets: np.ndarray
+    metrics: dict[str, dict[str, float]]
+    files: dict[str, str]
+    table: str
+
+
+def _resize(img: np.ndarray, side: int) -> np.ndarray:
+    import jax
+
+    h, w = img.shape[:2]
+    s = min(h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    img = img[y : y + s, x : x + s]  # centre square crop
+    if s == side:
+        return img
+    return np.asarray(jax.image.resize(img, (side, side, img.shape[-1]), "linear",
+                                       antialias=True))
+
+
+def load_images(spec: str | os.PathLike, model: Model, *, n: int = 8, seed: int = 0) -> _Images:
+    """Resolve an ``--images`` argument: ``builtin:starter[:test|:train]`` (the starter
+    dataset, with digit labels), a folder of image files, one image file, or a ``.npy``
+    array ``[N, H, W, C]`` in ``[0, 1]``. Files are centre-cropped and resized to the model's
+    input side; at most ``n`` images are used."""
+    s = os.fspath(spec)
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if s.startswith("builtin:"):
+        parts = s.split(":")
+        from lucidax.models import starter
+
+        split = parts[2] if len(parts) == 3 else "test"
+        if parts[1] != "starter" or len(parts) > 3 or split not in starter.SPLITS:
+            raise ValueError(f"Unknown builtin images {s!r}. Valid: builtin:starter, "
+                             f"builtin:starter:test, builtin:starter:train")
+        ds = starter.dataset(int(n), split=split, seed=seed)
+        names = tuple(f"{split}-{i}" for i in range(len(ds)))
+        return _Images(ds.images, np.asarray(ds.labels["digit"]), names,
+                       f"builtin:starter:{split} (n={n}, seed={seed})")
+    if not os.path.exists(s):
+        raise FileNotFoundError(f"images not found: {s!r} (a folder of images, an image file, "
+                                f"a .npy array or builtin:starter[:test|:train])")
+    side = model.input_spec.side or 224
+    if s.endswith(".npy"):
+        arr = np.load(s, allow_pickle=False).astype(np.float32)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4:
+            raise ValueError(f"{s}: expected an [N, H, W, C] array, got shape {arr.shape}")
+        arr = arr[:n]
+        return _Images(arr, None, tuple(f"{i}" for i in range(len(arr))), s)
+    if os.path.isdir(s):
+        files = sorted(f for f in os.listdir(s) if f.lower().endswith(_IMAGE_EXTS))[:n]
+        if not files:
+            raise ValueError(f"no image files ({', '.join(_IMAGE_EXTS)}) in folder {s!r}")
+        paths = [os.path.join(s, f) for f in files]
+    else:
+        paths = [s]
+    import imageio.v3 as iio
+
+    out = []
+    c = model.input_spec.channels
+    for p in paths:
+        im = np.asarray(iio.imread(p))
+        im = im.astype(np.float32) / (255.0 if im.dtype == np.uint8 else
+                                      65535.0 if im.dtype == np.uint16 else 1.0)
+        if im.ndim == 2:
+            im = im[..., None]
+        im = im[..., :3] if im.shape[-1] >= 3 else im
+        if c == 3 and im.shape[-1] == 1:
+            im = np.repeat(im, 3, axis=-1)
+        elif c == 1 and im.shape[-1] == 3:
+            im = im.mean(-1, keepdims=True)
+        out.append(_resize(im, side))
+    return _Images(np.stack(out).astype(np.float32), None,
+                   tuple(os.path.basename(p) for p in paths), s)
+
+
+def parse_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """``["occlusion.patch=16", "ig.steps=64", "lime.baseline=blur"]`` ->
+    ``{"occlusion": {"patch": 16}, ...}`` (values parsed as JSON when they are, else kept as
+    strings). The method names are checked against the registry."""
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or ():
+        head, sep, value = str(item).partition("=")
+        method, dot, key = head.partition(".")
+        if not sep or not dot or not method or not key:
+            raise ValueError(f"method option {item!r} must look like METHOD.OPTION=VALUE "
+                             "(e.g. occlusion.patch=16)")
+        get_method(method.strip())
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        out.setdefault(method.strip(), {})[key.strip()] = parsed
+    return out
+
+
+def _targets(model: Model, target: Any, src: _Images) -> np.ndarray:
+    import jax.numpy as jnp
+
+    n = len(src.images)
+    if target in (None, "predicted"):
+        z = model.apply(model.params, jnp.asarray(src.images), (model.logits_layer,))
+        return np.asarray(jnp.argmax(z[model.logits_layer], -1))
+    if target == "label":
+        if src.labels is None:
+            raise ValueError("target 'label' needs labelled images (builtin:starter); use "
+                             "'predicted' or a class")
+        return np.asarray(src.labels)
+    if isinstance(target, str) and target.lstrip("-").isdigit():
+        target = int(target)
+    if isinstance(target, str):
+        if not model.labels or target not in model.labels:
+            from lucidax.models.base import suggest
+
+            valid = ("predicted", "label", *(model.labels or ()))
+            raise ValueError(suggest(target, valid, what="target") + " (or a class index)")
+        target = model.labels.index(target)
+    from .methods import _class_array
+
+    return _class_array(model, target, n)
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _page(run_title: str, meta: Mapping[str, Any], methods: Sequence[str],
+          metrics: Mapping[str, Mapping[str, float]], files: Mapping[str, str],
+          rows: Sequence[tuple[str, str]]) -> str:
+    css = ("body{font-family:system-ui,sans-serif;margin:1.2em auto;max-width:1200px;"
+           "padding:0 1em;color:#222;background:#fafafa}table{border-collapse:collapse;"
+           "font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}"
+           "th{background:#f0f0f0}img{image-rendering:pixelated;max-width:100%}"
+           ".muted{color:#777}")
+    parts = [f"<h1>{_e(run_title)}</h1>", "<table>"]
+    parts += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in meta.items()]
+    parts.append("</table>")
+    if metrics:
+        parts.append("<h2>Faithfulness</h2><p class=muted>deletion AUC: lower is better; "
+                     "insertion AUC: higher is better (class probability vs share of pixels "
+                     "removed / inserted, most important first).</p><table><tr><th>method"
+                     "</th><th>deletion AUC</th><th>insertion AUC</th><th>seconds</th></tr>")
+        for m, r in metrics.items():
+            parts.append(f"<tr><td>{_e(m)}</td><td>{r['deletion_auc']:.4f}</td>"
+                         f"<td>{r['insertion_auc']:.4f}</td><td>{r['seconds']:.2f}</td></tr>")
+        parts.append("</table>")
+    if "figure" in files:
+        parts.append(f'<h2>All methods</h2><img src="{quote(os.path.basename(files["figure"]))}"'
+                     ' alt="attribution grid">')
+    parts.append("<h2>Per method</h2><p class=muted>columns: image, map overlaid on the "
+                 "image; rows: images (" + ", ".join(f"{_e(a)} &rarr; {_e(b)}" for a, b in rows)
+                 + ")</p>")
+    for m in methods:
+        f = files.get(f"grid:{m}")
+        if f:
+            parts.append(f"<h3>{_e(m)}</h3><img src=\"{quote(os.path.basename(f))}\" "
+                         f"alt=\"{_e(m)}\">")
+    links = " &middot; ".join(f'<a href="{quote(os.path.basename(p))}">{_e(os.path.basename(p))}'
+                              "</a>" for k, p in files.items() if k in ("json", "maps"))
+    parts.append(f"<p>{links}</p>")
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{_e(run_title)}</title><style>{css}</style></head>\n<body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+
+
+def run_attribute_cli(
+    model: str | Model = "starter",
+    *,
+    weights: str | os.PathLike | None = None,
+    images: str | os.PathLike = "builtin:starter:test",
+    methods: str | Sequence[str] = "gradient,grad_x_input,ig,gradcam,occlusion,lime",
+    target: Any = "predicted",
+    out: str | os.PathLike = "attribute-out",
+    n: int = 8,
+    seed: int = 0,
+    evaluate: bool = True,
+    steps: int = 16,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: bool = True,
+) -> AttributeRun:
+    """``lucidax attribute --model M --images I --methods ig,gradcam --out O``.
+
+    Args:
+      model: registered model name or a Model.
+      weights: checkpoint path (None: the model's default weights).
+      images: ``builtin:starter[:test|:train]``, a folder of images, an image, or a ``.npy``.
+      methods: comma-separated names (``lucidax.attribute.METHODS``) or ``"all"``.
+      target: ``"predicted"`` (each image's top class), ``"label"`` (builtin labels), a class
+        index or a class label.
+      out: output folder (index.html, figure.png, <method>.png, results.json, maps.npz).
+      n: number of images.
+      seed: seed of the builtin images.
+      evaluate: also compute deletion / insertion AUC for every method and a random map.
+      steps: points of the deletion / insertion curves.
+      options: ``{method: {option: value}}`` passed to the methods.
+    """
+    import jax.numpy as jnp
+
+    from .evaluate import deletion_curve, insertion_curve
+    from .overlay import attribution_grid, save_figure
+
+    if isinstance(model, str):
+        import lucidax.models as lm
+
+        model = lm.load(model, weights)
+    elif weights is not None:
+        raise ValueError("weights= is only used with a model name")
+    if model.logits_layer is None:
+        raise ValueError(f"{model.name} has no logits layer; lucidax attribute explains classes")
+    names = as_names(methods)
+    options = dict(options or {})
+    src = load_images(images, model, n=n, seed=seed)
+    x = jnp.asarray(src.images)
+    targets = _targets(model, target, src)
+    out = os.fspath(out)
+    os.makedirs(out, exist_ok=True)
+    maps: dict[str, np.ndarray] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    seconds: dict[str, float] = {}
+    todo = list(names) + (["random"] if evaluate and "random" not in names else [])
+    for m in todo:
+        if progress:
+            print(f"  {m} ...", flush=True)
+        t0 = time.perf_counter()
+        maps[m] = np.asarray(get_method(m)(model, model.params, x, targets,
+                                           **options.get(m, {})), np.float32)
+        seconds[m] = time.perf_counter() - t0
+        if evaluate:
+            d = deletion_curve(model, model.params, x, maps[m], targets, steps=steps)
+            i = insertion_curve(model, model.params, x, maps[m], targets, steps=steps)
+            metrics[m] = {"deletion_auc": d.mean_auc, "insertion_auc": i.mean_auc,
+                          "seconds": seconds[m]}
+    shown = {m: maps[m] for m in names}
+    files: dict[str, str] = {}
+    for m in names:
+        p = os.path.join(out, f"{m}.png")
+        save_png(p, attribution_grid(src.images, {m: shown[m]}))
+        files[f"grid:{m}"] = p
+    labels = model.labels or tuple(str(i) for i in range(model.channels(model.logits_layer)))
+    rows = [(nm, labels[int(t)]) for nm, t in zip(src.names, targets, strict=True)]
+    files["figure"] = os.path.join(out, "figure.png")
+    save_figure(files["figure"], src.images, shown,
+                row_labels=[f"{a} → {b}" for a, b in rows])
+    files["maps"] = os.path.join(out, "maps.npz")
+
+    def write_npz(f):
+        np.savez_compressed(f, images=src.images, targets=targets, **maps)
+
+    atomic_write(files["maps"], write_npz)
+    files["json"] = os.path.join(out, "results.json")
+    meta = {"model": model.name, "images": src.description, "target": str(target),
+            "methods": list(names)}
+    save_json(files["json"], {**meta, "image_names": list(src.names),
+                              "targets": targets.tolist(), "metrics": metrics,
+                              "curve_steps": steps if evaluate else None})
+    files["html"] = os.path.join(out, "index.html")
+    atomic_write(files["html"], _page(f"Attribution: {model.name}", meta, names, metrics, files,
+                                      rows).encode())
+    lines = [f"{'method':<16} {'deletion AUC':>12} {'insertion AUC':>13} {'seconds':>8}"]
+    for m, r in metrics.items():
+        lines.append(f"{m:<16} {r['deletion_auc']:>12.4f} {r['insertion_auc']:>13.4f} "
+                     f"{r['seconds']:>8.2f}")
+    if not metrics:
+        lines = [f"{m}: {seconds[m]:.2f} s" for m in names]
+    return AttributeRun(out, maps, targets, metrics, files, "\n".join(lines))
+

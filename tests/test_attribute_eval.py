@@ -1,0 +1,158 @@
+"""Deletion / insertion curves, rank correlation, SSIM, parameter randomization, the
+``lucidax attribute`` runner and its page."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import lucidax.models as lm
+from lucidax.attribute.evaluate import (
+    deletion_curve,
+    insertion_curve,
+    randomization_check,
+    randomize_params,
+    spearman,
+    ssim,
+)
+from lucidax.attribute.methods import random_map
+from lucidax.attribute.occlusion import occlusion
+
+
+@pytest.fixture(scope="module")
+def starter():
+    from lucidax.models import starter as st_
+
+    model = lm.load("starter")
+    data = st_.dataset(3, split="test", seed=0)
+    return model, data
+
+
+def test_spearman_basics():
+    a = np.arange(12.0).reshape(1, 3, 4)
+    assert spearman(a, a)[0] == pytest.approx(1.0)
+    assert spearman(a, -a)[0] == pytest.approx(-1.0)
+    assert spearman(a, np.exp(a))[0] == pytest.approx(1.0)  # ranks only
+    assert np.isnan(spearman(a, np.zeros_like(a))[0])
+    # ties share their mean rank: [0, 0, 1] vs [1, 2, 3] -> ranks [1.5, 1.5, 3] vs [1, 2, 3]
+    assert spearman(np.array([[0.0, 0, 1]]), np.array([[1.0, 2, 3]]))[0] == pytest.approx(
+        np.corrcoef([1.5, 1.5, 3], [1, 2, 3])[0, 1])
+    with pytest.raises(ValueError, match="same shape"):
+        spearman(a, a[:, :2])
+
+
+@settings(max_examples=20, deadline=None)
+@given(arrays(np.float64, (2, 5, 5), elements=st.floats(-10, 10, allow_nan=False)))
+def test_spearman_invariant_to_increasing_maps(a):
+    r = spearman(a, 3 * a + a**3)  # strictly increasing, and exact for tiny values
+    for v, row in zip(r, a, strict=True):
+        if np.unique(row).size > 1:
+            assert v == pytest.approx(1.0)
+
+
+def test_ssim_identical_and_different():
+    rng = np.random.default_rng(0)
+    a = rng.random((2, 16, 16))
+    np.testing.assert_allclose(ssim(a, a), 1.0, atol=1e-9)
+    np.testing.assert_allclose(ssim(a, 5 * a + 2), 1.0, atol=1e-9)  # min-max scaled
+    assert (ssim(a, rng.random((2, 16, 16))) < 0.5).all()
+
+
+def test_curves_rank_a_good_map_above_a_random_one(starter):
+    model, data = starter
+    x, y = data.images, data.labels["digit"]
+    digit = data.digit_mask.astype(np.float32)
+    rnd = np.asarray(random_map(model, model.params, x, y, key=3))
+    d_good = deletion_curve(model, model.params, x, digit, y, steps=8)
+    d_rand = deletion_curve(model, model.params, x, rnd, y, steps=8)
+    assert d_good.scores.shape == (3, 9) and d_good.fractions[[0, -1]].tolist() == [0, 1]
+    np.testing.assert_allclose(d_good.scores[:, 0], d_rand.scores[:, 0], rtol=1e-5)  # clean
+    np.testing.assert_allclose(d_good.scores[:, -1], d_rand.scores[:, -1], rtol=1e-4)  # all gone
+    assert d_good.mean_auc < d_rand.mean_auc
+    i_good = insertion_curve(model, model.params, x, digit, y, steps=8)
+    i_rand = insertion_curve(model, model.params, x, rnd, y, steps=8)
+    assert i_good.mean_auc > i_rand.mean_auc
+    np.testing.assert_allclose(i_good.scores[:, -1], d_good.scores[:, 0], rtol=1e-4)
+    with pytest.raises(ValueError, match="maps must be"):
+        deletion_curve(model, model.params, x, digit[:2], y)
+
+
+def test_randomize_params_touches_only_the_named_groups(starter):
+    model, _ = starter
+    p = randomize_params(model.params, ("logits", "conv5"), key=0)
+    for g in ("conv1", "conv2", "conv3", "conv4"):
+        assert p[g] is model.params[g]
+    for g in ("logits", "conv5"):
+        old, new = np.asarray(model.params[g]["kernel"]), np.asarray(p[g]["kernel"])
+        assert new.shape == old.shape and not np.allclose(new, old)
+        assert new.std() == pytest.approx(old.std(), rel=0.2)
+    with pytest.raises(ValueError, match="conv5"):
+        randomize_params(model.params, ("conv6",), key=0)
+
+
+def test_randomization_check_separates_model_dependent_maps(starter):
+    model, data = starter
+    x, y = data.images, data.labels["digit"]  # 3 images: shares programs with the others
+    occ = functools.partial(occlusion, patch=16, stride=16)
+
+    def ignores_model(model, params, images, target):  # an "edge detector": fails the check
+        return np.abs(np.diff(np.asarray(images).mean(-1), axis=1, append=0))
+
+    r = randomization_check(model, model.params, x, y, {"occ": occ, "edges": ignores_model},
+                            groups=("logits", "conv5"))
+    assert r.stages == ("logits", "conv5")
+    assert r.spearman["occ"].shape == (2, 3)
+    np.testing.assert_allclose(r.spearman["edges"], 1.0)
+    np.testing.assert_allclose(r.ssim["edges"], 1.0, atol=1e-9)
+    assert np.nanmean(r.spearman["occ"][-1]) < 0.9
+    table = r.table()
+    assert set(table) == {"occ", "edges"} and len(table["occ"]["spearman_abs"]) == 2
+
+
+def test_run_attribute_cli_writes_page_and_grids(tmp_path, starter):
+    from lucidax.attribute.run import run_attribute_cli
+
+    model, data = starter
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    from lucidax._files import save_png
+
+    save_png(folder / "<b>evil&.png", data.images[0])
+    save_png(folder / "two.png", data.images[1])
+    save_png(folder / "three.png", data.images[2])
+    out = tmp_path / "out"
+    run = run_attribute_cli(model, images=str(folder), methods="occlusion,random", out=out,
+                            n=3, steps=8, options={"occlusion": {"patch": 16, "stride": 16}},
+                            progress=False)
+    assert set(run.maps) == {"occlusion", "random"} and run.maps["occlusion"].shape == (3, 64, 64)
+    assert set(run.metrics) == {"occlusion", "random"}
+    for key in ("html", "figure", "json", "maps", "grid:occlusion", "grid:random"):
+        assert os.path.getsize(run.files[key]) > 0
+    page = (out / "index.html").read_text()
+    assert "&lt;b&gt;evil&amp;.png" in page and "<b>evil" not in page
+    assert 'src="occlusion.png"' in page and "deletion AUC" in page
+    import imageio.v3 as iio
+
+    grid = iio.imread(run.files["grid:occlusion"])
+    assert grid.shape[0] > 3 * 64 and grid.shape[1] > 2 * 64  # 3 rows x (image, map)
+    with pytest.raises(ValueError, match="occlusion"):
+        run_attribute_cli(model, images=str(folder), methods="oclusion", out=out)
+    with pytest.raises(FileNotFoundError):
+        run_attribute_cli(model, images=str(tmp_path / "nope"), methods="random", out=out)
+
+
+def test_parse_options():
+    from lucidax.attribute.run import parse_options
+
+    assert parse_options(["occlusion.patch=16", "lime.baseline=blur", "occlusion.stride=8"]) == {
+        "occlusion": {"patch": 16, "stride": 8}, "lime": {"baseline": "blur"}}
+    with pytest.raises(ValueError, match="METHOD.OPTION=VALUE"):
+        parse_options(["patch=16"])
+    with pytest.raises(ValueError, match="occlusion"):
+        parse_options(["oclusion.patch=3"])
