@@ -2,8 +2,8 @@
 
 * :func:`extract` streams images through one jitted forward pass and writes per-layer,
   spatially reduced features to ``.npy`` files (bounded memory, on-disk cache).
-* :func:`fit_probe` / :func:`fit_ridge`: cross-validated L2 logistic / ridge probes, every
-  (fold, lambda) problem solved at once in JAX.
+* :func:`fit_probe` / :func:`fit_ridge`: cross-validated L2 logistic / ridge probes (one compiled
+  program: the folds of a lambda solved together, lambdas along the regularization path).
 * :func:`probe_layers`: both, for every layer, with results.json / .csv and a plot.
 * :func:`run_probe_cli`: what ``lucidax probe`` calls.
 * :func:`tcav`: concept activation vectors and TCAV scores with t-tests against random

@@ -8,20 +8,22 @@ on features standardized with that fold's training statistics (the intercept is 
 penalized). This is scikit-learn's ``LogisticRegression(C=C)`` objective divided by ``C * n``,
 so ``C = 1 / (lambda * n)`` where ``n`` is the number of training samples of the fit.
 
-Every (fold, lambda) problem is solved in one compiled program: the L-BFGS direction
-(``optax.scale_by_lbfgs``) and the line search are ``jax.vmap``-ed over problems, and the
-folds of one lambda share the one data matrix, so each objective evaluation is a single
-matrix product ``X @ [W_1 ... W_F]`` for the whole group instead of ``F`` thin ones (the
-group objective is ``vmap(value_and_grad(_objective))`` written out by hand, checked against
-autodiff in the tests). Each iteration maps over the lambdas and skips (``lax.cond``) those
-whose folds have all converged, so fast-converging (large) lambdas stop costing time. Folds
-are 0/1 sample weights over the training split, and each fold's own standardization is
-folded into the weights (``(x - mu_f) / sd_f @ W == x @ (W / sd_f) - (mu_f / sd_f) @ W``),
-so nothing is copied per fold. A problem stops when its gradient infinity-norm is below
-``tol`` (scikit-learn's ``gtol`` convention) or at ``max_iter``; ``ProbeResult.converged``
-says whether all did. The pooled CV scores, the choice of lambda and the refit on the whole
-train split (warm-started from the mean of the chosen lambda's fold solutions) run in the
-same program.
+The whole cross-validation is one compiled program. The lambdas run from strong to weak in a
+``lax.scan`` (the regularization path, as scikit-learn's ``LogisticRegressionCV``): the
+folds of one lambda are solved together, warm-started from the previous lambda's solutions.
+The L-BFGS direction (``optax.scale_by_lbfgs``) and the line search (Armijo, backtracking by
+safeguarded quadratic interpolation) are ``jax.vmap``-ed over the folds, which share the one
+data matrix, so each objective evaluation is a single matrix product ``X @ [W_1 ... W_F]``
+and its transpose instead of ``F`` thin ones (the group objective is
+``vmap(value_and_grad(_objective))`` written out by hand, checked against autodiff in the
+tests). On CPUs with AMX bfloat16 units the forward product is "bf16x3" (three bfloat16
+products, float32 accumulation; see :func:`_rows_times`). Folds are 0/1 sample weights over
+the training split, and each fold's own standardization is folded into the weights
+(``(x - mu_f) / sd_f @ W == x @ (W / sd_f) - (mu_f / sd_f) @ W``), so nothing is copied per
+fold. A problem stops when its gradient infinity-norm is below ``tol`` (scikit-learn's
+``gtol`` convention) or at ``max_iter``; ``ProbeResult.converged`` says whether all did. The
+pooled CV scores, the choice of lambda and the refit on the whole train split (warm-started
+from the chosen lambda's fold solutions) run in the same program.
 
 Why not ``optax.lbfgs`` with its zoom line search under ``vmap``: that line search branches
 with ``lax.cond``; under ``vmap`` a batched predicate turns the branches into a ``select``
@@ -724,12 +726,12 @@ def fit_probe(
     """Held-out accuracy of an L2 multinomial logistic probe, lambda chosen by stratified CV.
 
     1. Stratified train/test split (``test_size``, ``seed``).
-    2. Stratified ``folds``-fold CV on the train split over ``lambdas``: every
-       (fold, lambda) problem is solved at once (vectorized, see the module docstring), each
-       on features standardized with its own fold's training statistics. The lambda with the
-       lowest pooled CV log-loss wins (``scoring="log_loss"``, the default: a proper scoring
-       rule, smooth in lambda) or the best pooled CV accuracy (``scoring="accuracy"``, ties
-       go to the larger lambda).
+    2. Stratified ``folds``-fold CV on the train split over ``lambdas``: each lambda's folds
+       are solved at once, the lambdas along the regularization path (see the module
+       docstring), each fold on features standardized with its own training statistics.
+       The lambda with the lowest pooled CV log-loss wins (``scoring="log_loss"``, the
+       default: a proper scoring rule, smooth in lambda) or the best pooled CV accuracy
+       (``scoring="accuracy"``, ties go to the larger lambda).
     3. Refit on the whole train split (standardized with train statistics) with that lambda;
        report test accuracy with a 95% Wilson interval and the majority-class ``chance`` rate.
 
