@@ -289,3 +289,14 @@ def test_redirected_relu_starts_dead_units():
     assert redirected.images.mean() > plain.images.mean() + 0.2  # brighter = less negative
     half = viz.render(m, viz.channel("relu", 0), redirected_relu_steps=3, **kw)
     assert plain.images.mean() < half.images.mean() < redirected.images.mean()
+
+
+def test_render_job_units_keep_order_and_check_the_range():
+    from lucidax.visualize.jobs import parse_units
+
+    assert parse_units("7,0-2,1", 8) == [7, 0, 1, 2]
+    assert parse_units("all", 3) == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"out of range.*0-7"):
+        parse_units("3,8", 8)
+    with pytest.raises(ValueError, match="end is before the start"):
+        parse_units("5-2", 8)

@@ -4,11 +4,11 @@ field) and the small parsers it needs."""
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
+
+from lucidax.visualize.jobs import unit_list
 
 __all__ = [
     "GalleryConfig",
@@ -182,50 +182,17 @@ class GalleryConfig:
 
 
 TRANSFORMS = ("standard", "none")
-_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
 def parse_units(spec: str | Sequence[int]) -> tuple[int, ...] | None:
     """``"all"`` -> None; ``"0-3,7"`` -> ``(0, 1, 2, 3, 7)`` (sorted, unique); a sequence of
-    non-negative ints -> the same, sorted.
+    non-negative ints -> the same, sorted (see :func:`lucidax.visualize.jobs.unit_list`).
 
     Raises:
       GalleryConfigError: for anything else (with what was wrong).
     """
-    if isinstance(spec, str):
-        if spec.strip().lower() == "all":
-            return None
-        out: set[int] = set()
-        for part in spec.split(","):
-            if not part.strip():
-                continue
-            m = _RANGE.match(part)
-            if not m:
-                raise GalleryConfigError(
-                    f"Bad unit range {part.strip()!r} in units={spec!r}: use 'all' or "
-                    f"comma-separated indices and ranges like '0-15,20'"
-                )
-            lo = int(m.group(1))
-            hi = int(m.group(2)) if m.group(2) is not None else lo
-            if hi < lo:
-                raise GalleryConfigError(
-                    f"Bad unit range {part.strip()!r} in units={spec!r}: the end is before "
-                    f"the start"
-                )
-            out.update(range(lo, hi + 1))
-        if not out:
-            raise GalleryConfigError(f"units={spec!r} selects no unit; use 'all' or '0-15,20'")
-        return tuple(sorted(out))
     try:
-        values = list(spec)
-    except TypeError:
-        raise GalleryConfigError(
-            f"units must be 'all', a range string like '0-15,20' or a sequence of ints; "
-            f"got {spec!r}"
-        ) from None
-    if not values:
-        raise GalleryConfigError("units=() selects no unit; use 'all' or '0-15,20'")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-            raise GalleryConfigError(f"units must be non-negative ints, got {v!r} in {spec!r}")
-    return tuple(sorted({int(v) for v in values}))
+        units = unit_list(spec)
+    except ValueError as e:
+        raise GalleryConfigError(str(e)) from None
+    return None if units is None else tuple(sorted(units))

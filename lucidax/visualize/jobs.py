@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import re
 from collections.abc import Sequence
@@ -15,7 +16,9 @@ from .objectives import channel
 from .param import Param, cppn, fft, image, maco, pixel
 from .render import render
 
-__all__ = ["PARAMS", "RenderJob", "parse_units", "render_job", "save_grid", "save_images"]
+__all__ = [
+    "PARAMS", "RenderJob", "parse_units", "render_job", "save_grid", "save_images", "unit_list",
+]
 
 PARAMS = {
     "image": lambda sd: image(sd=sd),
@@ -52,28 +55,52 @@ def save_grid(path: str | os.PathLike, images: Any, *, cols: int | None = None, 
     return os.fspath(path)
 
 
-def parse_units(spec: str | Sequence[int] | None, n: int) -> list[int]:
-    """``"all"``/None -> 0..n-1; ``"0-7,12"`` -> [0..7, 12]; checks the range [0, n)."""
-    if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
-        return list(range(n))
+def unit_list(spec: str | Sequence[int] | None) -> list[int] | None:
+    """Units named by ``spec`` in the given order, duplicates dropped; None for ``"all"``/None.
+
+    ``spec``: ``"all"``, comma-separated indices and ranges (``"0-7,12"``), or a sequence of
+    non-negative ints. Raises ``ValueError`` saying what was wrong (no range check: see
+    :func:`parse_units`).
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+        return None
     if isinstance(spec, str):
         units: list[int] = []
         for part in filter(None, (p.strip() for p in spec.split(","))):
-            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
             if not m:
-                raise ValueError(f"Bad unit spec {part!r}: use e.g. 'all', '5', '0-15' or '0-3,9'")
+                raise ValueError(f"Bad unit range {part!r} in units={spec!r}: use 'all' or "
+                                 f"comma-separated indices and ranges like '0-15,20'")
             lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
             if hi < lo:
-                raise ValueError(f"Bad unit range {part!r}: end before start")
+                raise ValueError(f"Bad unit range {part!r} in units={spec!r}: the end is "
+                                 f"before the start")
             units.extend(range(lo, hi + 1))
     else:
-        units = [int(u) for u in spec]
+        try:
+            values = list(spec)
+        except TypeError:
+            raise ValueError(f"units must be 'all', a range string like '0-15,20' or a "
+                             f"sequence of ints; got {spec!r}") from None
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise ValueError(f"units must be non-negative ints, got {v!r} in {spec!r}")
+        units = [int(v) for v in values]
+    if not units:
+        raise ValueError(f"units={spec!r} selects no unit; use 'all' or '0-15,20'")
+    return list(dict.fromkeys(units))
+
+
+def parse_units(spec: str | Sequence[int] | None, n: int) -> list[int]:
+    """:func:`unit_list` for a layer of ``n`` units: ``"all"``/None -> 0..n-1; checks that
+    every unit is in ``[0, n)``."""
+    units = unit_list(spec)
+    if units is None:
+        return list(range(n))
     bad = [u for u in units if not 0 <= u < n]
     if bad:
         raise ValueError(f"Units {bad[:5]} out of range: the layer has {n} units (0-{n - 1})")
-    if not units:
-        raise ValueError("No units selected")
-    return list(dict.fromkeys(units))
+    return units
 
 
 @dataclasses.dataclass(frozen=True)
