@@ -12,7 +12,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["atomic_write", "image_grid", "json_default", "save_json", "save_png", "to_uint8"]
+__all__ = [
+    "atomic_write", "image_grid", "json_default", "save_json", "save_plot", "save_png", "to_uint8",
+]
 
 
 def atomic_write(
@@ -112,3 +114,12 @@ def image_grid(
         y, x = pad + r * (h + pad), pad + q * (w + pad)
         out[y : y + h, x : x + w] = arr[i]
     return out
+
+
+def save_plot(path: str | os.PathLike, fig: Any, **savefig_kw: Any) -> None:
+    """Write a matplotlib figure atomically, in the format its extension names (png, svg,
+    pdf; png when there is none)."""
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, **savefig_kw)
+    atomic_write(path, buf.getvalue())

@@ -9,14 +9,13 @@ over the image with an opacity that grows with ``|map|``, so unimportant pixels 
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from lucidax._files import atomic_write, image_grid
+from lucidax._files import image_grid, save_plot
 
 __all__ = ["attribution_grid", "colorize", "normalize_maps", "overlay", "save_figure"]
 
@@ -128,8 +127,7 @@ def save_figure(path: str | os.PathLike, images: Any, maps: Mapping[str, Any], *
             if c == 0 and row_labels is not None:
                 ax.set_ylabel(str(row_labels[r]), fontsize=7)
     fig.tight_layout(pad=0.3)
-    buf = io.BytesIO()
-    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
-    fig.savefig(buf, format=fmt, dpi=dpi)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    try:
+        save_plot(path, fig, dpi=dpi)
+    finally:
+        plt.close(fig)

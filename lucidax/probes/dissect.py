@@ -73,7 +73,7 @@ import numpy as np
 
 from lucidax.models.base import Model, normalize_layers, suggest
 
-from .._files import atomic_write, save_json
+from .._files import atomic_write, save_json, save_plot
 
 __all__ = [
     "BUILTIN_DISSECT_DATA",
@@ -809,10 +809,7 @@ def plot_dissection(result: Dissection, path: str | os.PathLike, *,
     else:
         ax.text(0.5, 0.5, "no detectors", transform=ax.transAxes, ha="center")
     fig.tight_layout()
-    ext = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    buf = io.BytesIO()
-    fig.savefig(buf, format=ext)
-    atomic_write(path, buf.getvalue())
+    save_plot(path, fig)
     return path
 
 

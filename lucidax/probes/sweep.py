@@ -25,7 +25,7 @@ import numpy as np
 
 from lucidax.models.base import Model, normalize_layers, suggest
 
-from .._files import atomic_write, save_json
+from .._files import atomic_write, save_json, save_plot
 from .extract import Features, extract
 from .linear import DEFAULT_LAMBDAS, ProbeResult, fit_probe
 
@@ -44,10 +44,6 @@ def default_layers(model: Model) -> tuple[str, ...]:
     names = [n for n in model.layer_names if not model.layers[n].pre_relu
              and not n.endswith("_pre_relu")]
     return tuple(names) or tuple(model.layer_names)
-
-
-def _atomic_bytes(path: str, data: bytes) -> None:
-    atomic_write(path, data)
 
 
 def resolve_target(
@@ -240,7 +236,7 @@ def write_results(
     w.writeheader()
     for r in rows:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    _atomic_bytes(paths["csv"], buf.getvalue().encode())
+    atomic_write(paths["csv"], buf.getvalue().encode())
     title = f"{model.name}: linear probe for {target or 'label'}"
     if features is not None:
         red = features.reduce if isinstance(features.reduce, str) else str(tuple(features.reduce))
@@ -293,10 +289,7 @@ def plot_results(
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    ext = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    buf = io.BytesIO()
-    fig.savefig(buf, format=ext)
-    _atomic_bytes(path, buf.getvalue())
+    save_plot(path, fig)
     return path
 
 

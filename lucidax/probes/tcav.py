@@ -68,7 +68,7 @@ import numpy as np
 
 from lucidax.models.base import Model, normalize_layers, suggest
 
-from .._files import atomic_write, save_json
+from .._files import atomic_write, save_json, save_plot
 from .extract import (
     _array_key,
     _key,
@@ -961,9 +961,7 @@ def plot_tcav(
                           f"{r0.test} t-test vs random, {r0.correction}-adjusted "
                           f"(alpha={r0.alpha:g})", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format=os.path.splitext(path)[1].lstrip(".").lower() or "png")
-    atomic_write(path, buf.getvalue())
+    save_plot(path, fig)
     return path
 
 
