@@ -417,7 +417,8 @@ _PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lucidax",
-        description="Feature visualization, probing and galleries for CNNs in JAX.",
+        description="Feature visualization, inversion, probing, concept tests, dissection, "
+        "attribution and galleries for CNNs in JAX.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _PARSERS:
