@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucidax.models.base import Model, suggest
+from lucidax.visualize.invert import ssim as _image_ssim
 
 from .methods import (
     baseline_images,
@@ -178,18 +179,10 @@ def spearman(a: Any, b: Any) -> np.ndarray:
         return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1), np.nan)
 
 
-def _box(x: np.ndarray, r: int) -> np.ndarray:
-    """Mean over (2r+1)^2 windows (edges replicated), for [N, H, W]."""
-    p = np.pad(x, ((0, 0), (r + 1, r), (r + 1, r)), mode="edge")
-    c = p.cumsum(1).cumsum(2)
-    k = 2 * r + 1
-    s = c[:, k:, k:] - c[:, :-k, k:] - c[:, k:, :-k] + c[:, :-k, :-k]
-    return s / (k * k)
-
-
 def ssim(a: Any, b: Any, *, window: int = 7) -> np.ndarray:
-    """Structural similarity (Wang et al. 2004, uniform window) of each pair of maps after
-    scaling each to [0, 1] (min-max) -> ``[N]``."""
+    """Structural similarity of each pair of maps ``[N, H, W]`` after scaling each map to
+    [0, 1] (min-max) -> ``[N]`` (:func:`lucidax.visualize.ssim`: Wang et al. 2004, uniform
+    ``window x window`` window, scikit-image's conventions)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(f"ssim needs two [N, H, W] stacks of the same shape; got {a.shape}, "
@@ -200,15 +193,7 @@ def ssim(a: Any, b: Any, *, window: int = 7) -> np.ndarray:
         hi = x.max(axis=(1, 2), keepdims=True)
         return (x - lo) / np.where(hi > lo, hi - lo, 1.0)
 
-    a, b = scale(a), scale(b)
-    r = max(1, window // 2)
-    c1, c2 = 0.01**2, 0.03**2
-    ma, mb = _box(a, r), _box(b, r)
-    va = _box(a * a, r) - ma**2
-    vb = _box(b * b, r) - mb**2
-    cov = _box(a * b, r) - ma * mb
-    s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
-    return s.mean(axis=(1, 2))
+    return _image_ssim(scale(a)[..., None], scale(b)[..., None], data_range=1.0, win=window)
 
 
 # -- model parameter randomization -------------------------------------------------------------
