@@ -418,7 +418,7 @@ def _group_value_grad(params, x, y, w, lam, mu, sd):
     return value, (g_w + lam[:, None, None] * weights, g_b)
 
 
-def _lbfgs_batch(x, y, w, lam, mu, sd, params0, max_iter, tol, *, memory, max_ls, groups=1):
+def _lbfgs_batch(x, y, w, lam, mu, sd, params0, max_iter, tol, *, memory, max_ls):
     """Solve P problems sharing ``x`` at once (traced inside a jitted program).
 
     ``w`` [P, n]: sample weights summing to 1 per problem; ``lam`` [P]; ``mu``/``sd`` [P, d]:
@@ -428,12 +428,10 @@ def _lbfgs_batch(x, y, w, lam, mu, sd, params0, max_iter, tol, *, memory, max_ls
     Every iteration takes one L-BFGS step for all unconverged problems together (``vmap``-ed
     direction and Armijo line search; one matrix product ``x @ [A_1 ... A_P]`` and one
     transposed product per objective evaluation for all P problems); converged problems
-    stay put. ``groups`` is accepted for compatibility and must be 1.
+    stay put.
 
     Returns (weights [P, d, K], bias [P, K], n_iter [P], grad_norm [P], evaluations).
     """
-    if groups != 1:
-        raise ValueError("_lbfgs_batch: groups must be 1")
     p_count, dtype = w.shape[0], _full(x).dtype
     lbfgs = optax.scale_by_lbfgs(memory_size=memory)
     direction_fn = jax.vmap(lbfgs.update)
