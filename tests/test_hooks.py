@@ -101,3 +101,31 @@ def test_apply_with_relu_replaces_every_relu(starter, images):
     assert float(jnp.min(out)) < 0 <= float(jnp.min(ref))
     same = apply_with_relu(starter, starter.params, images, ("conv2",), jax.nn.relu)["conv2"]
     np.testing.assert_allclose(same, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_perturbation_inside_a_jitted_block_reaches_its_consumers():
+    """The tapped activation is produced inside a nested jit (a pjit equation): the
+    perturbation is placed inside it, and both the block's other outputs and later layers see
+    it."""
+
+    @jax.jit
+    def block(w, x):
+        h = jnp.tanh(x @ w)
+        return h, h * 2.0
+
+    def fn(p, x, layers):
+        flat = x.reshape(x.shape[0], -1)
+        h, h2 = block(p["w1"], flat)
+        return {"h": h, "h2": h2, "out": h2 @ p["w2"]}
+
+    k1, k2 = jax.random.split(jax.random.key(4))
+    params = {"w1": jax.random.normal(k1, (48, 5)), "w2": jax.random.normal(k2, (5, 1))}
+    model = lm.wrap(fn, params, input_spec=lm.InputSpec(side=4, channels=3, min_side=4),
+                    layer_names=("h", "h2", "out"))
+    x = jax.random.uniform(jax.random.key(5), (2, 4, 4, 3))
+    ref = model.apply(params, x, ("h",))["h"]
+    out = apply_perturbed(model, params, x, ("h", "h2", "out"), {"h": 1.0})
+    np.testing.assert_allclose(out["h"], ref + 1.0, rtol=1e-6)
+    # h2 is computed from h inside the same jitted block, after the tap: it sees the change
+    np.testing.assert_allclose(out["h2"], 2.0 * (ref + 1.0), rtol=1e-6)
+    np.testing.assert_allclose(out["out"], (2.0 * (ref + 1.0)) @ params["w2"], rtol=1e-5)
