@@ -22,8 +22,9 @@ the training split, and each fold's own standardization is folded into the weigh
 (``(x - mu_f) / sd_f @ W == x @ (W / sd_f) - (mu_f / sd_f) @ W``), so nothing is copied per
 fold. A problem stops when its gradient infinity-norm is below ``tol`` (scikit-learn's
 ``gtol`` convention) or at ``max_iter``; ``ProbeResult.converged`` says whether all did. The
-pooled CV scores, the choice of lambda and the refit on the whole train split (warm-started
-from the chosen lambda's fold solutions) run in the same program.
+pooled CV scores and the choice of lambda run in the same program; the refit on the whole
+train split (warm-started from the chosen lambda's fold solutions) is a second, small program,
+compiled in a thread while the first one compiles and runs.
 
 Why not ``optax.lbfgs`` with its zoom line search under ``vmap``: that line search branches
 with ``lax.cond``; under ``vmap`` a batched predicate turns the branches into a ``select``
@@ -35,6 +36,7 @@ has positive curvature, so the L-BFGS update stays well defined.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import math
@@ -528,9 +530,9 @@ def _prepare(x, n):
 
 
 @functools.partial(jax.jit, static_argnames=("memory", "max_ls", "bf16x3"))
-def _cv_program(x, y, codes, w, val, lams, b0, w_all, max_iter, tol, by_loss, *, memory,
-                max_ls, bf16x3):
-    """Whole probe in one compiled program.
+def _cv_program(x, y, codes, w, val, lams, b0, max_iter, tol, by_loss, *, memory, max_ls,
+                bf16x3):
+    """The cross-validation in one compiled program.
 
     ``x`` [n, d]: standardized training features (zero-padded); ``w`` [F, n]: each fold's
     training weights (summing to 1); ``val`` [F, n]: 0/1 validation masks; ``lams`` [L]
@@ -538,9 +540,10 @@ def _cv_program(x, y, codes, w, val, lams, b0, w_all, max_iter, tol, by_loss, *,
     solved together, warm-started from the previous lambda's solutions (the regularization
     path, as scikit-learn's LogisticRegressionCV does); each fold is standardized with its
     own training statistics (relative to ``x``). Then pooled validation scores, the choice of
-    lambda, and the refit on all of ``w_all`` warm-started from the chosen lambda's folds.
-    ``by_loss``: choose lambda by pooled log-loss (True) or accuracy (False). ``bf16x3``: the
-    solver's forward products in bf16x3 (see :func:`_rows_times`).
+    lambda and the refit's warm start (the chosen lambda's fold solutions, mapped to the
+    global standardization, averaged). ``by_loss``: choose lambda by pooled log-loss (True)
+    or accuracy (False). ``bf16x3``: the solver's forward products in bf16x3 (see
+    :func:`_rows_times`).
     """
     folds, d, k = w.shape[0], x.shape[1], y.shape[1]
     xs = (x, *_split_bf16(x)) if bf16x3 else x
@@ -566,19 +569,41 @@ def _cv_program(x, y, codes, w, val, lams, b0, w_all, max_iter, tol, by_loss, *,
     _, (wts, bs, correct, loss, iters, gn, evals) = jax.lax.scan(per_lambda, params0, lams)
     # ties go to the larger lambda: the first in this descending order
     best = jnp.where(by_loss, jnp.argmin(loss), jnp.argmax(correct))
-    # the chosen lambda's fold solutions, mapped to the global standardization, averaged
     a_f = wts[best] / sd[:, :, None]
     c_f = bs[best] - jnp.einsum("fd,fdk->fk", mu / sd, wts[best])
     init = (a_f.mean(axis=0)[None], c_f.mean(axis=0)[None])
+    return correct, loss, best, lams[best], init, iters, gn, evals
+
+
+@functools.partial(jax.jit, static_argnames=("memory", "max_ls", "bf16x3"))
+def _refit_program(x, y, w_all, lam, init, max_iter, tol, *, memory, max_ls, bf16x3):
+    """The refit on all of ``w_all`` (one problem, warm-started from ``init``) and its
+    predictions on ``x``."""
+    d = x.shape[1]
+    xs = (x, *_split_bf16(x)) if bf16x3 else x
     rw, rb, r_iters, r_gn, r_evals = _lbfgs_batch(
-        xs, y, w_all[None], lams[best][None], jnp.zeros((1, d), x.dtype),
-        jnp.ones((1, d), x.dtype), init, max_iter, tol, memory=memory, max_ls=max_ls)
-    return (correct, loss, best, rw[0], rb[0], iters, gn, r_iters[0], r_gn[0], evals, r_evals)
+        xs, y, w_all[None], lam[None], jnp.zeros((1, d), x.dtype), jnp.ones((1, d), x.dtype),
+        init, max_iter, tol, memory=memory, max_ls=max_ls)
+    pred = jnp.argmax(x @ rw[0] + rb[0], axis=1)
+    return rw[0], rb[0], r_iters[0], r_gn[0], r_evals, pred
 
 
-@jax.jit
-def _predict(x, weights, bias):
-    return jnp.argmax(x @ weights + bias, axis=1)
+_REFITS: dict[Any, Any] = {}  # compiled _refit_program executables by (shapes, static args)
+
+
+def _compile_refit(args: tuple, statics: dict[str, Any]):
+    """The compiled refit for these argument shapes (cached). Meant to run in a thread while
+    the cross-validation program compiles and runs: XLA compiles without holding the GIL."""
+    key = (tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(args)),
+           tuple(sorted(statics.items())))
+    exe = _REFITS.get(key)
+    if exe is None:
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+        exe = _refit_program.lower(*abstract, **statics).compile()
+        if len(_REFITS) > 32:
+            _REFITS.clear()
+        _REFITS[key] = exe
+    return exe
 
 
 _LAST_STATS: dict[str, int] = {}  # diagnostics of the last solve (for benchmarks)
@@ -785,17 +810,26 @@ def fit_probe(
     val[:, :n] = ~masks
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     lams_desc = lams[::-1]
-    out = _cv_program(
-        xs, jnp.asarray(y_pad), jnp.asarray(c_pad), jnp.asarray(_weights(masks, n_pad)),
-        jnp.asarray(val), f32(lams_desc), f32(priors),
-        jnp.asarray(_weights(np.ones((1, n)), n_pad)[0]),
-        jnp.asarray(cfg.max_iter, jnp.int32), jnp.asarray(cfg.tol, jnp.float32),
-        jnp.asarray(scoring == "log_loss"), memory=cfg.memory, max_ls=cfg.max_ls,
-        bf16x3=_bf16x3_default(),
-    )
-    train_pred = np.asarray(_predict(xs, out[3], out[4]))[:n]
+    y_dev, w_all = jnp.asarray(y_pad), jnp.asarray(_weights(np.ones((1, n)), n_pad)[0])
+    solver = dict(memory=cfg.memory, max_ls=cfg.max_ls, bf16x3=_bf16x3_default())
+    max_iter_a = jnp.asarray(cfg.max_iter, jnp.int32)
+    tol_a = jnp.asarray(cfg.tol, jnp.float32)
+    k_init = jnp.zeros((1, d_pad, k), jnp.float32), jnp.zeros((1, k), jnp.float32)
+    refit_args = (xs, y_dev, w_all, jnp.float32(0), k_init, max_iter_a, tol_a)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # compile the refit while the cross-validation compiles and runs
+        refit_exe = pool.submit(_compile_refit, refit_args, solver)
+        correct, loss, best, lam_best, init, iters, gn, evals = _cv_program(
+            xs, y_dev, jnp.asarray(c_pad), jnp.asarray(_weights(masks, n_pad)),
+            jnp.asarray(val), f32(lams_desc), f32(priors), max_iter_a, tol_a,
+            jnp.asarray(scoring == "log_loss"), **solver,
+        )
+        rw, rb, r_iter, r_gn, r_evals, train_pred = refit_exe.result()(
+            xs, y_dev, w_all, lam_best, init, max_iter_a, tol_a)
+    train_pred = np.asarray(train_pred)[:n]
     correct, loss, best, rw, rb, iters, gn, r_iter, r_gn, evals, r_evals = (
-        np.asarray(o) for o in out)
+        np.asarray(o) for o in (correct, loss, best, rw, rb, iters, gn, r_iter, r_gn, evals,
+                                r_evals))
     iters, gn = iters.reshape(-1), gn.reshape(-1)
     _LAST_STATS.update(evaluations=int(evals.sum()), refit_evaluations=int(r_evals),
                        evaluations_per_lambda=[int(e) for e in evals[::-1]],
