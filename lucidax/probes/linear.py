@@ -512,21 +512,16 @@ def _solve(x, y, w, lam, mu, sd, b0, max_iter, tol, *, memory, max_ls):
                         max_ls=max_ls)
 
 
-def _standardize_device(x, n):
+@jax.jit
+def _standardize(x, n):
     """Column mean/std of the first ``n`` rows of ``x`` (zero-padded rows and columns;
     zero-variance columns get std 1) and ``x`` standardized with them (padding stays 0).
-    Two-pass float32 (traced)."""
+    Two-pass float32 on the device."""
     rows = (jnp.arange(x.shape[0]) < n).astype(x.dtype)[:, None]
     mu = jnp.sum(x * rows, axis=0) / n
     var = jnp.sum(jnp.square((x - mu) * rows), axis=0) / n
     sd = jnp.where(var > 1e-24 * jnp.maximum(1.0, mu * mu), jnp.sqrt(var), 1.0)
     return (x - mu) / sd * rows, mu, sd
-
-
-@jax.jit
-def _prepare(x, n):
-    """Globally standardized training features (device), with their mean and std."""
-    return _standardize_device(x, n)
 
 
 @functools.partial(jax.jit, static_argnames=("memory", "max_ls", "bf16x3"))
@@ -617,18 +612,21 @@ class _SolverConfig:
     max_ls: int = 30
 
 
-def _padded_rows(xs: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
-    """Rows padded to a multiple of 128 (zero weight) so that similar sizes share one
-    compiled program; returns (x, one-hot y, codes) padded."""
-    n = xs.shape[0]
+def _device_rows(x: np.ndarray, codes: np.ndarray, k: int):
+    """Training rows for the solver: ``x`` padded to a multiple of 128 rows (zero weight) and
+    :func:`_bucket` columns, so that similar sizes share one compiled program, and
+    standardized on the device. Returns (x standardized [n_pad, d_pad] on the device,
+    mean [d] and std [d] (float64), one-hot y [n_pad, K], codes [n_pad])."""
+    n, d = x.shape
     n_pad = -(-n // 128) * 128
-    x = np.zeros((n_pad, xs.shape[1]), np.float32)
-    x[:n] = xs
+    x_pad = np.zeros((n_pad, _bucket(d)), np.float32)
+    x_pad[:n, :d] = x
     y = np.zeros((n_pad, k), np.float32)
     y[np.arange(n), codes] = 1.0
     c = np.zeros(n_pad, np.int32)
     c[:n] = codes
-    return x, y, c
+    xs, mu, sd = _standardize(jnp.asarray(x_pad), n)
+    return xs, np.asarray(mu, np.float64)[:d], np.asarray(sd, np.float64)[:d], y, c
 
 
 def _weights(masks: np.ndarray, n_pad: int) -> np.ndarray:
@@ -660,18 +658,6 @@ def _check_folds(folds: int) -> int:
     return int(folds)
 
 
-def _standardize_padded(x: np.ndarray, mu: np.ndarray, sd: np.ndarray, d_pad: int) -> np.ndarray:
-    out = np.zeros((x.shape[0], d_pad), np.float32)
-    out[:, : x.shape[1]] = (x - mu) / sd
-    return out
-
-
-def _pad_cols(a: np.ndarray, d_pad: int, fill: float) -> np.ndarray:
-    out = np.full(a.shape[:-1] + (d_pad,), fill, a.dtype)
-    out[..., : a.shape[-1]] = a
-    return out
-
-
 def _log_prior(codes: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
     counts = np.bincount(codes, weights=weights, minlength=k).astype(np.float64) + 0.5
     p = counts / counts.sum()
@@ -691,19 +677,17 @@ def fit_logistic(
     ``lam`` follows the module convention: scikit-learn ``C = 1 / (lam * n)``.
     """
     codes, classes = _encode(labels)
-    x = _check_features(features, len(codes)).astype(np.float64)
+    x = _check_features(features, len(codes))
     (lam,) = _check_lambdas([lam])
     cfg = _check_solver(max_iter, tol)
     if len(classes) < 2:
         raise ValueError(f"need at least 2 classes to fit a classifier; got {len(classes)}")
     n, d = x.shape
     k = len(classes)
-    mu, sd = _moments(x)
-    d_pad = _bucket(d)
-    xs = _standardize_padded(x, mu, sd, d_pad)
-    x_pad, y_pad, _ = _padded_rows(xs, codes, k)
+    xs, mu, sd, y_pad, _ = _device_rows(x, codes, k)
+    d_pad = xs.shape[1]
     out = _solve(
-        jnp.asarray(x_pad), jnp.asarray(y_pad), jnp.asarray(_weights(np.ones((1, n)), len(x_pad))),
+        xs, jnp.asarray(y_pad), jnp.asarray(_weights(np.ones((1, n)), len(y_pad))),
         jnp.asarray([lam], jnp.float32), jnp.zeros((1, d_pad), jnp.float32),
         jnp.ones((1, d_pad), jnp.float32), jnp.asarray(_log_prior(codes, k)[None], jnp.float32),
         jnp.asarray(cfg.max_iter, jnp.int32), jnp.asarray(cfg.tol, jnp.float32),
@@ -790,19 +774,10 @@ def fit_probe(
 
     y_train, y_test = codes_all[train_idx], codes_all[test_idx]
     n, d = len(train_idx), x_all.shape[1]
-    d_pad = _bucket(d)
-    n_pad = -(-n // 128) * 128  # similar sizes share one compiled program
-    x_pad = np.zeros((n_pad, d_pad), np.float32)
-    x_pad[:n, :d] = x_all[train_idx]
-    y_pad = np.zeros((n_pad, k), np.float32)
-    y_pad[np.arange(n), y_train] = 1.0
-    c_pad = np.zeros(n_pad, np.int32)
-    c_pad[:n] = y_train
-
     # global (train split) standardization on the device; each fold's statistics are
     # computed (relative to it) inside the solver program
-    xs, mu_g, sd_g = _prepare(jnp.asarray(x_pad), n)
-    del x_pad
+    xs, mu_g, sd_g, y_pad, c_pad = _device_rows(x_all[train_idx], y_train, k)
+    n_pad, d_pad = xs.shape
     fold_id = stratified_folds(y_train, folds, seed=seed + 1)
     masks = np.stack([fold_id != f for f in range(folds)])
     priors = np.stack([_log_prior(y_train[masks[f]], k) for f in range(folds)])
@@ -838,7 +813,6 @@ def fit_probe(
     best = len(lams) - 1 - int(best)
     lam = lams[best]
 
-    mu_g, sd_g = np.asarray(mu_g, np.float64)[:d], np.asarray(sd_g, np.float64)[:d]
     w_std = rw[:d].astype(np.float64)
     weights = w_std / sd_g[:, None]
     bias = rb.astype(np.float64) - (mu_g / sd_g) @ w_std
