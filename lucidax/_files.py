@@ -13,7 +13,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 __all__ = [
-    "atomic_write", "image_grid", "json_default", "save_json", "save_plot", "save_png", "to_uint8",
+    "IMAGE_EXTENSIONS", "atomic_write", "image_grid", "json_default", "load_image", "save_json",
+    "save_plot", "save_png", "to_uint8",
 ]
 
 
@@ -123,3 +124,79 @@ def save_plot(path: str | os.PathLike, fig: Any, **savefig_kw: Any) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, **savefig_kw)
     atomic_write(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------
+# reading images
+# ---------------------------------------------------------------------------------------------
+#: File extensions read as images (folders of images, CLI arguments).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _to_unit_float(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    if np.issubdtype(arr.dtype, np.integer):
+        top = 255.0 if arr.max(initial=0) <= 255 else 65535.0
+        return np.clip(arr.astype(np.float32) / top, 0.0, 1.0)
+    if np.issubdtype(arr.dtype, np.floating):
+        out = arr.astype(np.float32)
+        if not np.all(np.isfinite(out)):
+            raise ValueError("image has NaN or infinite pixel values")
+        return np.clip(out / 255.0 if out.max(initial=0.0) > 1.0 else out, 0.0, 1.0)
+    raise ValueError(f"unsupported pixel type {arr.dtype}")
+
+
+def _match_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    ch = img.shape[-1]
+    if ch == channels:
+        return img
+    if ch in (2, 4):  # drop alpha (LA -> L, RGBA -> RGB)
+        img, ch = img[..., :-1], ch - 1
+        if ch == channels:
+            return img
+    if ch == 1 and channels == 3:
+        return np.repeat(img, 3, axis=-1)
+    if ch == 3 and channels == 1:
+        return (img @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None]
+    raise ValueError(f"image has {img.shape[-1]} channel(s); the model takes {channels}")
+
+
+def _resize_np(img: np.ndarray, size: int) -> np.ndarray:
+    """Shorter side to ``size`` (antialiased bilinear), then center crop to size x size."""
+    from PIL import Image
+
+    h, w, c = img.shape
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        chans = [
+            np.asarray(Image.fromarray(img[..., i], mode="F").resize((nw, nh), Image.BILINEAR))
+            for i in range(c)
+        ]
+        img = np.stack(chans, axis=-1)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        img = img[top : top + size, left : left + size]
+    return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+def load_image(path: str | os.PathLike, *, size: int, channels: int = 3) -> np.ndarray:
+    """Read an image file as float32 ``[size, size, channels]`` in [0, 1].
+
+    Raises ValueError/OSError for files that cannot be decoded or converted.
+    """
+    import imageio.v3 as iio
+
+    arr = np.asarray(iio.imread(os.fspath(path), plugin="pillow"))
+    if arr.ndim == 4:  # animated GIF / multi-page TIFF: first frame
+        arr = arr[0]
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1 or arr.shape[2] < 1:
+        raise ValueError(f"not a 2-D image (decoded shape {arr.shape})")
+    img = _match_channels(_to_unit_float(arr), channels)
+    return _resize_np(img, size)

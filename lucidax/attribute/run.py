@@ -20,14 +20,13 @@ from urllib.parse import quote
 
 import numpy as np
 
-from lucidax._files import atomic_write, save_json, save_png
+from lucidax._files import IMAGE_EXTENSIONS, atomic_write, load_image, save_json, save_png
 from lucidax.models.base import Model
 
 from .methods import as_names, get_method
 
 __all__ = ["AttributeRun", "load_images", "parse_options", "run_attribute_cli"]
 
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,19 +57,6 @@ class AttributeRun:
     metrics: dict[str, dict[str, float]]
     files: dict[str, str]
     table: str
-
-
-def _resize(img: np.ndarray, side: int) -> np.ndarray:
-    import jax
-
-    h, w = img.shape[:2]
-    s = min(h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    img = img[y : y + s, x : x + s]  # centre square crop
-    if s == side:
-        return img
-    return np.asarray(jax.image.resize(img, (side, side, img.shape[-1]), "linear",
-                                       antialias=True))
 
 
 def load_images(spec: str | os.PathLike, model: Model, *, n: int = 8, seed: int = 0) -> _Images:
@@ -106,28 +92,14 @@ def load_images(spec: str | os.PathLike, model: Model, *, n: int = 8, seed: int 
         arr = arr[:n]
         return _Images(arr, None, tuple(f"{i}" for i in range(len(arr))), s)
     if os.path.isdir(s):
-        files = sorted(f for f in os.listdir(s) if f.lower().endswith(_IMAGE_EXTS))[:n]
+        files = sorted(f for f in os.listdir(s) if f.lower().endswith(IMAGE_EXTENSIONS))[:n]
         if not files:
-            raise ValueError(f"no image files ({', '.join(_IMAGE_EXTS)}) in folder {s!r}")
+            raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {s!r}")
         paths = [os.path.join(s, f) for f in files]
     else:
         paths = [s]
-    import imageio.v3 as iio
-
-    out = []
     c = model.input_spec.channels
-    for p in paths:
-        im = np.asarray(iio.imread(p))
-        im = im.astype(np.float32) / (255.0 if im.dtype == np.uint8 else
-                                      65535.0 if im.dtype == np.uint16 else 1.0)
-        if im.ndim == 2:
-            im = im[..., None]
-        im = im[..., :3] if im.shape[-1] >= 3 else im
-        if c == 3 and im.shape[-1] == 1:
-            im = np.repeat(im, 3, axis=-1)
-        elif c == 1 and im.shape[-1] == 3:
-            im = im.mean(-1, keepdims=True)
-        out.append(_resize(im, side))
+    out = [load_image(p, size=side, channels=c) for p in paths]
     return _Images(np.stack(out).astype(np.float32), None,
                    tuple(os.path.basename(p) for p in paths), s)
 

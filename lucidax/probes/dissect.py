@@ -307,7 +307,7 @@ class FolderConcepts:
     def _mask(self, path: str) -> np.ndarray:
         import imageio.v3 as iio
 
-        from .extract import _resize_np
+        from lucidax._files import _resize_np
 
         arr = np.asarray(iio.imread(path, plugin="pillow"))
         if arr.ndim == 4:
@@ -318,7 +318,7 @@ class FolderConcepts:
         return m >= 0.5
 
     def batches(self, batch_size: int, *, masks: bool = True) -> Iterator[ConceptBatch]:
-        from .extract import load_image
+        from lucidax._files import load_image
 
         for i in range(0, self.n, batch_size):
             stems = self.stems[i : i + batch_size]

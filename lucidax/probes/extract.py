@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lucidax._files import IMAGE_EXTENSIONS, load_image
 from lucidax.models.base import Model, normalize_layers, suggest
 
 from .._files import atomic_write
@@ -66,7 +67,6 @@ __all__ = [
     "load_image",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 REDUCTIONS = ("mean", "max", "center", "('position', y, x)", "('grid', g)")
 _FORMAT = 1  # bump when the on-disk layout or the reductions change
 _HEADER_BYTES = 128  # fixed-size .npy header, rewritten with the final row count
@@ -316,75 +316,6 @@ def _atomic_write_text(path: str, text: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # images
 # ----------------------------------------------------------------------------------------------
-def _to_unit_float(arr: np.ndarray) -> np.ndarray:
-    if arr.dtype == np.bool_:
-        return arr.astype(np.float32)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / 65535.0
-    if np.issubdtype(arr.dtype, np.integer):
-        top = 255.0 if arr.max(initial=0) <= 255 else 65535.0
-        return np.clip(arr.astype(np.float32) / top, 0.0, 1.0)
-    if np.issubdtype(arr.dtype, np.floating):
-        out = arr.astype(np.float32)
-        if not np.all(np.isfinite(out)):
-            raise ValueError("image has NaN or infinite pixel values")
-        return np.clip(out / 255.0 if out.max(initial=0.0) > 1.0 else out, 0.0, 1.0)
-    raise ValueError(f"unsupported pixel type {arr.dtype}")
-
-
-def _match_channels(img: np.ndarray, channels: int) -> np.ndarray:
-    ch = img.shape[-1]
-    if ch == channels:
-        return img
-    if ch in (2, 4):  # drop alpha (LA -> L, RGBA -> RGB)
-        img, ch = img[..., :-1], ch - 1
-        if ch == channels:
-            return img
-    if ch == 1 and channels == 3:
-        return np.repeat(img, 3, axis=-1)
-    if ch == 3 and channels == 1:
-        return (img @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None]
-    raise ValueError(f"image has {img.shape[-1]} channel(s); the model takes {channels}")
-
-
-def _resize_np(img: np.ndarray, size: int) -> np.ndarray:
-    """Shorter side to ``size`` (antialiased bilinear), then center crop to size x size."""
-    from PIL import Image
-
-    h, w, c = img.shape
-    if (h, w) != (size, size):
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        chans = [
-            np.asarray(Image.fromarray(img[..., i], mode="F").resize((nw, nh), Image.BILINEAR))
-            for i in range(c)
-        ]
-        img = np.stack(chans, axis=-1)
-        top, left = (nh - size) // 2, (nw - size) // 2
-        img = img[top : top + size, left : left + size]
-    return np.clip(img, 0.0, 1.0).astype(np.float32)
-
-
-def load_image(path: str | os.PathLike, *, size: int, channels: int = 3) -> np.ndarray:
-    """Read an image file as float32 ``[size, size, channels]`` in [0, 1].
-
-    Raises ValueError/OSError for files that cannot be decoded or converted.
-    """
-    import imageio.v3 as iio
-
-    arr = np.asarray(iio.imread(os.fspath(path), plugin="pillow"))
-    if arr.ndim == 4:  # animated GIF / multi-page TIFF: first frame
-        arr = arr[0]
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1 or arr.shape[2] < 1:
-        raise ValueError(f"not a 2-D image (decoded shape {arr.shape})")
-    img = _match_channels(_to_unit_float(arr), channels)
-    return _resize_np(img, size)
-
-
 def _short_reason(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     text = f"{type(e).__name__}: {msg[0] if msg else ''}".strip()

@@ -51,10 +51,10 @@ import numpy as np
 
 from lucidax.models.base import Model, normalize_layers
 
-from .._files import save_json
+from .._files import load_image, save_json
 from .jobs import save_grid, save_images
 from .objectives import Objective, activation_dot, activation_match, total_variation
-from .param import Param, _as_float_image, _fit, image
+from .param import Param, image
 from .render import RenderResult, _apply_layers, _apply_of, render
 from .transforms import compose, jitter, pad
 
@@ -436,27 +436,15 @@ def caricature(
 # ---------------------------------------------------------------------------------------------
 def load_images(paths: str | os.PathLike | Sequence[str | os.PathLike], *, size: int,
                 channels: int = 3) -> np.ndarray:
-    """Read image files (imageio) as float32 ``[N, size, size, channels]`` in [0, 1]: centre-
-    cropped to a square and resized (antialiased); grey is repeated to RGB, alpha dropped."""
-    import imageio.v3 as iio
-
+    """Read image files as float32 ``[N, size, size, channels]`` in [0, 1] (see
+    :func:`lucidax._files.load_image`: centre-cropped, resized, channels matched)."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise ValueError("No image files given")
-    out = []
     for path in paths:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No such image file: {os.fspath(path)}")
-        a = _as_float_image(iio.imread(path))
-        if a.shape[-1] in (2, 4):  # drop alpha
-            a = a[..., :-1]
-        if a.shape[-1] == 1 and channels == 3:
-            a = np.repeat(a, 3, axis=-1)
-        if a.shape[-1] != channels:
-            raise ValueError(f"{os.fspath(path)}: {a.shape[-1]} channels; the model takes "
-                             f"{channels}")
-        out.append(np.clip(_fit(a, (size, size)), 0.0, 1.0))
-    return np.stack(out).astype(np.float32)
+    return np.stack([load_image(p, size=size, channels=channels) for p in paths])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lucidax._files import IMAGE_EXTENSIONS
 from lucidax.models.base import suggest
 
 from .transforms import _draw
@@ -70,7 +71,6 @@ COLOR_MEAN: np.ndarray = np.asarray([0.48, 0.46, 0.41], np.float32)
 
 _OUTPUTS = ("sigmoid", "clip")
 _ACTIVATIONS = ("composite", "composite_unbiased", "relu")
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 #: scikit-image sample photos (shipped in its wheel) averaged for the default MACO spectrum
 _SPECTRUM_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
 
@@ -319,10 +319,10 @@ def _read_folder(folder: str | os.PathLike) -> list[np.ndarray]:
 
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"No such image folder: {folder}")
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(_IMAGE_EXTS))
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
         raise ValueError(
-            f"No images in {folder}; looked for files ending in {', '.join(_IMAGE_EXTS)}"
+            f"No images in {folder}; looked for files ending in {', '.join(IMAGE_EXTENSIONS)}"
         )
     return [iio.imread(os.path.join(folder, n)) for n in names]
 
