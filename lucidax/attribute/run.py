@@ -67,14 +67,10 @@ def load_images(spec: str | os.PathLike, model: Model, *, n: int = 8, seed: int 
     s = os.fspath(spec)
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
-    if s.startswith("builtin:"):
-        parts = s.split(":")
-        from lucidax.models import starter
+    from lucidax.models import starter
 
-        split = parts[2] if len(parts) == 3 else "test"
-        if parts[1] != "starter" or len(parts) > 3 or split not in starter.SPLITS:
-            raise ValueError(f"Unknown builtin images {s!r}. Valid: builtin:starter, "
-                             f"builtin:starter:test, builtin:starter:train")
+    split = starter.builtin_split(s)
+    if split is not None:
         ds = starter.dataset(int(n), split=split, seed=seed)
         names = tuple(f"{split}-{i}" for i in range(len(ds)))
         return _Images(ds.images, np.asarray(ds.labels["digit"]), names,

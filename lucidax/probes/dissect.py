@@ -72,6 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucidax.models.base import Model, normalize_layers, suggest
+from lucidax.models.starter import data as starter_data
 
 from .._files import atomic_write, save_json, save_plot
 
@@ -100,7 +101,7 @@ __all__ = [
 
 DEFAULT_QUANTILE = 0.005
 DEFAULT_IOU_THRESHOLD = 0.04
-BUILTIN_DISSECT_DATA = ("builtin:starter", "builtin:starter:train", "builtin:starter:test")
+BUILTIN_DISSECT_DATA = starter_data.BUILTIN_DATA
 # radix-select schedule over the 32 key bits: (shift, bits) per pass
 _RADIX = ((20, 12), (8, 12), (0, 8))
 _SIGN = 0x80000000
@@ -896,12 +897,8 @@ class DissectRun:
 
 def _source(data: str | os.PathLike, model: Model, n: int, seed: int, size: int | None):
     spec = os.fspath(data)
-    if spec.startswith("builtin:"):
-        parts = spec.split(":")
-        if parts[1] != "starter" or len(parts) > 3:
-            raise ValueError(f"Unknown builtin data {spec!r}. Valid: "
-                             f"{', '.join(BUILTIN_DISSECT_DATA)}")
-        split = parts[2] if len(parts) == 3 else "test"
+    split = starter_data.builtin_split(spec)
+    if split is not None:
         return StarterConcepts(n, split=split, seed=seed)
     if not os.path.isdir(spec):
         raise FileNotFoundError(

@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from lucidax.models.base import Model
+from lucidax.models.starter import data as starter_data
 
 from .linear import DEFAULT_LAMBDAS, ProbeResult
 from .sweep import format_results, probe_layers
 
 __all__ = ["BUILTIN_DATA", "ProbeRun", "load_data", "run_probe_cli"]
 
-BUILTIN_DATA = ("builtin:starter", "builtin:starter:train", "builtin:starter:test")
+BUILTIN_DATA = starter_data.BUILTIN_DATA
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,18 +46,11 @@ class ProbeRun:
 def load_data(data: str | os.PathLike, *, n: int = 2000, seed: int = 0) -> _Data:
     """Resolve a ``--data`` argument: ``builtin:starter[:train|:test]`` (the starter model's
     dataset, default split ``test``: images the model was not trained on) or a folder / CSV."""
-    spec = os.fspath(data)
-    if spec.startswith("builtin:"):
-        parts = spec.split(":")
-        if parts[1] != "starter" or len(parts) > 3:
-            raise ValueError(f"Unknown builtin data {spec!r}. Valid: {', '.join(BUILTIN_DATA)}")
-        split = parts[2] if len(parts) == 3 else "test"
-        from lucidax.models import starter
+    from lucidax.models import starter
 
-        if split not in starter.SPLITS:
-            raise ValueError(
-                f"Unknown split {split!r} for builtin:starter. Valid: {', '.join(starter.SPLITS)}"
-            )
+    spec = os.fspath(data)
+    split = starter.builtin_split(spec)
+    if split is not None:
         ds = starter.dataset(int(n), split=split, seed=seed)
         labels = {k: np.asarray(v) for k, v in ds.labels.items()}
         return _Data(ds.images, labels, dict(ds.label_names),

@@ -1003,12 +1003,8 @@ def _parse_source(spec: str, *, model: Model, n: int, split_default: str, seed: 
     name = None
     if "=" in spec and not os.path.exists(spec):
         name, spec = spec.split("=", 1)
-    if spec.startswith("builtin:"):
-        parts = spec.split(":")
-        if parts[1] != "starter" or len(parts) > 3:
-            raise ValueError(f"Unknown builtin data {spec!r}. Valid: builtin:starter, "
-                             "builtin:starter:train, builtin:starter:test")
-        split = parts[2] if len(parts) == 3 else split_default
+    split = starter.builtin_split(spec, split_default)
+    if split is not None:
         return name or "random", ImageSet.starter(n, split=split, seed=seed, name=name)
     fam, sep, val = spec.partition(":")
     if sep and fam in starter.FAMILIES and not os.path.exists(spec):
@@ -1099,14 +1095,13 @@ def run_tcav_cli(
         c_sets[name] = s
     _, r_set = _parse_source(random, model=model, n=runs * (2 * n_random + n_concept),
                              split_default=split, seed=seed * 1000 + 7, what="random")
-    if targets.startswith("builtin:"):
-        from lucidax.models import starter
+    from lucidax.models import starter
 
-        parts = targets.split(":")
-        if model.labels != starter.LABELS or parts[1] != "starter":
+    t_split = starter.builtin_split(targets, split)
+    if t_split is not None:
+        if model.labels != starter.LABELS:
             raise ValueError("builtin:starter targets are digit images: only for the starter "
                              "model; give a folder of class images instead")
-        t_split = parts[2] if len(parts) == 3 else split
         t_set = ImageSet.starter(n_targets, split=t_split, seed=seed * 1000 + 3,
                                  fixed={"digit": k}, name=f"digit {label}")
     else:

@@ -19,6 +19,7 @@ import os
 from ..registry import ModelEntry, register
 from .data import (
     BACKGROUNDS,
+    BUILTIN_DATA,
     COLORS,
     FAMILIES,
     LABEL_NAMES,
@@ -28,6 +29,7 @@ from .data import (
     SPLITS,
     StarterData,
     background_regions,
+    builtin_split,
     concept_set,
     dataset,
     digit_split,
@@ -36,6 +38,7 @@ from .net import CHANNELS, INPUT_SPEC, LABELS, LAYERS, StarterNet, build
 
 __all__ = [
     "BACKGROUNDS",
+    "BUILTIN_DATA",
     "CHANNELS",
     "COLORS",
     "FAMILIES",
@@ -53,6 +56,7 @@ __all__ = [
     "WEIGHTS_PATH",
     "background_regions",
     "build",
+    "builtin_split",
     "concept_set",
     "dataset",
     "digit_split",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ from ..base import suggest
 
 __all__ = [
     "BACKGROUNDS",
+    "BUILTIN_DATA",
     "COLORS",
     "FAMILIES",
     "LABEL_NAMES",
@@ -53,6 +55,7 @@ __all__ = [
     "SPLITS",
     "StarterData",
     "background_regions",
+    "builtin_split",
     "concept_set",
     "dataset",
     "digit_split",
@@ -60,6 +63,8 @@ __all__ = [
 
 SIDE = 64  # images are SIDE x SIDE x 3
 SPLITS = ("train", "test")
+#: Data arguments of the CLI that mean "the starter dataset" (default split: test).
+BUILTIN_DATA = ("builtin:starter", "builtin:starter:train", "builtin:starter:test")
 FAMILIES = ("digit", "color", "background", "position", "size")
 
 # name -> RGB in [0, 1]
@@ -171,6 +176,21 @@ def _check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(suggest(split, SPLITS, what="split"))
     return split
+
+
+def builtin_split(spec: str | os.PathLike, default: str = "test") -> str | None:
+    """The split a ``builtin:starter[:train|:test]`` data argument names (``default`` when
+    it names none), or None when ``spec`` is not a ``builtin:`` argument (a path).
+
+    Raises ValueError for any other ``builtin:`` argument, listing :data:`BUILTIN_DATA`.
+    """
+    spec = os.fspath(spec)
+    if not spec.startswith("builtin:"):
+        return None
+    parts = spec.split(":")
+    if parts[1] != "starter" or len(parts) > 3 or (len(parts) == 3 and parts[2] not in SPLITS):
+        raise ValueError(f"Unknown builtin data {spec!r}. Valid: {', '.join(BUILTIN_DATA)}")
+    return parts[2] if len(parts) == 3 else _check_split(default)
 
 
 def _value_index(family: str, value: int | str) -> int:
