@@ -48,3 +48,18 @@ def test_target_errors(starter):
         resolve_target(starter, viz.total_variation(), 2)
     with pytest.raises(ValueError, match="out of range|0..9|10"):
         resolve_target(starter, 12, 2)
+
+
+def test_target_classes_one_class_per_image(starter, batch):
+    from lucidax.attribute.targets import target_classes
+
+    x, acts = batch
+    assert target_classes(starter, 3, 4).tolist() == [3, 3, 3, 3]
+    assert target_classes(starter, ["3", "1", "4", "1"], 4).tolist() == [3, 1, 4, 1]
+    predicted = np.argmax(np.asarray(acts["logits"]), axis=1)
+    assert (target_classes(starter, None, 4, params=starter.params, images=x) == predicted).all()
+    assert target_classes(starter, viz.channel("conv3", 5), 4) is None
+    with pytest.raises(ValueError, match="class label"):
+        target_classes(starter, "three", 4)
+    with pytest.raises(TypeError, match="class index"):
+        target_classes(starter, 2.5, 4)

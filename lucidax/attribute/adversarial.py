@@ -30,7 +30,8 @@ import numpy as np
 
 from lucidax.models.base import Model, suggest
 
-from .methods import _class_array, cached_jit, check_images, make_scorer
+from .methods import cached_jit, check_images, make_scorer
+from .targets import target_classes
 
 __all__ = ["NORMS", "AttackResult", "eps_needed", "fgsm", "pgd"]
 
@@ -91,7 +92,7 @@ class AttackResult:
 
 def _objective(model: Model, target: Any, n: int, targeted: bool, params: Any, images: Any):
     """``(layers, obj(acts, classes) -> [N] to maximize, classes, cache key, is_class)``."""
-    classes = _class_array(model, target, n, params=params, images=images)
+    classes = target_classes(model, target, n, params=params, images=images)
     if classes is not None:
         layer = model.logits_layer
 

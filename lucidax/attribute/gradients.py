@@ -55,6 +55,9 @@ import numpy as np
 from lucidax.models import Model
 from lucidax.models.base import normalize_layers, suggest
 
+from .methods import check_images
+from .targets import resolve_target
+
 __all__ = [
     "IG_RULES",
     "REDUCTIONS",
@@ -164,19 +167,9 @@ class _TargetSpec:
 
 def _target(model: Model, target: Any, n: int, params: Any, x: jax.Array
             ) -> tuple[_TargetSpec, Any]:
-    """``(static spec, objective)`` for ``target`` on ``n`` images (via ``resolve_target``).
-
-    One class for every image is passed on as ``n`` per-image classes, so a class target
-    and a per-image class target of the same ``n`` share one compiled program."""
-    from .targets import resolve_target
-
-    if isinstance(target, (bool, np.bool_)):
-        raise TypeError(f"target must be a class index, a sequence of them, a class label, "
-                        f"'predicted' or an Objective; got {target!r}")
-    if isinstance(target, (numbers.Integral, np.integer)):
-        target = [int(target)] * n
-    elif isinstance(target, str) and model.labels and target in model.labels:
-        target = [model.labels.index(target)] * n
+    """``(static spec, objective)`` for ``target`` on ``n`` images (via ``resolve_target``,
+    which gives class targets one class per image, so a class target and a per-image class
+    target of the same ``n`` share one compiled program)."""
     layers, objective = resolve_target(model, target, n, params=params, images=x)
     return _TargetSpec(tuple(layers)), objective
 
@@ -186,20 +179,12 @@ def _score(spec: _TargetSpec, tdata: Any, acts: Mapping[str, jax.Array], x: jax.
     return jnp.asarray(tdata(acts)).reshape(x.shape[0])
 
 
-def _check_images(model: Model, images: Any) -> jax.Array:
-    arr = jnp.asarray(images)
-    if arr.ndim == 3 and arr.shape[-1] == model.input_spec.channels:
-        raise ValueError(f"images must be a batch [N, H, W, C]; got shape {arr.shape} "
-                         "(add a batch axis: images[None])")
-    return model._check_images(arr).astype(jnp.float32)
-
-
 def _prepare(model: Model, params: Any, images: Any, target: Any
              ) -> tuple[_ModelRef, jax.Array, _TargetSpec, Any]:
     if not isinstance(model, Model):
         raise TypeError(f"model must be a lucidax Model (lucidax.models.load / wrap); got "
                         f"{type(model).__name__}")
-    x = _check_images(model, images)
+    x = check_images(model, images)
     spec, tdata = _target(model, target, x.shape[0], params, x)
     return _ModelRef(model), x, spec, tdata
 

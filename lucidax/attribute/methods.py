@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucidax.models.base import Model, suggest
+
+from .targets import resolve_target, target_classes
 
 __all__ = ["METHODS", "Scorer", "get_method", "make_scorer", "method_names", "random_map"]
 
@@ -49,51 +50,6 @@ class Scorer:
     key: Any
 
 
-def _class_array(model: Model, target: Any, n: int, *, params: Any = None,
-                 images: Any = None) -> np.ndarray | None:
-    """Per-image class indices when ``target`` is a class target, else None.
-
-    ``"predicted"`` (or None) means each image's top class (needs ``params`` and ``images``).
-    """
-    if target is None or (isinstance(target, str) and target == "predicted"):
-        if params is None or images is None or model.logits_layer is None:
-            raise ValueError("target='predicted' needs a model with a logits layer, params "
-                             "and images")
-        z = model.apply(params, jnp.asarray(images), (model.logits_layer,))[model.logits_layer]
-        target = np.asarray(jnp.argmax(z.reshape(z.shape[0], -1, z.shape[-1]).mean(1), -1))
-    if isinstance(target, (bool, np.bool_)):
-        raise TypeError(f"target must be a class index, a sequence of them or an Objective, "
-                        f"got {target!r}")
-    if isinstance(target, (numbers.Integral, np.integer)):
-        arr = np.full(n, int(target), np.int64)
-    elif isinstance(target, str) and model.labels and target in model.labels:
-        arr = np.full(n, model.labels.index(target), np.int64)
-    elif isinstance(target, (np.ndarray, jax.Array, list, tuple, range)):
-        arr = np.asarray(target)
-        if arr.dtype.kind not in "iu":
-            if arr.dtype.kind in "US" and model.labels:
-                bad = [str(t) for t in arr.ravel() if str(t) not in model.labels]
-                if bad:
-                    raise ValueError(suggest(bad[0], model.labels, what="class label"))
-                arr = np.array([model.labels.index(str(t)) for t in arr.ravel()])
-            else:
-                raise TypeError(f"class targets must be integers, got dtype {arr.dtype}")
-        arr = arr.astype(np.int64).reshape(-1)
-        if arr.shape != (n,):
-            raise ValueError(f"a per-image target needs one class per image: got {arr.shape[0]} "
-                             f"classes for {n} images")
-    else:
-        return None
-    if model.logits_layer is None:
-        raise ValueError(f"{model.name} has no logits layer, so a class target means nothing; "
-                         "pass an Objective (e.g. lucidax.visualize.objectives.channel(...))")
-    k = model.channels(model.logits_layer)
-    if arr.size and (arr.min() < 0 or arr.max() >= k):
-        bad = int(arr[(arr < 0) | (arr >= k)][0])
-        raise ValueError(f"class {bad} out of range: {model.name} has classes 0..{k - 1}")
-    return arr
-
-
 def make_scorer(model: Model, target: Any, n: int, *, batch: int, probability: bool = False,
                 params: Any = None, images: Any = None) -> Scorer:
     """A :class:`Scorer` for ``n`` images scored ``batch`` perturbed copies at a time.
@@ -101,7 +57,7 @@ def make_scorer(model: Model, target: Any, n: int, *, batch: int, probability: b
     Class targets score the logit, or with ``probability=True`` the softmax probability;
     ``target="predicted"`` needs ``params`` and ``images``.
     """
-    classes = _class_array(model, target, n, params=params, images=images)
+    classes = target_classes(model, target, n, params=params, images=images)
     if classes is not None:
         layer = model.logits_layer
 
@@ -113,12 +69,6 @@ def make_scorer(model: Model, target: Any, n: int, *, batch: int, probability: b
 
         return Scorer((layer,), fn, classes.astype(np.int32), True,
                       ("class", layer, bool(probability)))
-    try:
-        from .targets import resolve_target
-    except ImportError as e:  # pragma: no cover - the lead's module not there yet
-        raise TypeError(
-            f"target must be a class index or a sequence of class indices; got {target!r}"
-        ) from e
     if getattr(target, "batch", None) is not None:
         raise ValueError(f"target {getattr(target, 'name', target)!r} has one unit per image; "
                          "perturbation methods score mixed batches of copies, so they take "

@@ -21,9 +21,10 @@ from urllib.parse import quote
 import numpy as np
 
 from lucidax._files import IMAGE_EXTENSIONS, atomic_write, load_image, save_json, save_png
-from lucidax.models.base import Model
+from lucidax.models.base import Model, suggest
 
 from .methods import as_names, get_method
+from .targets import target_classes
 
 __all__ = ["AttributeRun", "load_images", "parse_options", "run_attribute_cli"]
 
@@ -123,12 +124,8 @@ def parse_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
 
 
 def _targets(model: Model, target: Any, src: _Images) -> np.ndarray:
-    import jax.numpy as jnp
-
-    n = len(src.images)
-    if target in (None, "predicted"):
-        z = model.apply(model.params, jnp.asarray(src.images), (model.logits_layer,))
-        return np.asarray(jnp.argmax(z[model.logits_layer], -1))
+    """``--target``: ``label`` (the builtin labels), a class index given as text, or anything
+    :func:`~lucidax.attribute.targets.target_classes` takes (``predicted``, a class label)."""
     if target == "label":
         if src.labels is None:
             raise ValueError("target 'label' needs labelled images (builtin:starter); use "
@@ -136,16 +133,11 @@ def _targets(model: Model, target: Any, src: _Images) -> np.ndarray:
         return np.asarray(src.labels)
     if isinstance(target, str) and target.lstrip("-").isdigit():
         target = int(target)
-    if isinstance(target, str):
-        if not model.labels or target not in model.labels:
-            from lucidax.models.base import suggest
-
-            valid = ("predicted", "label", *(model.labels or ()))
-            raise ValueError(suggest(target, valid, what="target") + " (or a class index)")
-        target = model.labels.index(target)
-    from .methods import _class_array
-
-    return _class_array(model, target, n)
+    valid = ("predicted", "label", *(model.labels or ()))
+    if isinstance(target, str) and target not in valid:
+        raise ValueError(suggest(target, valid, what="target") + " (or a class index)")
+    return target_classes(model, target, len(src.images), params=model.params,
+                          images=src.images)
 
 
 def _e(x: Any) -> str:

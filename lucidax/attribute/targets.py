@@ -13,6 +13,7 @@ returning one score per image (``[N]``)::
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lucidax.models.base import Model
+from lucidax.models.base import Model, suggest
 from lucidax.visualize.objectives import INPUT, Objective, class_logit
 
-__all__ = ["PREDICTED", "resolve_target"]
+__all__ = ["PREDICTED", "resolve_target", "target_classes"]
 
 #: Target meaning "each image's highest-scoring class".
 PREDICTED = "predicted"
@@ -39,6 +40,61 @@ def _predicted(model: Model, params: Any, images: Any) -> np.ndarray:
     if logits.ndim == 4:
         logits = logits.mean(axis=(1, 2))
     return np.asarray(jnp.argmax(logits, axis=-1))
+
+
+def target_classes(
+    model: Model,
+    target: Any,
+    n: int,
+    *,
+    params: Any = None,
+    images: Any = None,
+) -> np.ndarray | None:
+    """Per-image class indices ``int64 [n]`` of a class target; None for an Objective.
+
+    ``target``: a class index or label (the same class for every image), a sequence of ``n``
+    indices or labels, or ``"predicted"`` / None (each image's top class: needs ``params`` and
+    ``images``). Raises ``ValueError`` for a model without a logit layer, an unknown label,
+    a class out of range or a sequence of the wrong length; ``TypeError`` for anything else.
+    """
+    if isinstance(target, Objective):
+        return None
+    if model.logits_layer is None:
+        raise ValueError(f"{model.name} has no logits layer: pass an Objective target "
+                         f"(e.g. lucidax.visualize.channel(layer, unit))")
+    if target is None or (isinstance(target, str) and target == PREDICTED):
+        target = _predicted(model, params, images)
+    if isinstance(target, (bool, np.bool_)):
+        raise TypeError(f"target must be a class index, a sequence of them, a class label, "
+                        f"{PREDICTED!r} or an Objective; got {target!r}")
+    labels = tuple(model.labels or ())
+    if isinstance(target, (numbers.Integral, np.integer)):
+        arr = np.full(n, int(target), np.int64)
+    elif isinstance(target, str):
+        if target not in labels:
+            raise ValueError(suggest(target, (*labels, PREDICTED), what="class label"))
+        arr = np.full(n, labels.index(target), np.int64)
+    elif isinstance(target, (np.ndarray, jax.Array, list, tuple, range)):
+        arr = np.asarray(target)
+        if arr.dtype.kind in "US" and labels:
+            bad = [str(t) for t in arr.ravel() if str(t) not in labels]
+            if bad:
+                raise ValueError(suggest(bad[0], labels, what="class label"))
+            arr = np.array([labels.index(str(t)) for t in arr.ravel()])
+        elif arr.dtype.kind not in "iu":
+            raise TypeError(f"class targets must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64).reshape(-1)
+        if arr.shape != (n,):
+            raise ValueError(f"a per-image target needs one class per image: got {arr.shape[0]} "
+                             f"classes for {n} images")
+    else:
+        raise TypeError(f"target must be a class index, a sequence of them, a class label, "
+                        f"{PREDICTED!r} or an Objective; got {target!r}")
+    k = model.channels(model.logits_layer)
+    if arr.size and (arr.min() < 0 or arr.max() >= k):
+        bad = int(arr[(arr < 0) | (arr >= k)][0])
+        raise ValueError(f"class {bad} out of range: {model.name} has classes 0..{k - 1}")
+    return arr
 
 
 def resolve_target(
@@ -63,20 +119,15 @@ def resolve_target(
         ``neuron``, ``direction``, ``class_logit``...), per image or batched over ``n``.
       n: number of images.
 
-    Raises ``ValueError`` for a model without a logit layer (class targets), an unknown class or
-    layer (with the valid choices), or a per-image target of the wrong length.
+    Class targets are resolved by :func:`target_classes` and always come back as one class
+    per image. Raises ``ValueError`` for a model without a logit layer (class targets), an
+    unknown class or layer (with the valid choices), or a per-image target of the wrong
+    length.
     """
-    if isinstance(target, Objective):
-        objective = target
-    else:
-        if model.logits_layer is None:
-            raise ValueError(f"{model.name} has no logits layer: pass an Objective target "
-                             f"(e.g. lucidax.visualize.channel(layer, unit))")
-        if target is None or (isinstance(target, str) and target == PREDICTED):
-            target = _predicted(model, params, images).tolist()
-        elif isinstance(target, (np.ndarray, jax.Array)):
-            target = np.asarray(target).tolist()
-        objective = class_logit(model, target)
+    classes = target_classes(model, target, n, params=params, images=images)
+    # a class target is always given one class per image: a class for every image and one
+    # class per image then share one compiled program
+    objective = target if classes is None else class_logit(model, classes.tolist())
     objective.validate(model)
     if INPUT in objective.layers:
         raise ValueError(f"target {objective.name!r} reads the input image ({INPUT!r}): "
