@@ -62,6 +62,7 @@ from jax.extend import core as jcore
 
 from lucidax.models import Model
 from lucidax.models.base import suggest
+from lucidax.models.hooks import bind_equation, is_relu
 
 from .gradients import (
     _TRACE_COUNT,
@@ -207,7 +208,7 @@ def _elementwise(eqn, pos: int) -> Callable:
     """``fn(x, c)``: the binary equation with the image-dependent operand at ``pos``."""
 
     def fn(x, c):
-        return _bind(eqn, [x, c] if pos == 0 else [c, x])[0]
+        return bind_equation(eqn, [x, c] if pos == 0 else [c, x])[0]
 
     return fn
 
@@ -215,15 +216,6 @@ def _elementwise(eqn, pos: int) -> Callable:
 # ---------------------------------------------------------------------------------------------
 # the interpreter
 # ---------------------------------------------------------------------------------------------
-def _bind(eqn, invals: list) -> list:
-    bound = eqn.primitive.get_bind_params(eqn.params)
-    if isinstance(bound, tuple):  # older jax: (subfuns, params)
-        subfuns, bound = bound
-        invals = [*subfuns, *invals]
-    outs = eqn.primitive.bind(*invals, **bound)
-    return list(outs) if eqn.primitive.multiple_results else [outs]
-
-
 def _inner(eqn) -> tuple[jcore.Jaxpr, list] | None:
     for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
         inner = eqn.params.get(key)
@@ -232,16 +224,6 @@ def _inner(eqn) -> tuple[jcore.Jaxpr, list] | None:
         if isinstance(inner, jcore.Jaxpr):
             return inner, []
     return None
-
-
-def _is_relu(eqn) -> bool:
-    from lucidax.models.hooks import relu_input
-
-    class _Probe:  # relu_input returns one of the invals; any marker will do
-        pass
-
-    marker = [_Probe() for _ in eqn.invars]
-    return relu_input(eqn, marker) is not None
 
 
 class _Ctx:
@@ -261,21 +243,22 @@ def _linear_bind(eqn, pos: int) -> Callable:
     """``bind(x, w)`` for a linear equation whose image-dependent operand is at ``pos``."""
 
     def bind(x, w):
-        return _bind(eqn, [x, w] if pos == 0 else [w, x])[0]
+        return bind_equation(eqn, [x, w] if pos == 0 else [w, x])[0]
 
     return bind
 
 
 def _norm_bind(eqn) -> Callable:
     def bind(x, _w):
-        return _bind(eqn, [x])[0]
+        return bind_equation(eqn, [x])[0]
 
     return bind
 
 
 def _apply_steps(steps: tuple, u):
     for eqn, pos, const in steps:
-        u = _bind(eqn, [u] if const is None else ([u, const] if pos == 0 else [const, u]))[0]
+        args = [u] if const is None else ([u, const] if pos == 0 else [const, u])
+        u = bind_equation(eqn, args)[0]
     return u
 
 
@@ -327,11 +310,11 @@ def _eval(jaxpr: jcore.Jaxpr, consts: list, args: list, tainted: list[bool], ctx
         step = affine_step(eqn, tin) if any(tin) else None
         src = None if step is None else eqn.invars[step[0]]
         if not any(tin):
-            outs = _bind(eqn, invals)
+            outs = bind_equation(eqn, invals)
         elif name in _LINEAR:
             if all(tin):
                 ctx.unsupported[f"{name} of two image-dependent operands"] += 1
-                outs = _bind(eqn, invals)
+                outs = bind_equation(eqn, invals)
             else:
                 pos = tin.index(True)
                 bind = _linear_bind(eqn, pos)
@@ -363,17 +346,17 @@ def _eval(jaxpr: jcore.Jaxpr, consts: list, args: list, tainted: list[bool], ctx
                 pos = tin.index(True)
                 if jnp.shape(invals[pos]) != tuple(eqn.outvars[0].aval.shape):
                     ctx.unsupported[f"{name} broadcasting an activation"] += 1
-                    outs = _bind(eqn, invals)
+                    outs = bind_equation(eqn, invals)
                 else:
                     outs = [_passthrough(_elementwise(eqn, pos), invals[pos], invals[1 - pos])]
         elif name in ("mul", "div"):
             pos = tin.index(True)
             if all(tin) or (name == "div" and pos == 1):
                 ctx.unsupported[f"{name} of image-dependent values"] += 1
-                outs = _bind(eqn, invals)
+                outs = bind_equation(eqn, invals)
             elif jnp.shape(invals[pos]) != tuple(eqn.outvars[0].aval.shape):
                 ctx.unsupported[f"{name} broadcasting an activation"] += 1
-                outs = _bind(eqn, invals)
+                outs = bind_equation(eqn, invals)
             else:
                 outs = [_passthrough(_elementwise(eqn, pos), invals[pos], invals[1 - pos])]
         elif name in _NORM:
@@ -383,19 +366,19 @@ def _eval(jaxpr: jcore.Jaxpr, consts: list, args: list, tainted: list[bool], ctx
             outs = [_linear_rule(_norm_bind(eqn), eps_rule)(x, zero, zero + 1, zero)]
         elif name in _PASS:
             outs = [_passthrough(_norm_bind(eqn), invals[0], jnp.zeros((), jnp.float32))]
-        elif name == "max" and not all(tin) and not _is_relu(eqn):
+        elif name == "max" and not all(tin) and not is_relu(eqn):
             ctx.unsupported["max with a constant other than 0 (clipping)"] += 1
-            outs = _bind(eqn, invals)
+            outs = bind_equation(eqn, invals)
         elif name in _STRUCTURAL or name in _NO_RELEVANCE:
-            outs = _bind(eqn, invals)
-        elif name == "custom_jvp_call" and _is_relu(eqn):
+            outs = bind_equation(eqn, invals)
+        elif name == "custom_jvp_call" and is_relu(eqn):
             outs = [jnp.maximum(invals[-1], jnp.zeros((), jnp.result_type(invals[-1])))]
         elif (body := _inner(eqn)) is not None:
             n_skip = len(invals) - len(body[0].invars)  # custom calls may lead with consts
             outs, out_t = _eval(body[0], body[1], invals[n_skip:], tin[n_skip:], ctx)
         else:
             ctx.unsupported[name] += 1
-            outs = _bind(eqn, invals)
+            outs = bind_equation(eqn, invals)
         for v, o, t in zip(eqn.outvars, outs, out_t, strict=True):
             if not isinstance(v, jcore.DropVar):
                 env[v], taint[v] = o, t

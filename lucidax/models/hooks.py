@@ -34,8 +34,10 @@ __all__ = [
     "Rule",
     "apply_perturbed",
     "apply_with_relu",
+    "bind_equation",
     "eval_jaxpr",
     "interpret",
+    "is_relu",
     "relu_input",
 ]
 
@@ -50,7 +52,8 @@ _CALLS = ("pjit", "jit", "closed_call", "core_call")
 # ---------------------------------------------------------------------------------------------
 # the evaluator
 # ---------------------------------------------------------------------------------------------
-def _bind(eqn, invals: list) -> list:
+def bind_equation(eqn, invals: list) -> list:
+    """Evaluate one equation on ``invals`` as JAX would (a list of outputs)."""
     bound = eqn.primitive.get_bind_params(eqn.params)
     if isinstance(bound, tuple):  # older jax: (subfuns, params)
         subfuns, bound = bound
@@ -115,7 +118,7 @@ def eval_jaxpr(
                              if v in add and not isinstance(body[0].outvars[i], jcore.Literal)}
                 outs = eval_jaxpr(body[0], body[1], invals, rule=rule, add=inner_add)
             else:
-                outs = _bind(eqn, invals)
+                outs = bind_equation(eqn, invals)
         for v, o in zip(eqn.outvars, outs, strict=True):
             write(v, o)
     if add:
@@ -173,17 +176,28 @@ def _is_relu_jaxpr(jaxpr: jcore.Jaxpr) -> bool:
     return _relu_operand(eqn) is not None
 
 
-def relu_input(eqn, invals: list) -> Any | None:
-    """The input ``x`` if ``eqn`` computes ``relu(x)`` (``max(x, 0)``, ``jax.nn.relu``), else
-    None. For use in a :data:`Rule`."""
+def _relu_index(eqn) -> int | None:
+    """Index (among the equation's inputs) of ``x`` if ``eqn`` computes ``relu(x)``."""
     i = _relu_operand(eqn)
     if i is not None:
-        return invals[i]
+        return i
     if eqn.primitive.name == "custom_jvp_call":
         call = eqn.params.get("call_jaxpr")
         if isinstance(call, jcore.ClosedJaxpr) and _is_relu_jaxpr(call.jaxpr):
-            return invals[-1]
+            return len(eqn.invars) - 1
     return None
+
+
+def is_relu(eqn) -> bool:
+    """Whether ``eqn`` computes ``relu(x)`` (``max(x, 0)``, ``jax.nn.relu``)."""
+    return _relu_index(eqn) is not None
+
+
+def relu_input(eqn, invals: list) -> Any | None:
+    """The input ``x`` if ``eqn`` computes ``relu(x)`` (``max(x, 0)``, ``jax.nn.relu``), else
+    None. For use in a :data:`Rule`."""
+    i = _relu_index(eqn)
+    return None if i is None else invals[i]
 
 
 # ---------------------------------------------------------------------------------------------
