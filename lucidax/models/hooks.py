@@ -238,8 +238,7 @@ def apply_perturbed(
         return model.apply(p, x, names)
 
     closed, out_shape = jax.make_jaxpr(forward, return_shape=True)(*_abstract((params, images)))
-    flat_names = jax.tree.structure(out_shape).unflatten(range(len(names)))
-    index = {name: i for name, i in flat_names.items()}
+    index = jax.tree.structure(out_shape).unflatten(range(len(names)))  # name -> outvar index
     outvars = closed.jaxpr.outvars
     add: dict[Any, Any] = {}
     for name, delta in perturb.items():
