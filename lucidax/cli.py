@@ -426,10 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> type[Exception]:
+def _user_errors() -> tuple[type[Exception], ...]:
     from lucidax.gallery import ManifestMismatchError
+    from lucidax.models import MissingWeightsError
 
-    return ManifestMismatchError
+    return ManifestMismatchError, MissingWeightsError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -440,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _COMMANDS[args.command](args) or 0
-    except (ValueError, FileNotFoundError, TimeoutError, _user_errors()) as e:
+    except (ValueError, FileNotFoundError, TimeoutError, *_user_errors()) as e:
         # User errors: one clear line, no traceback.
         print(f"lucidax {args.command}: error: {e}", file=sys.stderr)
         return 2

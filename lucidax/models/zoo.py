@@ -1,3 +1,3 @@
 """Imports every architecture module so that each registers itself."""
 
-from . import inception, resnet, starter, vgg  # noqa: F401
+from . import efficientnet, inception, resnet, starter, vgg  # noqa: F401
