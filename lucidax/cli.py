@@ -155,7 +155,9 @@ def _add_invert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", required=True,
                    help="comma-separated layer names, one grid column each (e.g. conv1,conv3)")
     p.add_argument("--images", nargs="+", required=True,
-                   help="image files (centre-cropped to a square and resized to --size)")
+                   help="image files (centre-cropped to a square and resized to --size), "
+                        "builtin:photos (every photo shipped in installed packages) or "
+                        "builtin:photos:<source> (one, e.g. builtin:photos:chelsea)")
     p.add_argument("--out", default="invert-out",
                    help="output folder: grid.png, <image>/<layer>.png, metrics.json "
                         "(default: invert-out)")
@@ -200,10 +202,12 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", default="all",
                    help="'all' (every layer except *_pre_relu) or comma-separated names")
     p.add_argument("--data", default="builtin:starter",
-                   help="builtin:starter[:train|:test], an image folder (sub-folder per class "
-                        "or labels.csv) or a CSV filename,label[,...] (default: builtin:starter)")
+                   help="builtin:starter[:train|:test], builtin:photos[:<source>] (crops of "
+                        "real photos shipped in installed packages, label: source), an image "
+                        "folder (sub-folder per class or labels.csv) or a CSV "
+                        "filename,label[,...] (default: builtin:starter)")
     p.add_argument("--target", help="label family / CSV column (starter: digit, color, "
-                                     "background, position, size)")
+                                     "background, position, size; photos: source)")
     p.add_argument("--out", default="probe-out", help="output folder (default: probe-out)")
     p.add_argument("--reduce", default="mean",
                    help="spatial reduction: mean, max, center, grid4, position:y,x (default: mean)")
@@ -252,11 +256,12 @@ def _add_tcav(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class", dest="target_class", required=True,
                    help="class label or logit index (starter: 0..9)")
     p.add_argument("--random", default="builtin:starter",
-                   help="random images: builtin:starter[:train|:test] or a folder "
-                        "(default: builtin:starter)")
+                   help="random images: builtin:starter[:train|:test], builtin:photos "
+                        "(crops of real photos) or a folder (default: builtin:starter)")
     p.add_argument("--targets", default="builtin:starter",
-                   help="inputs of the class: builtin:starter (starter digits of the class) "
-                        "or a folder (default: builtin:starter)")
+                   help="inputs of the class: builtin:starter (starter digits of the class), "
+                        "builtin:photos:<source> (crops of one photo, e.g. "
+                        "builtin:photos:chelsea) or a folder (default: builtin:starter)")
     p.add_argument("--runs", type=int, default=20,
                    help="concept runs and random-vs-random runs (default: 20)")
     p.add_argument("--n-concept", type=int, default=50, help="concept images per run (default: 50)")
@@ -358,8 +363,9 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="starter", help="registered model name (default: starter)")
     p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
     p.add_argument("--images", default="builtin:starter:test",
-                   help="builtin:starter[:test|:train], a folder of images, an image file or a "
-                        ".npy [N,H,W,C] array in [0,1] (default: builtin:starter:test)")
+                   help="builtin:starter[:test|:train], builtin:photos[:<source>] (real "
+                        "photos, whole ones first, then crops), a folder of images, an image "
+                        "file or a .npy [N,H,W,C] array in [0,1] (default: builtin:starter:test)")
     p.add_argument("--methods", default="gradient,grad_x_input,ig,gradcam,occlusion,lime",
                    help="comma-separated: gradient, grad_x_input, smoothgrad, ig, gradcam, "
                         "guided_backprop, lrp, occlusion, lime, kernelshap, random; or 'all'")

@@ -62,24 +62,32 @@ class AttributeRun:
 
 def load_images(spec: str | os.PathLike, model: Model, *, n: int = 8, seed: int = 0) -> _Images:
     """Resolve an ``--images`` argument: ``builtin:starter[:test|:train]`` (the starter
-    dataset, with digit labels), a folder of image files, one image file, or a ``.npy``
-    array ``[N, H, W, C]`` in ``[0, 1]``. Files are centre-cropped and resized to the model's
-    input side; at most ``n`` images are used."""
+    dataset, with digit labels), ``builtin:photos[:<source>]`` (crops of real photos,
+    :mod:`lucidax.models.photos`: the first ``n`` of a seeded deal, which starts with each
+    source's whole photo; no class labels), a folder of image files, one image file, or a
+    ``.npy`` array ``[N, H, W, C]`` in ``[0, 1]``. Files and photos are centre-cropped and
+    resized to the model's input side (224 when it has none); at most ``n`` images are used."""
     s = os.fspath(spec)
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
-    from lucidax.models import starter
+    from lucidax.models import photos, starter
 
-    split = starter.builtin_split(s)
-    if split is not None:
-        ds = starter.dataset(int(n), split=split, seed=seed)
-        names = tuple(f"{split}-{i}" for i in range(len(ds)))
+    side = model.input_spec.side or 224
+    builtin = photos.parse_builtin(s)
+    if builtin is not None and builtin.kind == "photos":
+        ph = photos.photos(int(n), side=side, seed=seed, sources=builtin.sources,
+                           channels=model.input_spec.channels)
+        names = tuple(f"{src}-{i}" for i, src in enumerate(ph.names()))
+        return _Images(ph.images, None, names, f"{s} (n={n}, seed={seed})")
+    if builtin is not None:
+        ds = starter.dataset(int(n), split=builtin.split, seed=seed)
+        names = tuple(f"{builtin.split}-{i}" for i in range(len(ds)))
         return _Images(ds.images, np.asarray(ds.labels["digit"]), names,
-                       f"builtin:starter:{split} (n={n}, seed={seed})")
+                       f"builtin:starter:{builtin.split} (n={n}, seed={seed})")
     if not os.path.exists(s):
         raise FileNotFoundError(f"images not found: {s!r} (a folder of images, an image file, "
-                                f"a .npy array or builtin:starter[:test|:train])")
-    side = model.input_spec.side or 224
+                                f"a .npy array, builtin:starter[:test|:train] or "
+                                f"builtin:photos[:<source>])")
     if s.endswith(".npy"):
         arr = np.load(s, allow_pickle=False).astype(np.float32)
         if arr.ndim == 3:
@@ -203,7 +211,8 @@ def run_attribute_cli(
     Args:
       model: registered model name or a Model.
       weights: checkpoint path (None: the model's default weights).
-      images: ``builtin:starter[:test|:train]``, a folder of images, an image, or a ``.npy``.
+      images: ``builtin:starter[:test|:train]``, ``builtin:photos[:<source>]``, a folder of
+        images, an image, or a ``.npy``.
       methods: comma-separated names (``lucidax.attribute.METHODS``) or ``"all"``.
       target: ``"predicted"`` (each image's top class), ``"label"`` (builtin labels), a class
         index or a class label.

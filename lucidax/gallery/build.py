@@ -244,32 +244,70 @@ def _captions(n: int, labels: Any, label_names: Any) -> tuple[str, ...]:
     )
 
 
-def _load_examples(config: GalleryConfig, model, dataset: Any) -> _Examples | None:
+def _own_dataset(config: GalleryConfig, model) -> tuple[Any, str] | None:
+    """The dataset module shipped next to a zoo model (``lucidax.models.<name>.dataset``,
+    e.g. the starter model's), its test split; None when the model ships none."""
+    import importlib
+    import re
+
+    name = str(model.name)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return None
+    try:
+        mod = importlib.import_module(f"lucidax.models.{name}")
+    except ImportError:
+        return None
+    fn = getattr(mod, "dataset", None)
+    if not callable(fn):
+        return None
+    dataset = fn(config.dataset_size, split="test", seed=config.seed)
+    return dataset, f"lucidax.models.{name}.dataset(split='test', seed={config.seed})"
+
+
+def _builtin_dataset(config: GalleryConfig, model, spec: str,
+                     progress: bool) -> tuple[Any, str]:
+    """``builtin:photos[:<source>]`` (crops of real photos at the model's input side, 224 when
+    it has none) or ``builtin:starter[:train|:test]``."""
+    from lucidax.models import photos
+
+    try:
+        builtin = photos.parse_builtin(spec)
+        if builtin.kind == "photos":
+            side = model.input_spec.side or photos.DEFAULT_SIDE
+            data = photos.photos(config.dataset_size, side=side, seed=config.seed,
+                                 sources=builtin.sources, channels=model.input_spec.channels,
+                                 progress=progress)
+            return data, f"{spec} (n={config.dataset_size}, side={side}, seed={config.seed})"
+    except ValueError as err:
+        raise GalleryConfigError(f"dataset: {err}") from None
+    from lucidax.models import starter
+
+    data = starter.dataset(config.dataset_size, split=builtin.split, seed=config.seed)
+    return data, f"builtin:starter:{builtin.split} (seed={config.seed})"
+
+
+def _load_examples(config: GalleryConfig, model, dataset: Any,
+                   progress: bool = False) -> _Examples | None:
     source = config.dataset
     if dataset is None:
         if source == "none" or config.top_k == 0:
             return None
-        if source == "auto":  # the dataset module shipped next to a zoo model, if any
-            import importlib
-            import re
-
-            name = str(model.name)
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        if source == "auto":  # the model's own dataset if it ships one, else photos (RGB)
+            own = _own_dataset(config, model)
+            if own is not None:
+                dataset, source = own
+            elif model.input_spec.channels == 3:
+                dataset, source = _builtin_dataset(config, model, "builtin:photos", progress)
+            else:
                 return None
-            try:
-                mod = importlib.import_module(f"lucidax.models.{name}")
-            except ImportError:
-                return None
-            fn = getattr(mod, "dataset", None)
-            if not callable(fn):
-                return None
-            dataset = fn(config.dataset_size, split="test", seed=config.seed)
-            source = f"lucidax.models.{name}.dataset(split='test', seed={config.seed})"
+        elif source.startswith("builtin:"):
+            dataset, source = _builtin_dataset(config, model, source, progress)
         else:
             path = Path(source)
             if not path.is_file():
                 raise GalleryConfigError(
-                    f"dataset {source!r} is not a file; use 'auto', 'none' or a .npz/.npy path"
+                    f"dataset {source!r} is not a file; use 'auto', 'none', builtin:photos, "
+                    "builtin:starter or a .npz/.npy path"
                 )
             if path.suffix == ".npy":
                 dataset = np.load(path, allow_pickle=False)
@@ -518,7 +556,7 @@ def _build(
     layer_units = _resolve_units(model, layers, config.units)
     layers = tuple(layer_units)
     dirs = _layer_dirs(model.layer_names)
-    examples = _load_examples(config, model, dataset)
+    examples = _load_examples(config, model, dataset, progress)
     top_k = min(config.top_k, len(examples.images)) if examples is not None else 0
 
     settings = {

@@ -63,8 +63,11 @@ class GalleryConfig:
         layer's last batch is padded so every batch of a layer has one shape (one compile).
       top_k: dataset examples shown per unit (0: none).
       dataset: ``"auto"`` (the model's own dataset when it ships one, e.g. the starter
-        model's test split, else none), ``"none"``, or a ``.npz`` (``images`` [N,H,W,C],
-        optional ``labels`` [N] int and ``label_names``) / ``.npy`` (images) path.
+        model's test split, else ``builtin:photos`` for RGB models, else none), ``"none"``,
+        ``"builtin:photos[:<source>]"`` (crops of the real photos shipped in installed
+        packages, at the model's input side or 224), ``"builtin:starter[:train|:test]"``, or
+        a ``.npz`` (``images`` [N,H,W,C], optional ``labels`` [N] int and ``label_names``) /
+        ``.npy`` (images) path.
       dataset_size: images taken from the dataset for the top-k search.
       seed: seed of every random draw (renders and dataset sampling).
       force: re-render every requested unit, even finished ones or a folder made with
@@ -152,7 +155,8 @@ class GalleryConfig:
             )
         if not isinstance(self.dataset, str) or not self.dataset:
             raise GalleryConfigError(
-                f"dataset must be 'auto', 'none' or a .npz/.npy path, got {self.dataset!r}"
+                f"dataset must be 'auto', 'none', 'builtin:photos', 'builtin:starter' or a "
+                f".npz/.npy path, got {self.dataset!r}"
             )
         if self.num_processes is not None and (
             isinstance(self.num_processes, bool)

@@ -3,6 +3,8 @@
 >>> from lucidax.probes.run import run_probe_cli
 >>> results = run_probe_cli("starter", layers="all", data="builtin:starter",
 ...                         target="digit", out="runs/probe-digit")
+>>> results = run_probe_cli("efficientnet-lite0", data="builtin:photos", n=400,
+...                         out="runs/probe-photos")   # label: the source photo
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from lucidax.models import photos as builtin_photos
 from lucidax.models.base import Model
-from lucidax.models.starter import data as starter_data
 
 from .linear import DEFAULT_LAMBDAS, ProbeResult
 from .sweep import format_results, probe_layers
 
 __all__ = ["BUILTIN_DATA", "ProbeRun", "load_data", "run_probe_cli"]
 
-BUILTIN_DATA = starter_data.BUILTIN_DATA
+BUILTIN_DATA = builtin_photos.BUILTIN_DATA
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,18 +45,28 @@ class ProbeRun:
     table: str
 
 
-def load_data(data: str | os.PathLike, *, n: int = 2000, seed: int = 0) -> _Data:
+def load_data(data: str | os.PathLike, *, n: int = 2000, seed: int = 0,
+              side: int | None = None, channels: int = 3, progress: bool = False) -> _Data:
     """Resolve a ``--data`` argument: ``builtin:starter[:train|:test]`` (the starter model's
-    dataset, default split ``test``: images the model was not trained on) or a folder / CSV."""
+    dataset, default split ``test``: images the model was not trained on),
+    ``builtin:photos[:<source>]`` (``n`` crops of the photos shipped in installed packages,
+    :mod:`lucidax.models.photos`, at ``side`` px, default 224, with one label family
+    ``source``: the photo each crop comes from) or a folder / CSV."""
     from lucidax.models import starter
 
     spec = os.fspath(data)
-    split = starter.builtin_split(spec)
-    if split is not None:
-        ds = starter.dataset(int(n), split=split, seed=seed)
+    builtin = builtin_photos.parse_builtin(spec)
+    if builtin is not None and builtin.kind == "photos":
+        ph = builtin_photos.photos(int(n), side=side or builtin_photos.DEFAULT_SIDE, seed=seed,
+                                   sources=builtin.sources, channels=channels,
+                                   progress=progress)
+        return _Data(ph.images, {"source": ph.labels}, {"source": ph.label_names},
+                     f"{spec} (n={n}, side={ph.side}, seed={seed})")
+    if builtin is not None:
+        ds = starter.dataset(int(n), split=builtin.split, seed=seed)
         labels = {k: np.asarray(v) for k, v in ds.labels.items()}
         return _Data(ds.images, labels, dict(ds.label_names),
-                     f"builtin:starter:{split} (n={n}, seed={seed})")
+                     f"builtin:starter:{builtin.split} (n={n}, seed={seed})")
     if not os.path.exists(spec):
         raise FileNotFoundError(
             f"data not found: {spec!r} (an image folder, a labels CSV, or one of "
@@ -87,10 +99,12 @@ def run_probe_cli(
       model: registered model name (``lucidax.models.list_models()``) or a Model.
       weights: checkpoint path (None: the model's default weights).
       layers: ``"all"`` (every layer except ``*_pre_relu``), or comma-separated names.
-      data: ``builtin:starter[:train|:test]``, an image folder (one sub-folder per class, or a
-        ``labels.csv``), or a CSV ``filename,label[,...]``.
-      target: label family (starter: digit, color, background, position, size; a CSV column
-        name; ``label`` for sub-folder classes). Optional when there is only one.
+      data: ``builtin:starter[:train|:test]``, ``builtin:photos[:<source>]`` (crops of real
+        photos at the model's input side; label family ``source``), an image folder (one
+        sub-folder per class, or a ``labels.csv``), or a CSV ``filename,label[,...]``.
+      target: label family (starter: digit, color, background, position, size; photos:
+        source; a CSV column name; ``label`` for sub-folder classes). Optional when there is
+        only one.
       out: output folder (results.json, results.csv, accuracy_by_layer.png/.svg).
       reduce: spatial reduction (``mean``, ``max``, ``center``, ``grid4``, ``position:y,x``).
       n: number of images for builtin data.
@@ -103,7 +117,8 @@ def run_probe_cli(
         model = lm.load(model, weights)
     elif weights is not None:
         raise ValueError("weights= is only used with a model name")
-    src = load_data(data, n=n, seed=seed)
+    src = load_data(data, n=n, seed=seed, side=model.input_spec.side,
+                    channels=model.input_spec.channels, progress=progress)
     out = os.fspath(out)
     cache = os.path.join(out, "feature-cache") if cache_dir is None else os.fspath(cache_dir)
     results = probe_layers(

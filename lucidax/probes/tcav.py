@@ -111,7 +111,7 @@ _BLOCK_BYTES = 256 << 20  # largest feature block of one CAV solve
 class ImageSet:
     """A named pool of images with a cache identity; the pixels are produced only on demand.
 
-    Build with :meth:`from_array`, :meth:`from_folder` or :meth:`starter`.
+    Build with :meth:`from_array`, :meth:`from_folder`, :meth:`starter` or :meth:`photos`.
     """
 
     name: str
@@ -194,6 +194,34 @@ class ImageSet:
 
         return cls(label, f"starter-{_starter_version()}:{split}:{n}:{seed}:{spec}", int(n),
                    load)
+
+
+    @classmethod
+    def photos(cls, n: int, *, side: int | None = None, channels: int = 3, seed: int = 0,
+               sources: Sequence[str] | None = None, name: str | None = None) -> ImageSet:
+        """``n`` crops of the photos shipped in installed packages
+        (:func:`lucidax.models.photos.photos`, at ``side`` px, default 224), of every source
+        or of ``sources`` only."""
+        from lucidax.models import photos as ph
+
+        side = int(side or ph.DEFAULT_SIDE)
+        if sources is not None:  # validate now, not when the pixels are needed
+            sources = tuple(ph.resolve_sources(sources))
+        spec = ",".join(sources) if sources is not None else "all"
+
+        def load() -> np.ndarray:
+            return ph.photos(int(n), side=side, seed=seed, sources=sources,
+                             channels=channels).images
+
+        return cls(name or "photos", f"photos-{_module_version(ph.__file__)}:{spec}:{n}:"
+                   f"{side}:{channels}:{seed}", int(n), load)
+
+
+@functools.cache
+def _module_version(path: str) -> str:
+    """Hash of a data module's code: a cached entry built by other code is not reused."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
 
 
 @functools.cache
@@ -996,16 +1024,23 @@ def write_tcav(results: Sequence[TCAVResult], out_dir: str | os.PathLike, *,
 def _parse_source(spec: str, *, model: Model, n: int, split_default: str, seed: int,
                   what: str) -> tuple[str, ImageSet]:
     """``family:value`` (starter concept), ``builtin:starter[:split]`` (random starter
-    images), ``name=path`` or a folder path."""
-    from lucidax.models import starter
+    images), ``builtin:photos[:<source>]`` (crops of real photos), ``name=path`` or a folder
+    path."""
+    from lucidax.models import photos, starter
 
     spec = os.fspath(spec)
     name = None
     if "=" in spec and not os.path.exists(spec):
         name, spec = spec.split("=", 1)
-    split = starter.builtin_split(spec, split_default)
-    if split is not None:
-        return name or "random", ImageSet.starter(n, split=split, seed=seed, name=name)
+    builtin = photos.parse_builtin(spec, split_default)
+    if builtin is not None and builtin.kind == "photos":
+        one = None if spec == "builtin:photos" else builtin.sources  # builtin:photos:<source>
+        label = name or (f"photos:{one[0]}" if one else "random")
+        return label, ImageSet.photos(n, side=model.input_spec.side,
+                                      channels=model.input_spec.channels, seed=seed,
+                                      sources=one, name=label)
+    if builtin is not None:
+        return name or "random", ImageSet.starter(n, split=builtin.split, seed=seed, name=name)
     fam, sep, val = spec.partition(":")
     if sep and fam in starter.FAMILIES and not os.path.exists(spec):
         return name or spec, ImageSet.starter(n, split=split_default, seed=seed,
@@ -1019,7 +1054,8 @@ def _parse_source(spec: str, *, model: Model, n: int, split_default: str, seed: 
         return s.name, s
     raise ValueError(
         f"{what} {spec!r} is neither a folder nor a starter concept. Valid: a folder of "
-        f"images, name=folder, builtin:starter[:split], or family:value with family one of "
+        f"images, name=folder, builtin:starter[:split], builtin:photos[:<source>], or "
+        f"family:value with family one of "
         f"{', '.join(starter.FAMILIES)} (e.g. color:red, background:grass)")
 
 
@@ -1057,9 +1093,12 @@ def run_tcav_cli(
         ``color:red``, ``background:grass``, ``position:top-left``, ``size:large``), a folder
         of concept images, or ``name=folder``.
       target_class: class index or label (starter: ``"0"``..``"9"``).
-      random: ``builtin:starter[:split]`` (random starter images) or a folder.
-      targets: ``builtin:starter[:split]`` (starter images of the class) or a folder of
-        class images.
+      random: ``builtin:starter[:split]`` (random starter images), ``builtin:photos``
+        (random crops of real photos, :mod:`lucidax.models.photos`, at the model's input
+        side) or a folder.
+      targets: ``builtin:starter[:split]`` (starter images of the class, starter model only),
+        ``builtin:photos:<source>`` (crops of one photo, e.g. ``builtin:photos:chelsea`` for
+        an ImageNet cat class) or a folder of class images.
       runs, n_concept, n_random, n_targets: see :func:`tcav`; builtin pools are sized so that
         every run gets its own images.
       out: output folder (results.json/.csv, tcav.png/.svg), None: write nothing.
@@ -1095,10 +1134,11 @@ def run_tcav_cli(
         c_sets[name] = s
     _, r_set = _parse_source(random, model=model, n=runs * (2 * n_random + n_concept),
                              split_default=split, seed=seed * 1000 + 7, what="random")
-    from lucidax.models import starter
+    from lucidax.models import photos, starter
 
-    t_split = starter.builtin_split(targets, split)
-    if t_split is not None:
+    t_builtin = photos.parse_builtin(targets, split)
+    if t_builtin is not None and t_builtin.kind == "starter":
+        t_split = t_builtin.split
         if model.labels != starter.LABELS:
             raise ValueError("builtin:starter targets are digit images: only for the starter "
                              "model; give a folder of class images instead")

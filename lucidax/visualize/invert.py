@@ -447,6 +447,41 @@ def load_images(paths: str | os.PathLike | Sequence[str | os.PathLike], *, size:
     return np.stack([load_image(p, size=size, channels=channels) for p in paths])
 
 
+def _read_images(items: Sequence[str | os.PathLike], side: int,
+                 channels: int) -> tuple[np.ndarray, list[str]]:
+    """``(images [N, side, side, C], names [N])`` of image files and ``builtin:photos[:<src>]``
+    arguments (each expands to its whole photos, centre-cropped, named
+    ``builtin:photos:<source>``)."""
+    from lucidax.models import photos
+
+    if not items:
+        raise ValueError("No image files given")
+    parts: list[np.ndarray] = []
+    names: list[str] = []
+    files: list[str | os.PathLike] = []
+
+    def flush() -> None:
+        if files:
+            parts.append(load_images(files, size=side, channels=channels))
+            names.extend(os.fspath(f) for f in files)
+            files.clear()
+
+    for item in items:
+        builtin = photos.parse_builtin(item)
+        if builtin is None:
+            files.append(item)
+            continue
+        if builtin.kind != "photos":
+            raise ValueError(f"lucidax invert takes image files, builtin:photos or "
+                             f"builtin:photos:<source>; got {os.fspath(item)!r}")
+        flush()
+        ph = photos.whole_photos(side, sources=builtin.sources, channels=channels)
+        parts.append(ph.images)
+        names.extend(f"builtin:photos:{src}" for src in ph.names())
+    flush()
+    return np.concatenate(parts), names
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class InvertRun:
     """What :func:`run_invert_cli` produced: the result, the files written, a printable table."""
@@ -502,7 +537,9 @@ def run_invert_cli(
     Args:
       model: registered model name or a Model; weights: checkpoint path (names only).
       layers: comma-separated names (or a sequence).
-      images: image files (centre-cropped and resized to ``size``).
+      images: image files (centre-cropped and resized to ``size``) and/or
+        ``builtin:photos`` (every photo of :mod:`lucidax.models.photos`) or
+        ``builtin:photos:<source>`` (one of them), each centre-cropped the same way.
       mode: ``"invert"`` (reconstruction) or ``"caricature"``.
       loss: ``"l2"`` or ``"cosine"`` (invert only).
       size: image side (default: the model's input side, else 128).
@@ -522,7 +559,7 @@ def run_invert_cli(
         raise ValueError("weights= is only used with a model name")
     side = int(size or model.input_spec.side or 128)
     paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-    originals = load_images(paths, size=side, channels=model.input_spec.channels)
+    originals, paths = _read_images(paths, side, model.input_spec.channels)
     priors = (total_variation() * (tv / (side * side * originals.shape[-1])),) if tv else None
     common = dict(transforms=shift(jitter_px), priors=priors, steps=steps,
                   optimizer=learning_rate, key=seed, progress=progress)
@@ -535,7 +572,7 @@ def run_invert_cli(
                                cols=len(result.layers) + 1, scale=scale)}
     used: set[str] = set()
     for i, path in enumerate(paths):
-        stem = _stem(path, used)
+        stem = _stem(os.fspath(path).removeprefix("builtin:photos:"), used)
         save_images(os.path.join(out, stem), np.concatenate([originals[i:i + 1],
                                                              result.images[i]]),
                     ["original", *(lyr.replace("/", "_") for lyr in result.layers)])
