@@ -3,7 +3,7 @@
 >>> from lucidax.probes.run import run_probe_cli
 >>> results = run_probe_cli("starter", layers="all", data="builtin:starter",
 ...                         target="digit", out="runs/probe-digit")
->>> results = run_probe_cli("efficientnet-lite0", data="builtin:photos", n=400,
+>>> results = run_probe_cli("efficientnet_lite0", data="builtin:photos", n=400,
 ...                         out="runs/probe-photos")   # label: the source photo
 """
 
