@@ -558,7 +558,10 @@ def guided_backprop(
 ) -> jax.Array | Attribution:
     """Guided Backpropagation (Springenberg et al. 2015): the input gradient with every ReLU's
     backward pass replaced by ``g * (x > 0) * (g > 0)`` (only positive gradients through
-    active units). Identical to :func:`vanilla_gradient` on a network without ReLUs."""
+    active units). ReLU6 (``jax.nn.relu6``, ``jnp.clip(x, 0, 6)``, ``min(max(x, 0), 6)``;
+    any cap) passes ``g * (0 < x < 6) * (g > 0)``: it is evaluated as ``min(guided_relu(x),
+    6)`` (see :func:`lucidax.models.hooks.apply_with_relu`). Identical to
+    :func:`vanilla_gradient` on a network without ReLUs."""
     ref, x, spec, tdata = _prepare(model, params, images, target)
     maps, raw, s = _guided_jit(ref, spec, _check_reduce(reduce), params, x, tdata)
     return _finish(maps, raw, s, return_raw=return_raw, method="guided_backprop")

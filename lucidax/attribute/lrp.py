@@ -8,11 +8,11 @@ backward pass*: the model's forward program (its jaxpr -- so zoo models, the sta
 ``jax.custom_vjp`` versions of its operations whose "gradient" maps the relevance of the
 outputs to the relevance of the inputs. Rules, by operation:
 
-* **linear layers** -- ``conv_general_dilated`` and ``dot_general`` with one operand depending
-  on the image and a constant one (the weights), fused with the element-wise affine steps by
-  constants that follow them (the bias add; an inference batch-norm ``(u - mean) * scale +
-  shift``), so the block is ``z = a * (W x) + c`` -- as if the batch-norm were folded into
-  the layer (tested against the folded layer):
+* **linear layers** -- ``conv_general_dilated`` (also grouped / depthwise) and
+  ``dot_general`` with one operand depending on the image and a constant one (the weights),
+  fused with the element-wise affine steps by constants that follow them (the bias add; an
+  inference batch-norm ``(u - mean) * scale + shift``), so the block is ``z = a * (W x) + c``
+  -- as if the batch-norm were folded into the layer (tested against the folded layer):
 
   - ``rule="epsilon"``: ``R_i = sum_j x_i w'_ij R_j / (z_j + eps * sign(z_j))`` with
     ``w'_ij = a_j w_ij`` (``epsilon=0`` is LRP-0 = gradient x input);
@@ -31,6 +31,10 @@ outputs to the relevance of the inputs. Rules, by operation:
 * **ReLU, max pooling** (``max``, ``reduce_max``, ``reduce_window_max``), slicing, reshapes,
   transposes, padding, gathers, concatenation: relevance passes through (to the winning
   input for maxima) -- their ordinary gradient does exactly that.
+* **ReLU6** (``jax.nn.relu6``, ``jnp.clip(x, 0, 6)``, ``min(relu(x), 6)``; any cap > 0): an
+  element-wise activation, relevance passes to its input unchanged (Zennit's ``Pass``; the
+  gradient would drop the relevance of units above the cap). Any other ``min`` / ``max``
+  with a constant (a clipping) is refused.
 * **element-wise affine operations with a constant** (``x - mean``, ``x / std``, ``* c``,
   ``+ c`` not following a linear layer): relevance passes through unchanged (so the
   relevance of the normalized image is the relevance of the raw pixels).
@@ -62,7 +66,7 @@ from jax.extend import core as jcore
 
 from lucidax.models import Model
 from lucidax.models.base import suggest
-from lucidax.models.hooks import bind_equation, is_relu
+from lucidax.models.hooks import bind_equation, is_relu, relu6_input, relu_input
 
 from .gradients import (
     _TRACE_COUNT,
@@ -213,6 +217,31 @@ def _elementwise(eqn, pos: int) -> Callable:
     return fn
 
 
+def _relu6(x, cap):
+    return jnp.minimum(jnp.maximum(x, jnp.zeros((), x.dtype)), cap)
+
+
+def _positive_scalar(v) -> bool:
+    if not isinstance(v, jcore.Literal):
+        return False
+    try:
+        return bool(jnp.ndim(v.val) == 0 and v.val > 0)
+    except Exception:  # noqa: BLE001 -- exotic literal types are not caps
+        return False
+
+
+def _capped_relu(eqn, invals: list, tin: list[bool]) -> tuple[Any, float] | None:
+    """``(x, cap)`` if ``eqn`` is a ReLU6-like ``min(relu(x), cap)`` of an image-dependent
+    ``x`` in one equation (``jax.nn.relu6``, ``jnp.clip(x, 0, cap)``...)."""
+    if eqn.primitive.name not in (*_CALLS, "custom_jvp_call"):
+        return None
+    capped = relu6_input(eqn, invals)
+    if capped is None or not any(t for v, t in zip(invals, tin, strict=True)
+                                 if v is capped[0]):
+        return None
+    return capped
+
+
 # ---------------------------------------------------------------------------------------------
 # the interpreter
 # ---------------------------------------------------------------------------------------------
@@ -276,6 +305,7 @@ def _eval(jaxpr: jcore.Jaxpr, consts: list, args: list, tainted: list[bool], ctx
     # output var of a linear layer (possibly followed by element-wise affine steps) that is
     # consumed once -> (bind, x, w, shape of bind(x, w), affine steps so far)
     pending: dict[Any, tuple] = {}
+    relu_outs: set[Any] = set()  # outputs of ReLUs
 
     def read(v):
         return v.val if isinstance(v, jcore.Literal) else env[v]
@@ -366,13 +396,26 @@ def _eval(jaxpr: jcore.Jaxpr, consts: list, args: list, tainted: list[bool], ctx
             outs = [_linear_rule(_norm_bind(eqn), eps_rule)(x, zero, zero + 1, zero)]
         elif name in _PASS:
             outs = [_passthrough(_norm_bind(eqn), invals[0], jnp.zeros((), jnp.float32))]
+        elif (capped := _capped_relu(eqn, invals, tin)) is not None:
+            x, cap = capped
+            outs = [_passthrough(_relu6, x, jnp.asarray(cap, jnp.result_type(x)))]
         elif name == "max" and not all(tin) and not is_relu(eqn):
             ctx.unsupported["max with a constant other than 0 (clipping)"] += 1
             outs = bind_equation(eqn, invals)
+        elif name == "min" and not all(tin):
+            pos = tin.index(True)
+            if eqn.invars[pos] in relu_outs and _positive_scalar(eqn.invars[1 - pos]):
+                outs = [_passthrough(_elementwise(eqn, pos), invals[pos], invals[1 - pos])]
+            else:
+                ctx.unsupported["min with a constant (clipping) other than a ReLU6's cap"] += 1
+                outs = bind_equation(eqn, invals)
+        elif name == "min":  # of two image-dependent values: to the smaller, as max
+            outs = bind_equation(eqn, invals)
         elif name in _STRUCTURAL or name in _NO_RELEVANCE:
             outs = bind_equation(eqn, invals)
-        elif name == "custom_jvp_call" and is_relu(eqn):
-            outs = [jnp.maximum(invals[-1], jnp.zeros((), jnp.result_type(invals[-1])))]
+        elif (name == "custom_jvp_call" or name in _CALLS) and is_relu(eqn):
+            x = relu_input(eqn, invals)  # jax.nn.relu, jnp.clip(x, 0), a jitted ReLU
+            outs = [jnp.maximum(x, jnp.zeros((), jnp.result_type(x)))]
         elif (body := _inner(eqn)) is not None:
             n_skip = len(invals) - len(body[0].invars)  # custom calls may lead with consts
             outs, out_t = _eval(body[0], body[1], invals[n_skip:], tin[n_skip:], ctx)
@@ -382,6 +425,9 @@ def _eval(jaxpr: jcore.Jaxpr, consts: list, args: list, tainted: list[bool], ctx
         for v, o, t in zip(eqn.outvars, outs, out_t, strict=True):
             if not isinstance(v, jcore.DropVar):
                 env[v], taint[v] = o, t
+        if (len(eqn.outvars) == 1 and any(tin) and name in ("max", *_CALLS, "custom_jvp_call")
+                and is_relu(eqn)):
+            relu_outs.add(eqn.outvars[0])  # a following min(., cap) makes it a ReLU6
     return [read(v) for v in jaxpr.outvars], [is_t(v) for v in jaxpr.outvars]
 
 
@@ -422,8 +468,8 @@ def _relevance_fn(ref, spec, rule: _Rule, params, tdata, probes: list | None, ct
             raise LRPUnsupportedError(
                 f"LRP: {model.name} computes operations with no relevance rule on the path "
                 f"from the image to the target: {ops}. Supported: linear layers "
-                f"({', '.join(_LINEAR)}) with their bias, sum/average pooling, ReLU, max "
-                f"pooling, element-wise affine maps with constants, residual sums and "
+                f"({', '.join(_LINEAR)}) with their bias, sum/average pooling, ReLU, ReLU6, "
+                f"max pooling, element-wise affine maps with constants, residual sums and "
                 f"rearrangements. Use a gradient method (e.g. integrated_gradients) instead.")
         ctx_out.append(ctx)
         return out

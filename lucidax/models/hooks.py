@@ -16,7 +16,9 @@ unchanged for the zoo, the starter model and :func:`~lucidax.models.wrap`-ped fu
 >>> d_logit_d_conv3 = jax.grad(logit)(jnp.zeros_like(acts["conv3"]))
 
 :func:`interpret` / :func:`eval_jaxpr` are the evaluator these are built on (a ``rule`` may
-replace any equation); :func:`relu_input` recognizes the ReLUs of a traced program.
+replace any equation); :func:`relu_input` recognizes the ReLUs of a traced program and
+:func:`relu6_input` its capped ReLUs ``min(max(x, 0), cap)`` (ReLU6: ``jax.nn.relu6``,
+``jnp.clip(x, 0, 6)``, ``jnp.minimum(jnp.maximum(x, 0), 6)``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ __all__ = [
     "eval_jaxpr",
     "interpret",
     "is_relu",
+    "is_relu6",
+    "relu6_input",
     "relu_input",
 ]
 
@@ -107,7 +111,8 @@ def eval_jaxpr(
         write(v, a)
     for v, a in zip(jaxpr.invars, args, strict=True):
         write(v, a)
-    for eqn in jaxpr.eqns:
+    eqns = jaxpr.eqns if rule is None else _fuse_relu6(jaxpr, add)
+    for eqn in eqns:
         invals = [read(v) for v in eqn.invars]
         outs = rule(eqn, invals) if rule is not None else None
         if outs is None:
@@ -143,15 +148,20 @@ def interpret(fn: Callable, *args: Any, rule: Rule | None = None) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# ReLUs
+# ReLUs and capped ReLUs (ReLU6)
 # ---------------------------------------------------------------------------------------------
+def _scalar(v, known: Mapping[Any, float] | None = None) -> float | None:
+    """The value of ``v`` if it is a scalar literal (or a variable of ``known``), else None."""
+    if isinstance(v, jcore.Literal):
+        try:
+            return float(v.val) if jnp.ndim(v.val) == 0 else None
+        except Exception:  # noqa: BLE001 -- exotic literal types are simply not constants
+            return None
+    return None if known is None else known.get(v)
+
+
 def _is_zero_literal(v) -> bool:
-    if not isinstance(v, jcore.Literal):
-        return False
-    try:
-        return bool(jnp.ndim(v.val) == 0 and v.val == 0)
-    except Exception:  # noqa: BLE001 -- exotic literal types are simply not ReLUs
-        return False
+    return _scalar(v) == 0
 
 
 def _relu_operand(eqn) -> int | None:
@@ -166,38 +176,150 @@ def _relu_operand(eqn) -> int | None:
     return None
 
 
-def _is_relu_jaxpr(jaxpr: jcore.Jaxpr) -> bool:
-    if len(jaxpr.eqns) != 1 or len(jaxpr.invars) != 1:
-        return False
-    eqn = jaxpr.eqns[0]
-    body = _inner(eqn)
-    if body is not None:
-        return _is_relu_jaxpr(body[0])
-    return _relu_operand(eqn) is not None
+def _body(eqn) -> tuple[jcore.Jaxpr, int] | None:
+    """``(body, n_skip)`` of a call-like equation (``jit``, ``custom_jvp_call``...): its
+    jaxpr, and how many leading inputs of the equation are not inputs of the body."""
+    for key in ("jaxpr", "call_jaxpr"):
+        inner = eqn.params.get(key)
+        if isinstance(inner, jcore.ClosedJaxpr) and not inner.consts:
+            inner = inner.jaxpr
+        if isinstance(inner, jcore.Jaxpr):
+            if eqn.primitive.name in _CALLS or eqn.primitive.name == "custom_jvp_call":
+                return inner, len(eqn.invars) - len(inner.invars)
+    return None
 
 
-def _relu_index(eqn) -> int | None:
-    """Index (among the equation's inputs) of ``x`` if ``eqn`` computes ``relu(x)``."""
+def _clipped_body(jaxpr: jcore.Jaxpr, known: dict) -> tuple[int, float | None] | None:
+    """``(i, cap)`` if ``jaxpr`` computes ``relu(x)`` (cap None) or ``min(relu(x), cap)``
+    (``cap > 0``) of its input ``i``, its other inputs being the constants of ``known``."""
+    free = [i for i, v in enumerate(jaxpr.invars) if v not in known]
+    if len(free) != 1 or len(jaxpr.outvars) != 1:
+        return None
+    known = dict(known)
+    cur, state, cap = jaxpr.invars[free[0]], 0, None  # state: 0 x, 1 relu(x), 2 capped
+    for eqn in jaxpr.eqns:
+        name, ins = eqn.primitive.name, eqn.invars
+        if name == "convert_element_type" and _scalar(ins[0], known) is not None:
+            known[eqn.outvars[0]] = _scalar(ins[0], known)
+            continue
+        if len(eqn.outvars) != 1 or not any(v is cur for v in ins):
+            return None
+        others = [_scalar(v, known) for v in ins if v is not cur]
+        if name == "max" and state == 0 and others == [0.0]:
+            state = 1
+        elif name == "min" and state == 1 and len(others) == 1 and (others[0] or 0) > 0:
+            state, cap = 2, others[0]
+        elif state == 0 and (sub := _body(eqn)) is not None:
+            body, n_skip = sub
+            inner_known = {bv: _scalar(ov, known) for bv, ov in zip(body.invars, ins[n_skip:],
+                                                                   strict=True)
+                           if ov is not cur and _scalar(ov, known) is not None}
+            found = _clipped_body(body, inner_known)
+            if found is None or ins[n_skip + found[0]] is not cur:
+                return None
+            state, cap = (1, None) if found[1] is None else (2, found[1])
+        else:
+            return None
+        cur = eqn.outvars[0]
+    return (free[0], cap) if state and jaxpr.outvars[0] is cur else None
+
+
+def _clipped_index(eqn) -> tuple[int, float | None] | None:
+    """``(i, cap)``: ``eqn`` computes ``relu(x)`` (cap None) or ``min(relu(x), cap)`` of its
+    input ``i`` (``max(x, 0)``, ``jax.nn.relu``, ``jax.nn.relu6``, ``jnp.clip(x, 0, cap)``, a
+    jitted function of these), else None."""
     i = _relu_operand(eqn)
     if i is not None:
-        return i
-    if eqn.primitive.name == "custom_jvp_call":
-        call = eqn.params.get("call_jaxpr")
-        if isinstance(call, jcore.ClosedJaxpr) and _is_relu_jaxpr(call.jaxpr):
-            return len(eqn.invars) - 1
-    return None
+        return i, None
+    sub = _body(eqn)
+    if sub is None:
+        return None
+    body, n_skip = sub
+    known = {bv: _scalar(ov) for bv, ov in zip(body.invars, eqn.invars[n_skip:], strict=True)
+             if _scalar(ov) is not None}
+    found = _clipped_body(body, known)
+    return None if found is None else (n_skip + found[0], found[1])
 
 
 def is_relu(eqn) -> bool:
     """Whether ``eqn`` computes ``relu(x)`` (``max(x, 0)``, ``jax.nn.relu``)."""
-    return _relu_index(eqn) is not None
+    found = _clipped_index(eqn)
+    return found is not None and found[1] is None
 
 
 def relu_input(eqn, invals: list) -> Any | None:
     """The input ``x`` if ``eqn`` computes ``relu(x)`` (``max(x, 0)``, ``jax.nn.relu``), else
-    None. For use in a :data:`Rule`."""
-    i = _relu_index(eqn)
-    return None if i is None else invals[i]
+    None (also for a ReLU6: see :func:`relu6_input`). For use in a :data:`Rule`."""
+    found = _clipped_index(eqn)
+    return invals[found[0]] if found is not None and found[1] is None else None
+
+
+def is_relu6(eqn) -> bool:
+    """Whether ``eqn`` computes a capped ReLU ``min(relu(x), cap)`` (see :func:`relu6_input`)."""
+    found = _clipped_index(eqn)
+    return found is not None and found[1] is not None
+
+
+def relu6_input(eqn, invals: list) -> tuple[Any, float] | None:
+    """``(x, cap)`` if ``eqn`` computes the capped ReLU ``min(max(x, 0), cap)`` -- ReLU6 for
+    ``cap = 6``: ``jax.nn.relu6``, ``jnp.clip(x, 0, cap)`` or a jitted function of these --
+    else None. For use in a :data:`Rule`.
+
+    The two-equation form ``jnp.minimum(jnp.maximum(x, 0), cap)`` (or ``jax.nn.relu`` then
+    ``min``) is presented to rules as one such equation by :func:`eval_jaxpr` (when the ReLU's
+    output feeds only the ``min``)."""
+    found = _clipped_index(eqn)
+    return (invals[found[0]], found[1]) if found is not None and found[1] is not None else None
+
+
+_FUSED = "lucidax.models.hooks relu6 fusion"
+
+
+def _fused_relu6(relu_eqn, min_eqn, x, out):
+    """A ``jit`` equation ``out = min(relu(x), cap)`` whose body is the two given equations
+    (so evaluating it is evaluating them). Its parameters are those of a traced ``jit``
+    equation (their set changes between JAX versions) with this body."""
+    body = jcore.Jaxpr([], [x], [out], [relu_eqn, min_eqn],
+                       debug_info=jcore.DebugInfo(_FUSED, None, None, None))
+    shape = jax.ShapeDtypeStruct(x.aval.shape, x.aval.dtype)
+    template = jax.make_jaxpr(jax.jit(lambda a: -a, inline=False))(shape).jaxpr.eqns[0]
+    params = dict(template.params, jaxpr=jcore.ClosedJaxpr(body, []), name="relu6")
+    return template.replace(invars=[x], outvars=[out], params=params)
+
+
+def _fuse_relu6(jaxpr: jcore.Jaxpr, add: Mapping[Any, Any]) -> list:
+    """The equations of ``jaxpr`` with each ``relu`` equation whose output feeds only a
+    ``min(., cap)`` (a literal ``cap > 0``) replaced by one ``jit`` equation of the two."""
+    if getattr(jaxpr.debug_info, "traced_for", None) == _FUSED:
+        return list(jaxpr.eqns)  # the body of such a fused equation
+    uses: dict[Any, int] = {}
+    for eqn in jaxpr.eqns:
+        for v in eqn.invars:
+            if not isinstance(v, jcore.Literal):
+                uses[v] = uses.get(v, 0) + 1
+    for v in jaxpr.outvars:
+        if not isinstance(v, jcore.Literal):
+            uses[v] = uses.get(v, 0) + 2
+    relus: dict[Any, tuple[int, Any]] = {}  # relu output -> (its equation's index, x)
+    for k, eqn in enumerate(jaxpr.eqns):
+        found = _clipped_index(eqn) if len(eqn.outvars) == 1 else None
+        if found is not None and found[1] is None and not isinstance(eqn.invars[found[0]],
+                                                                      jcore.Literal):
+            relus[eqn.outvars[0]] = (k, eqn.invars[found[0]])
+    eqns: list = list(jaxpr.eqns)
+    for k, eqn in enumerate(jaxpr.eqns):
+        if eqn.primitive.name != "min" or len(eqn.invars) != 2:
+            continue
+        a, b = eqn.invars
+        y, cap = (a, _scalar(b)) if not isinstance(a, jcore.Literal) else (b, _scalar(a))
+        if (isinstance(y, jcore.Literal) or y not in relus or cap is None or not cap > 0
+                or uses.get(y) != 1 or y in add or eqn.outvars[0].aval.shape != y.aval.shape):
+            continue
+        i, x = relus[y]
+        # evaluated where the ReLU was (its inputs are ready there); the min is dropped
+        eqns[i] = _fused_relu6(jaxpr.eqns[i], eqn, x, eqn.outvars[0])
+        eqns[k] = None
+    return [e for e in eqns if e is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,13 +389,21 @@ def apply_with_relu(
 ) -> dict[str, jax.Array]:
     """``model.apply(params, images, layers)`` with every ReLU of the model (``max(x, 0)``,
     ``jax.nn.relu``) replaced by ``relu(x)`` — e.g. a ``jax.custom_vjp`` ReLU with another
-    gradient (Guided Backprop)."""
+    gradient (Guided Backprop).
+
+    Capped ReLUs ``min(max(x, 0), cap)`` (ReLU6: ``jax.nn.relu6``, ``jnp.clip(x, 0, 6)``,
+    see :func:`relu6_input`) become ``min(relu(x), cap)``: the same values, with ``relu``'s
+    gradient below the cap and none above it (where ReLU6 is flat)."""
     _check_model(model)
     if not callable(relu):
         raise TypeError(f"relu must be a function x -> relu(x); got {relu!r}")
     wanted = normalize_layers(layers, model.layer_names)
 
     def rule(eqn, invals):
+        capped = relu6_input(eqn, invals)
+        if capped is not None:
+            x, cap = capped
+            return [jnp.minimum(relu(x), jnp.asarray(cap, jnp.result_type(x)))]
         x = relu_input(eqn, invals)
         return None if x is None else [relu(x)]
 
