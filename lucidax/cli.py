@@ -83,7 +83,12 @@ def _field_help(cls: type) -> dict[str, str]:
     return out
 
 
-def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+def _add_dataclass_flags(
+    p: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
+    presets: tuple[str, ...] = (),
+) -> None:
+    """One flag per field of ``cls``; ``presets``: fields whose None default means "from the
+    model's preset"."""
     helps = _field_help(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -96,11 +101,12 @@ def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type, skip: tuple[str,
                            default=default, help=text)
             continue
         kind = type(default) if default is not None and not isinstance(default, tuple) else str
-        if default is None:  # Optional field: take the type from the annotation
-            ann = str(f.type)
-            kind = int if "int" in ann else float if "float" in ann else str
+        if default is None:  # Optional field: take the type from the annotation's first type
+            ann = str(f.type).strip()
+            kind = int if ann.startswith("int") else float if ann.startswith("float") else str
+        shown = "the model's preset" if default is None and f.name in presets else default
         p.add_argument(flag, dest=f.name, type=kind, default=default,
-                       help=f"{text} (default: {default})")
+                       help=f"{text} (default: {shown})")
 
 
 def _dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
@@ -402,15 +408,19 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
 
 def _add_gallery(sub: argparse._SubParsersAction) -> None:
     from lucidax.gallery import GalleryConfig
+    from lucidax.gallery.config import PRESET_FIELDS
 
     p = sub.add_parser(
         "gallery",
         help="render every unit of some layers into a browsable, resumable HTML gallery",
         description="Render every unit of the requested layers and build a static site "
         "(index.html) with per-unit grids, dataset examples and contact sheets. Re-running "
-        "the same command resumes; --force re-renders.",
+        "the same command resumes; --force re-renders. With no flags: EfficientNet-Lite0 "
+        "(ImageNet weights), units 0-7 of blocks 4, 7, 10 and 14 and 16 class logits, with "
+        "their top examples among crops of the built-in photos; --layers all renders the "
+        "whole network, --model starter the small starter model.",
     )
-    _add_dataclass_flags(p, GalleryConfig)
+    _add_dataclass_flags(p, GalleryConfig, presets=PRESET_FIELDS)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -22,12 +22,14 @@ from lucidax.gallery import (
     GalleryConfigError,
     ManifestMismatchError,
     UnsafePathError,
+    parse_layer_units,
     parse_units,
     plan_batches,
     safe_name,
     safe_path,
 )
 from lucidax.gallery.build import _build
+from lucidax.gallery.config import IMAGENET_SHOWCASE
 from lucidax.gallery.examples import (
     example_tile,
     receptive_field,
@@ -67,7 +69,15 @@ def test_parse_units_roundtrip(units):
 
 def test_config_validation_and_defaults():
     c = GalleryConfig()
-    assert (c.model, c.layers, c.units, c.out) == ("starter", "all", "all", "gallery")
+    assert (c.model, c.layers, c.units, c.out) == ("efficientnet_lite0", None, None, "gallery")
+    r = c.resolved()  # the real network's preset: a few block depths plus class logits
+    assert r.layers == "blocks.4,blocks.7,blocks.10,blocks.14,logits"
+    assert parse_layer_units(r.units) == (tuple(range(8)), {"logits": IMAGENET_SHOWCASE})
+    assert (r.size, r.model_side, r.variants, r.init_sd) == (128, 128, 1, 0.01)
+    s = GalleryConfig(model="starter", steps=7).resolved()  # the small model's old defaults
+    assert (s.layers, s.units, s.size, s.model_side, s.variants, s.steps) == (
+        "all", "all", 48, 0, 2, 7)
+    assert GalleryConfig().resolved("my_wrapped_model").layers == "all"
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.steps = 3  # type: ignore[misc]
     json.dumps(c.to_dict())
@@ -81,6 +91,10 @@ def test_config_validation_and_defaults():
         {"transforms": "fancy"},
         {"init_sd": -1.0},
         {"process_id": -1},
+        {"model_side": -1},
+        {"units": "0-3;0-4"},
+        {"units": "logits=1;logits=2"},
+        {"units": "=3"},
     )
     for kw in bad:
         with pytest.raises(GalleryConfigError):
@@ -197,6 +211,19 @@ def _run(cfg, **kw):
     kw.setdefault("model", tiny_model())
     kw.setdefault("dataset", tiny_dataset())
     return _build(cfg, progress=False, render_fn=fake_render, channel_fn=fake_channel, **kw)
+
+
+def test_per_layer_units(tmp_path):
+    """``units="0-1;c2=3"``: layers not named take the first part, named ones their own; a
+    named layer that is not rendered or a unit past its width is refused before any work."""
+    report = _run(_cfg(tmp_path / "g", layers="c1,c2", units="0-1;c2=3"))
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    done = {layer: sorted(int(u) for u in units) for layer, units in manifest["units"].items()}
+    assert done == {"c1": [0, 1], "c2": [3]} and report.units_rendered == 3
+    for bad in ("0-1;logits=2", "c2=999"):
+        with pytest.raises(GalleryConfigError, match="logits|999"):
+            _run(_cfg(tmp_path / "bad", layers="c1,c2", units=bad))
+    assert not (tmp_path / "bad" / "manifest.json").exists()
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 examples, as PNG grids and a static HTML site.
 
 >>> from lucidax.gallery import GalleryConfig, build_gallery
+>>> report = build_gallery(GalleryConfig())  # EfficientNet-Lite0: its preset layers and units
 >>> report = build_gallery(GalleryConfig(model="starter", layers="conv3", out="gallery"))
 >>> report.index   # gallery/index.html
 
@@ -19,7 +20,14 @@ Re-running the same call resumes; ``distributed=True`` splits the units over
 """
 
 from .build import GalleryReport, build_gallery, init_distributed, plan_batches
-from .config import GalleryConfig, GalleryConfigError, ManifestMismatchError, parse_units
+from .config import (
+    PRESETS,
+    GalleryConfig,
+    GalleryConfigError,
+    ManifestMismatchError,
+    parse_layer_units,
+    parse_units,
+)
 from .files import UnsafePathError, safe_name, safe_path
 
 __all__ = [
@@ -27,9 +35,11 @@ __all__ = [
     "GalleryConfigError",
     "GalleryReport",
     "ManifestMismatchError",
+    "PRESETS",
     "UnsafePathError",
     "build_gallery",
     "init_distributed",
+    "parse_layer_units",
     "parse_units",
     "plan_batches",
     "safe_name",

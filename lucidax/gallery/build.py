@@ -16,7 +16,12 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 
-from .config import GalleryConfig, GalleryConfigError, ManifestMismatchError, parse_units
+from .config import (
+    GalleryConfig,
+    GalleryConfigError,
+    ManifestMismatchError,
+    parse_layer_units,
+)
 from .examples import (
     ReceptiveField,
     example_tile,
@@ -184,15 +189,26 @@ def _resolve_layers(model, spec: str | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _resolve_units(model, layers: Sequence[str], spec) -> dict[str, tuple[int, ...]]:
-    wanted = parse_units(spec)
+    default, per_layer = parse_layer_units(spec)
+    unknown = [layer for layer in per_layer if layer not in layers]
+    if unknown:
+        raise GalleryConfigError(
+            f"units name layers that are not rendered: {', '.join(unknown)} (rendered layers: "
+            f"{', '.join(layers)})")
     out = {}
     for layer in layers:
         c = model.layers[layer].channels
+        wanted = per_layer.get(layer, default)
+        if layer in per_layer and wanted is not None and any(u >= c for u in wanted):
+            bad = [u for u in wanted if u >= c]
+            raise GalleryConfigError(
+                f"units {bad[:10]} of {layer} are out of range (valid: 0-{c - 1})")
         out[layer] = tuple(range(c)) if wanted is None else tuple(u for u in wanted if u < c)
-    if wanted is not None:
-        top = max(model.layers[layer].channels for layer in layers)
-        beyond = [u for u in wanted if u >= top]
-        if beyond:
+    if default:
+        rest = [layer for layer in layers if layer not in per_layer]
+        top = max((model.layers[layer].channels for layer in rest), default=0)
+        beyond = [u for u in default if u >= top]
+        if rest and beyond:
             raise GalleryConfigError(
                 f"units {beyond[:10]} are out of range: the requested layers have at most {top} "
                 f"units (valid: 0-{top - 1})"
@@ -471,6 +487,7 @@ class _Renderer:
             optimizer=self.optimizer,
             steps=self.config.steps,
             size=self.config.size,
+            model_side=self.config.model_side or None,
             key=_layer_key(self.config.seed, layer),
             unit_ids=unit_ids,
             progress=False,
@@ -551,6 +568,7 @@ def _build(
     if render_fn is None or channel_fn is None:
         r, c = _default_render()
         render_fn, channel_fn = render_fn or r, channel_fn or c
+    config = config.resolved(model.name)  # unset fields from the model's preset
 
     layers = _resolve_layers(model, config.layers)
     layer_units = _resolve_units(model, layers, config.units)
@@ -565,6 +583,7 @@ def _build(
         "params_sha256": params_sha256(model.params),
         "steps": config.steps,
         "size": config.size,
+        "model_side": config.model_side,
         "variants": config.variants,
         "lr": config.lr,
         "transforms": config.transforms,
@@ -794,7 +813,8 @@ def _weights_file_sha(config: GalleryConfig, model) -> str | None:
             from lucidax.models.registry import get_entry
 
             path = get_entry(config.model).default_weights if model.name == config.model else None
-        except (KeyError, ValueError):
+            path = path() if callable(path) else path  # weights inside another package
+        except (KeyError, ValueError, ImportError):
             path = None
     if path is None or not os.path.isfile(path):
         return None

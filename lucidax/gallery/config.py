@@ -11,10 +11,15 @@ from typing import Any
 from lucidax.visualize.jobs import unit_list
 
 __all__ = [
+    "IMAGENET_SHOWCASE",
+    "PRESETS",
+    "PRESET_FIELDS",
     "GalleryConfig",
     "GalleryConfigError",
     "ManifestMismatchError",
+    "parse_layer_units",
     "parse_units",
+    "preset_for",
 ]
 
 
@@ -31,16 +36,29 @@ class GalleryConfig:
     """What :func:`lucidax.gallery.build_gallery` makes.
 
     Attributes:
-      model: registry name of the model (``lucidax.models.list_models()``).
+      model: registry name of the model (``lucidax.models.list_models()``); default
+        ``efficientnet_lite0`` (ImageNet weights).
       weights: checkpoint path, or None for the model's default (shipped) weights.
       layers: ``"all"`` (every layer except the ``*_pre_relu`` twins), a comma-separated
-        string ``"conv1,conv3"`` or a tuple of names.
+        string ``"conv1,conv3"`` or a tuple of names. None: the model's preset (see
+        ``PRESETS``; efficientnet_lite0: blocks.4, blocks.7, blocks.10, blocks.14 and
+        logits; other models: all).
       units: ``"all"`` or ranges ``"0-15,20"`` (or a tuple of ints), applied to every layer;
-        units past a layer's channel count are left out for that layer.
+        units past a layer's channel count are left out for that layer. Per-layer units
+        follow ``;``: ``"0-7;logits=1,207,285"`` (layers not named take the first part;
+        ``"logits=1,2"`` alone renders only the named layers' units). None: the preset
+        (efficientnet_lite0: units 0-7 of each block and 16 classes of logits).
       out: output folder.
-      steps: optimization steps per render.
-      size: render side in pixels (also the tile side of the PNG grids).
-      variants: renders per unit (different random starts: unit ids ``unit * variants + v``).
+      steps: optimization steps per render (None: preset, 128).
+      size: render side in pixels (also the tile side of the PNG grids); None: preset
+        (efficientnet_lite0: 128, starter and others: 48).
+      model_side: side of the image the model sees: renders are bilinearly resized to it
+        when smaller; 0 means the model's natural input side (e.g. 64 for the starter
+        model). None: preset (efficientnet_lite0: 128, i.e. renders at their own side,
+        2.5x faster than at 224; their class renders are still classified correctly at
+        224, see the README's quality table; others: 0).
+      variants: renders per unit (different random starts: unit ids ``unit * variants + v``);
+        None: preset (efficientnet_lite0: 1, others: 2).
       lr: Adam learning rate.
       pre_relu: optimize a unit's pre-activation (``<layer>_pre_relu``) where the model
         exposes one instead of the unit's output. Off by default: the spatial mean of a
@@ -53,7 +71,7 @@ class GalleryConfig:
         like the starter model, has whole layers silent on flat grey and its units' renders
         then never leave it (zero gradient through the ReLUs); 0.5 starts from a faint noise
         image, which wakes most units while keeping renders clean (see ``rescue`` for the
-        rest).
+        rest). None: preset (efficientnet_lite0: Lucid's 0.01; others: 0.5).
       rescue: re-render, from a high-contrast start (clipped colours, Fourier sd 1.0), the
         batches where a unit's renders stayed silent (below 2% of its maximum over the
         dataset images), and keep the stronger result per unit (marked on its page).
@@ -61,6 +79,7 @@ class GalleryConfig:
         ``"none"`` (faster to compile, noisier images).
       batch_size: units per render batch (``batch_size * variants`` images at once); a
         layer's last batch is padded so every batch of a layer has one shape (one compile).
+        None: preset (efficientnet_lite0: 16, others: 32).
       top_k: dataset examples shown per unit (0: none).
       dataset: ``"auto"`` (the model's own dataset when it ships one, e.g. the starter
         model's test split, else ``builtin:photos`` for RGB models, else none), ``"none"``,
@@ -80,20 +99,21 @@ class GalleryConfig:
       shard_timeout: seconds process 0 waits for the other processes' results.
     """
 
-    model: str = "starter"
+    model: str = "efficientnet_lite0"
     weights: str | None = None
-    layers: str | tuple[str, ...] = "all"
-    units: str | tuple[int, ...] = "all"
+    layers: str | tuple[str, ...] | None = None
+    units: str | tuple[int, ...] | None = None
     out: str = "gallery"
-    steps: int = 128
-    size: int = 48
-    variants: int = 2
+    steps: int | None = None
+    size: int | None = None
+    model_side: int | None = None
+    variants: int | None = None
     lr: float = 0.05
     pre_relu: bool = False
-    init_sd: float = 0.5
+    init_sd: float | None = None
     rescue: bool = True
     transforms: str = "standard"
-    batch_size: int = 32
+    batch_size: int | None = None
     top_k: int = 8
     dataset: str = "auto"
     dataset_size: int = 1000
@@ -117,7 +137,7 @@ class GalleryConfig:
         if not self.out:
             raise GalleryConfigError("out must be a folder path, got ''")
         # layers
-        if not isinstance(self.layers, str):
+        if self.layers is not None and not isinstance(self.layers, str):
             layers = tuple(self.layers)
             if not layers or not all(isinstance(s, str) for s in layers):
                 raise GalleryConfigError(
@@ -127,12 +147,13 @@ class GalleryConfig:
             fix("layers", layers)
         # units: validate the syntax now (ranges are checked against the model later)
         if isinstance(self.units, str):
-            parse_units(self.units)
-        else:
+            parse_layer_units(self.units)
+        elif self.units is not None:
             fix("units", parse_units(self.units))
         for name, lo in (
             ("steps", 1),
             ("size", 8),
+            ("model_side", 0),
             ("variants", 1),
             ("batch_size", 1),
             ("top_k", 0),
@@ -140,14 +161,17 @@ class GalleryConfig:
             ("seed", 0),
         ):
             v = getattr(self, name)
+            if v is None and name in PRESET_FIELDS:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise GalleryConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise GalleryConfigError(f"lr must be a positive number, got {self.lr!r}")
         fix("lr", float(self.lr))
-        if not isinstance(self.init_sd, (int, float)) or not self.init_sd >= 0:
-            raise GalleryConfigError(f"init_sd must be a number >= 0, got {self.init_sd!r}")
-        fix("init_sd", float(self.init_sd))
+        if self.init_sd is not None:
+            if not isinstance(self.init_sd, (int, float)) or not self.init_sd >= 0:
+                raise GalleryConfigError(f"init_sd must be a number >= 0, got {self.init_sd!r}")
+            fix("init_sd", float(self.init_sd))
         if self.transforms not in TRANSFORMS:
             raise GalleryConfigError(
                 f"transforms must be one of {', '.join(map(repr, TRANSFORMS))}; got "
@@ -179,6 +203,13 @@ class GalleryConfig:
                 f"shard_timeout must be a positive number of seconds, got {self.shard_timeout!r}"
             )
 
+    def resolved(self, model_name: str | None = None) -> GalleryConfig:
+        """This config with every unset (None) preset field filled from the preset of
+        ``model_name`` (default ``self.model``); see :data:`PRESETS`."""
+        preset = preset_for(model_name or self.model)
+        fill = {k: v for k, v in preset.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **fill) if fill else self
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
         d = dataclasses.asdict(self)
@@ -186,6 +217,70 @@ class GalleryConfig:
 
 
 TRANSFORMS = ("standard", "none")
+
+#: Fields that None leaves to the model's preset.
+PRESET_FIELDS = ("layers", "units", "steps", "size", "model_side", "variants", "init_sd",
+                 "batch_size")
+
+#: 16 easily recognized ImageNet classes shown by default for EfficientNet-Lite (goldfish,
+#: ostrich, flamingo, golden retriever, Egyptian cat, bee, balloon, basketball, cannon,
+#: container ship, digital clock, golf ball, parachute, school bus, sports car, mushroom).
+IMAGENET_SHOWCASE = (1, 9, 130, 207, 285, 309, 417, 430, 471, 510, 530, 574, 701, 779, 817, 947)
+
+_GENERIC = {"layers": "all", "units": "all", "steps": 128, "size": 48, "model_side": 0,
+            "variants": 2, "init_sd": 0.5, "batch_size": 32}
+_LITE = {
+    "layers": "blocks.4,blocks.7,blocks.10,blocks.14,logits",
+    "units": "0-7;logits=" + ",".join(map(str, IMAGENET_SHOWCASE)),
+    "steps": 128, "size": 128, "model_side": 128, "variants": 1, "init_sd": 0.01,
+    "batch_size": 16,
+}
+#: Per-model defaults of the :data:`PRESET_FIELDS` (other models: the ``starter`` preset).
+#: efficientnet_lite0's is sized for a 2-core CPU (48 units, ~6-9 minutes); ``layers="all"``
+#: renders the whole network.
+PRESETS: dict[str, dict[str, Any]] = {
+    "starter": _GENERIC,
+    "efficientnet_lite0": _LITE,
+    "efficientnet_lite1": _LITE,
+    "efficientnet_lite2": _LITE,
+}
+
+
+def preset_for(model_name: str) -> dict[str, Any]:
+    """The :data:`PRESET_FIELDS` defaults of ``model_name`` (a copy)."""
+    return dict(PRESETS.get(model_name, _GENERIC))
+
+
+def parse_layer_units(
+    spec: str | Sequence[int],
+) -> tuple[tuple[int, ...] | None, dict[str, tuple[int, ...] | None]]:
+    """``"0-7;logits=1,285"`` -> ``((0, ..., 7), {"logits": (1, 285)})``: the units of every
+    layer not named, and per-layer units (each part as :func:`parse_units`). A spec made of
+    layer parts only (``"logits=1,2"``) gives ``()`` for the rest (no units).
+
+    Raises:
+      GalleryConfigError: for anything else (with what was wrong).
+    """
+    if not isinstance(spec, str) or (";" not in spec and "=" not in spec):
+        return parse_units(spec), {}
+    default: tuple[int, ...] | None = ()
+    per_layer: dict[str, tuple[int, ...] | None] = {}
+    for i, part in enumerate(p.strip() for p in spec.split(";")):
+        if not part:
+            raise GalleryConfigError(f"units {spec!r}: empty part between ';'")
+        if "=" in part:
+            layer, _, units = (s.strip() for s in part.partition("="))
+            if not layer or layer in per_layer:
+                raise GalleryConfigError(
+                    f"units {spec!r}: {'repeated' if layer else 'missing'} layer name in "
+                    f"{part!r} (expected LAYER=UNITS)")
+            per_layer[layer] = parse_units(units)
+        elif i == 0:
+            default = parse_units(part)
+        else:
+            raise GalleryConfigError(
+                f"units {spec!r}: only the first part may omit LAYER= (got {part!r})")
+    return default, per_layer
 
 
 def parse_units(spec: str | Sequence[int]) -> tuple[int, ...] | None:
