@@ -17,6 +17,7 @@ import lucidax.models as lm
 from lucidax.attribute import gradients as G
 from lucidax.models import fastgrad
 from lucidax.models import hooks as H
+from lucidax.models.layers import same_padding
 
 L = importlib.import_module("lucidax.attribute.lrp")  # the package exports the function lrp
 
@@ -289,6 +290,52 @@ def test_depthwise_conv_gradients_in_a_loop_match_autodiff():
     (x1, g1) = steps(net)
     (x2, g2) = steps(lambda kk, v: fastgrad.call(net, kk, v))
     np.testing.assert_allclose(g2, g1, rtol=1e-5, atol=1e-6 * float(jnp.abs(g1).max()))
+
+
+@pytest.mark.parametrize(("hw", "k", "s"), [
+    ((9, 9), 3, 2), ((10, 7), 5, 2), ((8, 8), 3, 1), ((13, 11), 5, 1), ((6, 6), 5, 2),
+    ((7, 7), 3, 2),
+])
+def test_fast_depthwise_conv_equals_the_grouped_convolution(hw, k, s):
+    """fastgrad's depthwise convolution (shifted sums; polyphase input gradient for stride 2)
+    gives the grouped convolution's values, input gradient and kernel gradient, for odd and
+    even sides, k3/k5, stride 1/2 with TF SAME padding; the grouped conv is gone from the
+    program."""
+    c = 3
+    x = jax.random.normal(jax.random.key(0), (2, *hw, c))
+    kern = jax.random.normal(jax.random.key(1), (k, k, 1, c))
+    pads = [same_padding(n, k, s) for n in hw]
+
+    def conv(v, kk):
+        return lax.conv_general_dilated(v, kk, (s, s), pads, dimension_numbers=_DN,
+                                        feature_group_count=c)
+
+    wt = jax.random.normal(jax.random.key(2), jax.eval_shape(conv, x, kern).shape)
+
+    def loss(v, kk):
+        return jnp.sum(jnp.tanh(conv(v, kk)) * wt)
+
+    np.testing.assert_allclose(fastgrad.call(conv, x, kern), conv(x, kern), rtol=1e-5,
+                               atol=1e-5)
+    ref = jax.grad(loss, argnums=(0, 1))(x, kern)
+    got = jax.grad(lambda v, kk: fastgrad.call(loss, v, kk), argnums=(0, 1))(x, kern)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+    program = str(jax.make_jaxpr(lambda v, kk: fastgrad.call(conv, v, kk))(x, kern))
+    assert "feature_group_count=3" not in program
+
+
+def test_fast_apply_of_efficientnet_matches_apply():
+    """``fastgrad.apply`` (the forward pass with fast depthwise convs that dataset examples and
+    extraction use) gives the model's activations."""
+    model = lm.load("efficientnet_lite0")
+    x = jax.random.uniform(jax.random.key(0), (1, 67, 67, 3))
+    layers = ("blocks.3.depthwise", "blocks.5", "logits")
+    ref = jax.jit(lambda p, v: model.apply(p, v, layers))(model.params, x)
+    got = jax.jit(lambda p, v: fastgrad.apply(model, p, v, layers))(model.params, x)
+    for name in layers:
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-4,
+                                   atol=1e-5 * float(jnp.abs(ref[name]).max()))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucidax.models.base import Model, suggest
+from lucidax.models.fastgrad import apply as fast_apply
 
 from .targets import resolve_target, target_classes
 
@@ -151,7 +152,7 @@ def chunked_scores(
 
     def one(ix):
         x, img = compose(ix)
-        acts = model.apply(params, x, scorer.layers)
+        acts = fast_apply(model, params, x, scorer.layers)
         return scorer.fn(acts, classes[img]).astype(jnp.float32)
 
     return jax.lax.map(one, idx).reshape(-1)[:n_items]

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lucidax.models.fastgrad import apply as fast_apply
+
 __all__ = [
     "ReceptiveField",
     "TopK",
@@ -114,7 +116,7 @@ def receptive_fields(
         centres = {layer: (shapes[layer][0] // 2, shapes[layer][1] // 2) for layer in convs}
 
         def total(x, params):
-            acts = model.apply(params, x, tuple(convs))
+            acts = fast_apply(model, params, x, tuple(convs))
             out = 0.0
             for k, layer in enumerate(convs):
                 ci, cj = centres[layer]
@@ -205,7 +207,7 @@ def top_k_examples(
     chunk = min(chunk, n_img)
 
     def step(params, state, x, valid, offset):
-        acts = model.apply(params, _fit_side(model, x), layers)
+        acts = fast_apply(model, params, _fit_side(model, x), layers)
         new = {}
         for name in layers:
             v, p = _unit_max(acts[name])  # [n, C]
@@ -264,7 +266,7 @@ def unit_activation(model, images: Any, layer: str, units: Sequence[int]) -> np.
     if fn is None:
 
         def fn(params, x, u):
-            a = model.apply(params, _fit_side(model, x), (layer,))[layer]
+            a = fast_apply(model, params, _fit_side(model, x), (layer,))[layer]
             v, _ = _unit_max(a)
             return jnp.take_along_axis(v, u[:, None], axis=1)[:, 0].astype(jnp.float32)
 

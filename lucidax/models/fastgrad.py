@@ -21,14 +21,17 @@ window with elementwise selects and strided pads (what ``select_and_scatter`` co
 Forward values are bit-identical; gradients agree to float rounding. Any other primitive is
 bound unchanged; nested ``jit`` calls are inlined.
 
-Depthwise (grouped) convolutions keep JAX's own gradient, deliberately: measured inside a
-``lax.scan`` on XLA:CPU (jax 0.10.2, 2 cores, EfficientNet-Lite shapes, batch 8, ms per
-gradient step), JAX's transpose rule is the fast one and the explicit rules (the cotangent
-convolved with the flipped kernel behind a barrier; stride 2: four polyphase outputs per
-channel) are 1.5-3.6x slower: ``[112,112,96]`` k3 s2 95 vs 290 (polyphase; ~1260 as an
-lhs-dilated convolution), ``[56,56,144]`` k3 s1 105 vs 209, ``[28,28,240]`` k5 s1 88 vs 128,
-``[14,14,672]`` k5 s2 15 vs 54. (Outside a loop, stride 2 is the other way round -- 970 vs
-330 and 237 vs 55 -- but the loops are what this module is for.)
+Depthwise convolutions (``feature_group_count`` = channels, kernel ``(k, k, 1, C)``, as in
+MobileNet / EfficientNet) are slow on XLA:CPU in *both* directions: its grouped-convolution
+kernel runs the forward pass 5-25x slower than the same multiply-adds written as ``k * k``
+shifted, strided slices of the padded input times one kernel tap each, which XLA fuses into
+one elementwise loop (measured, batch 8, ms: ``[112,112,96]`` k3 s2 131 -> 28, ``[56,56,144]``
+k3 s1 113 -> 6, ``[28,28,240]`` k5 s1 70 -> 5.5, ``[14,14,672]`` k5 s2 14 -> 1). :func:`call`
+replaces them by a ``custom_vjp`` computed that way: forward the shifted sum, input gradient
+the cotangent's shifted sum with the flipped kernel (stride 2: four polyphase shifted sums,
+interleaved), kernel gradient JAX's own (dead code when only the input gradient is used).
+Values agree with the convolution to float rounding. :func:`apply` runs a model's forward
+pass through the same replacement (dataset examples, activation extraction).
 
 With ``redirect`` (a traced 0/1 scalar), ReLUs (``max(x, 0)``, ``jax.nn.relu``) also get
 Lucid's *redirected* gradient while ``redirect`` is 1: for a row (image) whose ReLU gradient
@@ -51,7 +54,7 @@ from jax import lax
 
 from .hooks import interpret, relu6_input, relu_input
 
-__all__ = ["call"]
+__all__ = ["apply", "call"]
 
 _DN = ("NHWC", "HWIO", "NHWC")
 _CANONICAL = lax.conv_dimension_numbers((1, 8, 8, 1), (1, 1, 1, 1), _DN)
@@ -134,6 +137,109 @@ def _conv_supported(params: dict, invals: list) -> bool:
         and tuple(params["rhs_dilation"]) == (1, 1)
         and params["feature_group_count"] == 1
         and params["batch_group_count"] == 1
+        and params.get("preferred_element_type") is None
+        and x.dtype == k.dtype
+        and jnp.issubdtype(x.dtype, jnp.floating)
+        and all(p >= 0 for pair in params["padding"] for p in pair)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# depthwise convolution
+# ---------------------------------------------------------------------------------------------
+def _shifted_sum(xp, taps, out_hw, stride):
+    """``sum_ij xp[:, s*y + i, s*x + j] * taps[i, j]``: a VALID depthwise correlation of the
+    (already padded) NHWC ``xp`` with ``taps`` ``[kh, kw, C]``, output ``out_hw``."""
+    n, _, _, c = xp.shape
+    ho, wo = out_hw
+    out = None
+    for i in range(taps.shape[0]):
+        for j in range(taps.shape[1]):
+            part = lax.slice(xp, (0, i, j, 0), (n, i + (ho - 1) * stride + 1,
+                                                j + (wo - 1) * stride + 1, c),
+                             (1, stride, stride, 1)) * taps[i, j]
+            out = part if out is None else out + part
+    return out
+
+
+def _dw_fwd_impl(x, k, stride, padding):
+    (pt, pb), (pl, pr) = padding
+    kh, kw = k.shape[:2]
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    ho = (x.shape[1] + pt + pb - kh) // stride + 1
+    wo = (x.shape[2] + pl + pr - kw) // stride + 1
+    return _shifted_sum(xp, k[:, :, 0, :], (ho, wo), stride)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _dwconv(x, k, stride, padding):
+    return _dw_fwd_impl(x, k, stride, padding)
+
+
+def _dwconv_fwd(x, k, stride, padding):
+    return _dw_fwd_impl(x, k, stride, padding), (x, k)
+
+
+def _dw_input_grad(g, k, x_shape, stride, padding):
+    n, h, w, c = x_shape
+    (pt, pb), (pl, pr) = padding
+    hp, wp = h + pt + pb, w + pl + pr
+    taps = k[:, :, 0, :]
+    kh, kw = taps.shape[:2]
+    ho, wo = g.shape[1:3]
+    if stride == 1:  # the cotangent correlated with the flipped kernel, over the padded input
+        gp = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+        dxp = _shifted_sum(gp, taps[::-1, ::-1], (hp, wp), 1)
+        return dxp[:, pt : pt + h, pl : pl + w]
+    # stride 2: padded position (2q + a, 2r + b) gets taps i = a + 2m, j = b + 2l from output
+    # (q - m, r - l): one stride-1 shifted sum per phase (a, b), then interleaved
+    qh, qw = -(-hp // 2), -(-wp // 2)
+    rows = []
+    for a in (0, 1):
+        cols = []
+        for b in (0, 1):
+            sub = taps[a::2, b::2]
+            ma, mb = sub.shape[:2]
+            if ma == 0 or mb == 0:
+                cols.append(jnp.zeros((n, qh, qw, c), g.dtype))
+                continue
+            gp = jnp.pad(g, ((0, 0), (ma - 1, max(0, qh - ho)), (mb - 1, max(0, qw - wo)),
+                             (0, 0)))
+            cols.append(_shifted_sum(gp, sub[::-1, ::-1], (qh, qw), 1))
+        rows.append(jnp.stack(cols, axis=3))  # [n, qh, qw, 2 (b), c]
+    dxp = jnp.stack(rows, axis=2).reshape(n, 2 * qh, 2 * qw, c)  # [n, qh, 2 (a), qw, 2, c]
+    return dxp[:, pt : pt + h, pl : pl + w]
+
+
+def _dwconv_bwd(stride, padding, res, g):
+    x, k = res
+    dx = _dw_input_grad(g, k, x.shape, stride, padding)
+    _, vjp_k = jax.vjp(
+        lambda kk: lax.conv_general_dilated(x, kk, (stride, stride), padding,
+                                            dimension_numbers=_DN,
+                                            feature_group_count=x.shape[-1]), k)
+    (dk,) = vjp_k(g)  # dead code (removed by XLA) when only the input gradient is used
+    return dx.astype(x.dtype), dk
+
+
+_dwconv.defvjp(_dwconv_fwd, _dwconv_bwd)
+
+
+def _dw_supported(params: dict, invals: list) -> bool:
+    x, k = invals
+    c = x.shape[-1] if x.ndim == 4 else -1
+    strides = tuple(params["window_strides"])
+    return (
+        x.ndim == 4
+        and k.ndim == 4
+        and params["dimension_numbers"] == _CANONICAL
+        and strides in ((1, 1), (2, 2))
+        and tuple(params["lhs_dilation"]) == (1, 1)
+        and tuple(params["rhs_dilation"]) == (1, 1)
+        and params["feature_group_count"] == c > 1
+        and params["batch_group_count"] == 1
+        and k.shape[2] == 1 and k.shape[3] == c
+        and k.shape[0] * k.shape[1] <= 49
         and params.get("preferred_element_type") is None
         and x.dtype == k.dtype
         and jnp.issubdtype(x.dtype, jnp.floating)
@@ -266,6 +372,9 @@ def _rule(redirect: Any, fast: bool):
         if fast and name == "conv_general_dilated" and _conv_supported(params, invals):
             pads = tuple(tuple(int(p) for p in pair) for pair in params["padding"])
             return [_conv(*invals, tuple(params["window_strides"]), pads, params["precision"])]
+        if fast and name == "conv_general_dilated" and _dw_supported(params, invals):
+            pads = tuple(tuple(int(p) for p in pair) for pair in params["padding"])
+            return [_dwconv(*invals, int(params["window_strides"][0]), pads)]
         if fast and name == "reduce_window_max" and _pool_supported(params, invals):
             pads = tuple(tuple(int(p) for p in pair) for pair in params["padding"])
             return [_max_pool(invals[0], tuple(params["window_dimensions"]),
@@ -280,7 +389,14 @@ def _rule(redirect: Any, fast: bool):
 
 
 def call(fn, *args, redirect: Any = None, fast: bool = True):
-    """``fn(*args)`` with convolution and max-pool gradients replaced (``fast``, see the
-    module doc); with ``redirect`` (a float scalar, 1 = on), ReLU and ReLU6 gradients are
-    redirected."""
+    """``fn(*args)`` with convolution and max-pool gradients (and depthwise convolutions)
+    replaced (``fast``, see the module doc); with ``redirect`` (a float scalar, 1 = on), ReLU
+    and ReLU6 gradients are redirected."""
     return interpret(fn, *args, rule=_rule(redirect, fast))
+
+
+def apply(model, params: Any, images: Any, layers: Any) -> dict:
+    """``model.apply(params, images, layers)`` through :func:`call`: the same activations (to
+    float rounding), computed with the faster depthwise convolutions. Jittable (``layers``
+    static)."""
+    return call(lambda p, x: model.apply(p, x, layers), params, images)

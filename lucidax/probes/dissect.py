@@ -72,6 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucidax.models.base import Model, normalize_layers, suggest
+from lucidax.models.fastgrad import apply as fast_apply
 from lucidax.models.starter import data as starter_data
 
 from .._files import atomic_write, save_json, save_plot
@@ -368,7 +369,7 @@ def _hist_fn(model: Model, layers: tuple[str, ...], shift: int, bits: int):
     nbins = 1 << bits
 
     def fn(params, images, valid, prefix):
-        acts = model.apply(params, images, layers)
+        acts = fast_apply(model, params, images, layers)
         out = {}
         for name in layers:
             a = acts[name]
@@ -393,7 +394,7 @@ def _iou_fn(model: Model, layers: tuple[str, ...], mask_hw: tuple[int, int]):
     per layer (inter [K, C], union [K, C], fired [K]) int32 sums over the batch."""
 
     def fn(params, images, valid, masks, labeled, thresholds, strict):
-        acts = model.apply(params, images, layers)
+        acts = fast_apply(model, params, images, layers)
         lab = labeled.astype(jnp.int32)  # [B, C]
         lmask = masks.reshape(masks.shape[0], -1, masks.shape[-1]).astype(jnp.float32)
         lcount = lmask.sum(axis=1).astype(jnp.int32)  # [B, C]

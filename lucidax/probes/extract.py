@@ -54,6 +54,7 @@ import numpy as np
 
 from lucidax._files import IMAGE_EXTENSIONS, load_image
 from lucidax.models.base import Model, normalize_layers, suggest
+from lucidax.models.fastgrad import apply as fast_apply
 
 from .._files import atomic_write
 
@@ -254,7 +255,7 @@ def _forward(model: Model, layers: tuple[str, ...], reduce, size: int | None, dt
         def fwd(params, images):
             if size is not None:
                 images = _resize_crop(images, size)
-            acts = model_ref().apply(params, images, layers)
+            acts = fast_apply(model_ref(), params, images, layers)
             return {name: _reduce_one(acts[name], reduce, name).astype(out_dtype)
                     for name in layers}
 
