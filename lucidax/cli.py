@@ -160,10 +160,13 @@ def _add_invert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
     p.add_argument("--layers", required=True,
                    help="comma-separated layer names, one grid column each (e.g. conv1,conv3)")
-    p.add_argument("--images", nargs="+", required=True,
-                   help="image files (centre-cropped to a square and resized to --size), "
-                        "builtin:photos (every photo shipped in installed packages) or "
-                        "builtin:photos:<source> (one, e.g. builtin:photos:chelsea)")
+    p.add_argument("--images", nargs="+", default="auto",
+                   help="auto (the model's images: starter: 4 builtin:starter:test images; "
+                        "other RGB models: the whole photos astronaut, chelsea, coffee, "
+                        "rocket), or image files (centre-cropped to a square and resized to "
+                        "--size), builtin:photos (every photo shipped in installed packages), "
+                        "builtin:photos:<source> (one, e.g. builtin:photos:chelsea) or "
+                        "builtin:starter[:test|:train] (its first 4 images) (default: auto)")
     p.add_argument("--out", default="invert-out",
                    help="output folder: grid.png, <image>/<layer>.png, metrics.json "
                         "(default: invert-out)")
@@ -207,11 +210,12 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
     p.add_argument("--layers", default="all",
                    help="'all' (every layer except *_pre_relu) or comma-separated names")
-    p.add_argument("--data", default="builtin:starter",
-                   help="builtin:starter[:train|:test], builtin:photos[:<source>] (crops of "
-                        "real photos shipped in installed packages, label: source), an image "
-                        "folder (sub-folder per class or labels.csv) or a CSV "
-                        "filename,label[,...] (default: builtin:starter)")
+    p.add_argument("--data", default="auto",
+                   help="auto (the model's data: builtin:starter for starter, builtin:photos "
+                        "for other RGB models), builtin:starter[:train|:test], "
+                        "builtin:photos[:<source>] (crops of real photos shipped in installed "
+                        "packages, label: source), an image folder (sub-folder per class or "
+                        "labels.csv) or a CSV filename,label[,...] (default: auto)")
     p.add_argument("--target", help="label family / CSV column (starter: digit, color, "
                                      "background, position, size; photos: source)")
     p.add_argument("--out", default="probe-out", help="output folder (default: probe-out)")
@@ -261,13 +265,17 @@ def _add_tcav(sub: argparse._SubParsersAction) -> None:
                         "a folder of concept images, or name=folder")
     p.add_argument("--class", dest="target_class", required=True,
                    help="class label or logit index (starter: 0..9)")
-    p.add_argument("--random", default="builtin:starter",
-                   help="random images: builtin:starter[:train|:test], builtin:photos "
-                        "(crops of real photos) or a folder (default: builtin:starter)")
-    p.add_argument("--targets", default="builtin:starter",
-                   help="inputs of the class: builtin:starter (starter digits of the class), "
-                        "builtin:photos:<source> (crops of one photo, e.g. "
-                        "builtin:photos:chelsea) or a folder (default: builtin:starter)")
+    p.add_argument("--random", default="auto",
+                   help="random images: auto (builtin:starter for starter, builtin:photos for "
+                        "other RGB models), builtin:starter[:train|:test], builtin:photos "
+                        "(crops of real photos) or a folder (default: auto)")
+    p.add_argument("--targets", default="auto",
+                   help="inputs of the class: auto (starter: builtin:starter; other RGB "
+                        "models: builtin:photos, crops of every photo whatever the class; "
+                        "give class images for a per-class test), builtin:starter (starter "
+                        "digits of the class), builtin:photos[:<source>] (crops of the "
+                        "photos or of one, e.g. builtin:photos:chelsea) or a folder "
+                        "(default: auto)")
     p.add_argument("--runs", type=int, default=20,
                    help="concept runs and random-vs-random runs (default: 20)")
     p.add_argument("--n-concept", type=int, default=50, help="concept images per run (default: 50)")
@@ -321,10 +329,11 @@ def _add_dissect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", default="all",
                    help="'all' (every conv layer except *_pre_relu; dense layers are skipped) "
                         "or comma-separated conv layer names")
-    p.add_argument("--data", default="builtin:starter",
-                   help="builtin:starter[:train|:test] (concepts: stroke, digit=<k>, "
-                        "color=<c>, background=<b>) or a folder with images/<name>.png and "
-                        "masks/<concept>/<name>.png (default: builtin:starter, test split)")
+    p.add_argument("--data", default="auto",
+                   help="auto (builtin:starter for the starter model; other models have no "
+                        "built-in concept masks: give a folder), builtin:starter[:train|:test] "
+                        "(concepts: stroke, digit=<k>, color=<c>, background=<b>) or a folder "
+                        "with images/<name>.png and masks/<concept>/<name>.png (default: auto)")
     p.add_argument("--n", type=int, default=2000, help="images of builtin data (default: 2000)")
     p.add_argument("--seed", type=int, default=0, help="builtin data seed (default: 0)")
     p.add_argument("--quantile", type=float, default=0.005,
@@ -368,10 +377,11 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="starter", help="registered model name (default: starter)")
     p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
-    p.add_argument("--images", default="builtin:starter:test",
-                   help="builtin:starter[:test|:train], builtin:photos[:<source>] (real "
-                        "photos, whole ones first, then crops), a folder of images, an image "
-                        "file or a .npy [N,H,W,C] array in [0,1] (default: builtin:starter:test)")
+    p.add_argument("--images", default="auto",
+                   help="auto (builtin:starter:test for starter, builtin:photos for other RGB "
+                        "models), builtin:starter[:test|:train], builtin:photos[:<source>] "
+                        "(real photos, whole ones first, then crops), a folder of images, an "
+                        "image file or a .npy [N,H,W,C] array in [0,1] (default: auto)")
     p.add_argument("--methods", default="gradient,grad_x_input,ig,gradcam,occlusion,lime",
                    help="comma-separated: gradient, grad_x_input, smoothgrad, ig, gradcam, "
                         "guided_backprop, lrp, occlusion, lime, kernelshap, random; or 'all'")

@@ -208,10 +208,28 @@ def test_invert_reads_photos(tmp_path):
                                   .images)
     all_, _ = _read_images(["builtin:photos"], 8, 1)
     assert all_.shape == (len(P.SOURCE_NAMES), 8, 8, 1)
-    with pytest.raises(ValueError, match="builtin:photos"):
-        _read_images(["builtin:starter"], 8, 3)
     with pytest.raises(ValueError, match="Valid: builtin:starter"):
         _read_images(["builtin:foo"], 8, 3)
+
+
+def test_invert_reads_starter_images(monkeypatch):
+    from lucidax.models import starter
+    from lucidax.visualize.invert import STARTER_IMAGES, _read_images
+
+    calls = []
+
+    def dataset(n, *, split, seed):  # stands in for the real one (its MNIST decode is slow)
+        calls.append((n, split, seed))
+        return types.SimpleNamespace(images=np.linspace(0, 1, n * 64 * 64 * 3, dtype=np.float32)
+                                     .reshape(n, 64, 64, 3))
+
+    monkeypatch.setattr(starter, "dataset", dataset)
+    imgs, names = _read_images(["builtin:starter", "builtin:photos:chelsea"], SMALL, 1)
+    k = STARTER_IMAGES
+    assert calls == [(k, "test", 0)] and imgs.shape == (k + 1, SMALL, SMALL, 1)
+    assert names == [f"starter-test-{i}" for i in range(k)] + ["builtin:photos:chelsea"]
+    _, names = _read_images(["builtin:starter:train"], 64, 3)
+    assert names[0] == "starter-train-0"
 
 
 def test_run_invert_cli_on_a_photo(starter, tmp_path):

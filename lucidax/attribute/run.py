@@ -5,6 +5,7 @@ an ``index.html`` page.
 >>> from lucidax.attribute.run import run_attribute_cli
 >>> run = run_attribute_cli("starter", images="builtin:starter:test", methods="ig,gradcam",
 ...                         out="runs/attribution")
+>>> run = run_attribute_cli("efficientnet_lite0", methods="ig")  # images: builtin:photos
 >>> print(run.table)
 """
 
@@ -61,8 +62,10 @@ class AttributeRun:
 
 
 def load_images(spec: str | os.PathLike, model: Model, *, n: int = 8, seed: int = 0) -> _Images:
-    """Resolve an ``--images`` argument: ``builtin:starter[:test|:train]`` (the starter
-    dataset, with digit labels), ``builtin:photos[:<source>]`` (crops of real photos,
+    """Resolve an ``--images`` argument: ``"auto"`` (the model's images:
+    ``builtin:starter:test`` for the starter model, ``builtin:photos`` for other RGB models;
+    :func:`lucidax.models.photos.resolve_auto`), ``builtin:starter[:test|:train]`` (the
+    starter dataset, with digit labels), ``builtin:photos[:<source>]`` (crops of real photos,
     :mod:`lucidax.models.photos`: the first ``n`` of a seeded deal, which starts with each
     source's whole photo; no class labels), a folder of image files, one image file, or a
     ``.npy`` array ``[N, H, W, C]`` in ``[0, 1]``. Files and photos are centre-cropped and
@@ -72,6 +75,7 @@ def load_images(spec: str | os.PathLike, model: Model, *, n: int = 8, seed: int 
         raise ValueError(f"n must be a positive int, got {n!r}")
     from lucidax.models import photos, starter
 
+    s = photos.resolve_auto(s, model, "attribute")
     side = model.input_spec.side or 224
     builtin = photos.parse_builtin(s)
     if builtin is not None and builtin.kind == "photos":
@@ -195,7 +199,7 @@ def run_attribute_cli(
     model: str | Model = "starter",
     *,
     weights: str | os.PathLike | None = None,
-    images: str | os.PathLike = "builtin:starter:test",
+    images: str | os.PathLike = "auto",
     methods: str | Sequence[str] = "gradient,grad_x_input,ig,gradcam,occlusion,lime",
     target: Any = "predicted",
     out: str | os.PathLike = "attribute-out",
@@ -211,8 +215,9 @@ def run_attribute_cli(
     Args:
       model: registered model name or a Model.
       weights: checkpoint path (None: the model's default weights).
-      images: ``builtin:starter[:test|:train]``, ``builtin:photos[:<source>]``, a folder of
-        images, an image, or a ``.npy``.
+      images: ``"auto"`` (``builtin:starter:test`` for the starter model,
+        ``builtin:photos`` for other RGB models), ``builtin:starter[:test|:train]``,
+        ``builtin:photos[:<source>]``, a folder of images, an image, or a ``.npy``.
       methods: comma-separated names (``lucidax.attribute.METHODS``) or ``"all"``.
       target: ``"predicted"`` (each image's top class), ``"label"`` (builtin labels), a class
         index or a class label.

@@ -27,6 +27,11 @@ of ``source`` labels measures how well a layer tells the photos apart, not gener
 
 Sources that ship with an optional package (scikit-learn) are left out, with a warning, when
 it is not installed; ``label_names`` always says which sources a batch has.
+
+**``auto``.** The data arguments of ``lucidax probe``, ``tcav``, ``attribute``, ``invert`` and
+``dissect`` default to ``auto``, which :func:`resolve_auto` turns into the model's own data:
+the starter dataset for the ``starter`` model, these photos for any other RGB model (see
+:data:`AUTO_USES` for what each command gets).
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ from .starter.data import BUILTIN_DATA as STARTER_DATA
 from .starter.data import SPLITS, builtin_split
 
 __all__ = [
+    "AUTO",
+    "AUTO_INVERT_PHOTOS",
+    "AUTO_USES",
     "BUILTIN_DATA",
     "DEFAULT_SCALES",
     "DEFAULT_SIDE",
@@ -58,6 +66,7 @@ __all__ = [
     "available_sources",
     "parse_builtin",
     "photos",
+    "resolve_auto",
     "resolve_sources",
     "source_image",
     "whole_photos",
@@ -189,6 +198,84 @@ def parse_builtin(spec: str | os.PathLike, default_split: str = "test") -> Built
         return BuiltinData("starter", builtin_split(spec, default_split), None, spec)
     raise ValueError(f"Unknown builtin data {spec!r}. Valid: {', '.join(BUILTIN_DATA)} "
                      f"(sources: {', '.join(SOURCE_NAMES)})")
+
+
+#: The data argument that follows the model (see :func:`resolve_auto`).
+AUTO = "auto"
+#: How many whole photos ``auto`` gives ``lucidax invert`` for a non-starter model (the first
+#: sources of :data:`SOURCE_NAMES`: astronaut, chelsea, coffee, rocket): one optimization per
+#: image and layer, so a few images keep it fast.
+AUTO_INVERT_PHOTOS = 4
+#: ``{use: (auto for the starter model, auto for any other RGB model)}``: the uses
+#: :func:`resolve_auto` takes (None: no default; dissection needs concept masks).
+AUTO_USES: dict[str, tuple[str, str | None]] = {
+    "probe": ("builtin:starter", _PREFIX),
+    "tcav_random": ("builtin:starter", _PREFIX),
+    "tcav_targets": ("builtin:starter", _PREFIX),
+    "attribute": ("builtin:starter:test", _PREFIX),
+    "invert": ("builtin:starter:test", f"{_PREFIX}:<first {AUTO_INVERT_PHOTOS} sources>"),
+    "dissect": ("builtin:starter", None),
+}
+
+
+def resolve_auto(spec: Any, model: Any, use: str) -> Any:
+    """The data argument ``spec`` of a command, with ``"auto"`` replaced by the model's data.
+
+    ``spec`` other than the exact string ``"auto"`` comes back unchanged (a folder or file
+    literally named ``auto`` is reached as ``./auto``). ``auto`` means, for the ``starter``
+    model (by name, whatever its weights), its own dataset as the commands have always
+    defaulted to, and for any other model with RGB input, ``builtin:photos``:
+
+    * ``probe``: ``builtin:starter`` (test split) / ``builtin:photos`` (label family
+      ``source``);
+    * ``tcav_random``: ``builtin:starter`` / ``builtin:photos`` (random crops);
+    * ``tcav_targets``: ``builtin:starter`` (starter digits of the class) /
+      ``builtin:photos``: crops of every photo, whatever the class. TCAV's score is the
+      share of target inputs whose class logit rises along the concept's direction, a
+      derivative defined at any input, so with no class images at hand the photos stand in
+      for "natural images"; give a folder of class images (or ``builtin:photos:<source>``,
+      e.g. ``chelsea`` for a cat class) for the paper's per-class question;
+    * ``attribute``: ``builtin:starter:test`` / ``builtin:photos`` (whole photos first, then
+      crops);
+    * ``invert``: a tuple of image arguments: ``("builtin:starter:test",)`` (a few starter
+      test images) / the whole photos of the first :data:`AUTO_INVERT_PHOTOS` available
+      sources (``builtin:photos:astronaut``, ...);
+    * ``dissect``: ``builtin:starter``; other models: ValueError (dissection needs
+      per-pixel concept masks, which only the starter data has built in).
+
+    Args:
+      spec: the argument as given (str or path; for ``invert`` any of its items).
+      model: a :class:`~lucidax.models.base.Model` or a registered model name (a name's
+        input channels are not checked: RGB is assumed).
+      use: one of :data:`AUTO_USES`.
+
+    Raises ValueError for an unknown ``use`` (listing the valid ones), for ``dissect`` with a
+    non-starter model, and for a non-starter model whose input is not RGB (give its data
+    explicitly).
+    """
+    if use not in AUTO_USES:
+        raise ValueError(suggest(str(use), tuple(AUTO_USES), what="auto use"))
+    if not isinstance(spec, (str, os.PathLike)) or os.fspath(spec) != AUTO:
+        return spec
+    name = model if isinstance(model, str) else getattr(model, "name", str(model))
+    starter_spec, other = AUTO_USES[use]
+    if name == "starter":
+        return (starter_spec,) if use == "invert" else starter_spec
+    if other is None:
+        raise ValueError(
+            f"dissection needs concept masks, and only the starter model has built-in ones "
+            f"(data 'auto' for model {name!r}); give a folder with images/<name>.png and "
+            f"masks/<concept>/<name>.png (one binary mask per image and concept), e.g. "
+            f"--data my-concepts/")
+    channels = getattr(getattr(model, "input_spec", None), "channels", 3)
+    if channels != 3:
+        raise ValueError(
+            f"data 'auto' picks the starter data for the starter model and builtin:photos for "
+            f"RGB models; model {name!r} takes {channels}-channel input: give its data "
+            f"explicitly (a folder, or builtin:photos for luminance crops)")
+    if use == "invert":
+        return tuple(f"{_PREFIX}:{s}" for s in available_sources()[:AUTO_INVERT_PHOTOS])
+    return _PREFIX
 
 
 def _check_source(name: str) -> str:

@@ -914,7 +914,7 @@ def run_dissect_cli(
     *,
     weights: str | os.PathLike | None = None,
     layers: str | Sequence[str] = "all",
-    data: str | os.PathLike = "builtin:starter",
+    data: str | os.PathLike = "auto",
     n: int = 2000,
     seed: int = 0,
     quantile: float = DEFAULT_QUANTILE,
@@ -931,13 +931,18 @@ def run_dissect_cli(
       model: registered model name or a Model.
       weights: checkpoint path (None: the model's default weights).
       layers: ``"all"`` (every conv layer except ``*_pre_relu``) or comma-separated names.
-      data: ``builtin:starter[:train|:test]`` (default split test) or a folder
-        ``images/`` + ``masks/<concept>/`` (see module docs).
+      data: ``"auto"`` (``builtin:starter`` for the starter model; any other model needs a
+        folder: ValueError, see :func:`lucidax.models.photos.resolve_auto`),
+        ``builtin:starter[:train|:test]`` (default split test) or a folder ``images/`` +
+        ``masks/<concept>/`` (see module docs).
       n, seed: number of images and seed of the builtin data.
       quantile, iou_threshold, quantile_passes: see :func:`dissect`.
       size: image side for folder data (default: the model's input side).
       out: output folder (results.json, units.csv, iou.npz, summary.png/.svg).
     """
+    from lucidax.models import photos
+
+    data = photos.resolve_auto(data, model, "dissect")  # before loading: a non-starter fails
     if isinstance(model, str):
         import lucidax.models as lm
 

@@ -3,8 +3,8 @@
 >>> from lucidax.probes.run import run_probe_cli
 >>> results = run_probe_cli("starter", layers="all", data="builtin:starter",
 ...                         target="digit", out="runs/probe-digit")
->>> results = run_probe_cli("efficientnet_lite0", data="builtin:photos", n=400,
-...                         out="runs/probe-photos")   # label: the source photo
+>>> results = run_probe_cli("efficientnet_lite0", n=400,
+...                         out="runs/probe-photos")   # data "auto": builtin:photos, label source
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def run_probe_cli(
     *,
     weights: str | os.PathLike | None = None,
     layers: str | Sequence[str] = "all",
-    data: str | os.PathLike = "builtin:starter",
+    data: str | os.PathLike = "auto",
     target: str | None = None,
     out: str | os.PathLike = "probe-out",
     reduce: Any = "mean",
@@ -99,7 +99,9 @@ def run_probe_cli(
       model: registered model name (``lucidax.models.list_models()``) or a Model.
       weights: checkpoint path (None: the model's default weights).
       layers: ``"all"`` (every layer except ``*_pre_relu``), or comma-separated names.
-      data: ``builtin:starter[:train|:test]``, ``builtin:photos[:<source>]`` (crops of real
+      data: ``"auto"`` (the model's data: ``builtin:starter`` for the starter model,
+        ``builtin:photos`` for other RGB models; :func:`lucidax.models.photos.resolve_auto`),
+        ``builtin:starter[:train|:test]``, ``builtin:photos[:<source>]`` (crops of real
         photos at the model's input side; label family ``source``), an image folder (one
         sub-folder per class, or a ``labels.csv``), or a CSV ``filename,label[,...]``.
       target: label family (starter: digit, color, background, position, size; photos:
@@ -117,6 +119,7 @@ def run_probe_cli(
         model = lm.load(model, weights)
     elif weights is not None:
         raise ValueError("weights= is only used with a model name")
+    data = builtin_photos.resolve_auto(data, model, "probe")
     src = load_data(data, n=n, seed=seed, side=model.input_spec.side,
                     channels=model.input_spec.channels, progress=progress)
     out = os.fspath(out)

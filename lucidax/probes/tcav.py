@@ -1066,8 +1066,8 @@ def run_tcav_cli(
     layers: str | Sequence[str] = "all",
     concepts: Sequence[str] = ("color:red",),
     target_class: int | str = 0,
-    random: str = "builtin:starter",
-    targets: str = "builtin:starter",
+    random: str = "auto",
+    targets: str = "auto",
     runs: int = 20,
     n_concept: int = 50,
     n_random: int = 50,
@@ -1093,12 +1093,16 @@ def run_tcav_cli(
         ``color:red``, ``background:grass``, ``position:top-left``, ``size:large``), a folder
         of concept images, or ``name=folder``.
       target_class: class index or label (starter: ``"0"``..``"9"``).
-      random: ``builtin:starter[:split]`` (random starter images), ``builtin:photos``
-        (random crops of real photos, :mod:`lucidax.models.photos`, at the model's input
-        side) or a folder.
-      targets: ``builtin:starter[:split]`` (starter images of the class, starter model only),
-        ``builtin:photos:<source>`` (crops of one photo, e.g. ``builtin:photos:chelsea`` for
-        an ImageNet cat class) or a folder of class images.
+      random: ``"auto"`` (``builtin:starter`` for the starter model, ``builtin:photos`` for
+        other RGB models; :func:`lucidax.models.photos.resolve_auto`),
+        ``builtin:starter[:split]`` (random starter images), ``builtin:photos`` (random crops
+        of real photos, :mod:`lucidax.models.photos`, at the model's input side) or a folder.
+      targets: ``"auto"`` (``builtin:starter`` for the starter model; for other RGB models
+        ``builtin:photos``: crops of every photo, whatever the class, as stand-ins for
+        natural inputs: the score is then the share of photos whose class logit rises along
+        the concept), ``builtin:starter[:split]`` (starter images of the class, starter
+        model only), ``builtin:photos[:<source>]`` (crops of the photos, or of one, e.g.
+        ``builtin:photos:chelsea`` for an ImageNet cat class) or a folder of class images.
       runs, n_concept, n_random, n_targets: see :func:`tcav`; builtin pools are sized so that
         every run gets its own images.
       out: output folder (results.json/.csv, tcav.png/.svg), None: write nothing.
@@ -1115,6 +1119,10 @@ def run_tcav_cli(
     elif weights is not None:
         raise ValueError("weights= is only used with a model name")
     _check_model(model)
+    from lucidax.models import photos, starter
+
+    random = photos.resolve_auto(random, model, "tcav_random")
+    targets = photos.resolve_auto(targets, model, "tcav_targets")
     if layers is None or layers == "all":
         from .sweep import default_layers
 
@@ -1134,8 +1142,6 @@ def run_tcav_cli(
         c_sets[name] = s
     _, r_set = _parse_source(random, model=model, n=runs * (2 * n_random + n_concept),
                              split_default=split, seed=seed * 1000 + 7, what="random")
-    from lucidax.models import photos, starter
-
     t_builtin = photos.parse_builtin(targets, split)
     if t_builtin is not None and t_builtin.kind == "starter":
         t_split = t_builtin.split

@@ -51,7 +51,7 @@ import numpy as np
 
 from lucidax.models.base import Model, normalize_layers
 
-from .._files import load_image, save_json
+from .._files import _match_channels, _resize_np, load_image, save_json
 from .jobs import save_grid, save_images
 from .objectives import Objective, activation_dot, activation_match, total_variation
 from .param import Param, image
@@ -447,12 +447,18 @@ def load_images(paths: str | os.PathLike | Sequence[str | os.PathLike], *, size:
     return np.stack([load_image(p, size=size, channels=channels) for p in paths])
 
 
+#: Images of one ``builtin:starter[:train|:test]`` argument of :func:`run_invert_cli`.
+STARTER_IMAGES = 4
+
+
 def _read_images(items: Sequence[str | os.PathLike], side: int,
                  channels: int) -> tuple[np.ndarray, list[str]]:
-    """``(images [N, side, side, C], names [N])`` of image files and ``builtin:photos[:<src>]``
+    """``(images [N, side, side, C], names [N])`` of image files, ``builtin:photos[:<src>]``
     arguments (each expands to its whole photos, centre-cropped, named
-    ``builtin:photos:<source>``)."""
-    from lucidax.models import photos
+    ``builtin:photos:<source>``) and ``builtin:starter[:train|:test]`` arguments (each the
+    first :data:`STARTER_IMAGES` images of that split, seed 0, named
+    ``starter-<split>-<i>``)."""
+    from lucidax.models import photos, starter
 
     if not items:
         raise ValueError("No image files given")
@@ -471,10 +477,14 @@ def _read_images(items: Sequence[str | os.PathLike], side: int,
         if builtin is None:
             files.append(item)
             continue
-        if builtin.kind != "photos":
-            raise ValueError(f"lucidax invert takes image files, builtin:photos or "
-                             f"builtin:photos:<source>; got {os.fspath(item)!r}")
         flush()
+        if builtin.kind == "starter":
+            ds = starter.dataset(STARTER_IMAGES, split=builtin.split, seed=0)
+            parts.append(np.stack([_resize_np(_match_channels(np.asarray(im, np.float32),
+                                                              channels), side)
+                                   for im in ds.images]))
+            names.extend(f"starter-{builtin.split}-{i}" for i in range(STARTER_IMAGES))
+            continue
         ph = photos.whole_photos(side, sources=builtin.sources, channels=channels)
         parts.append(ph.images)
         names.extend(f"builtin:photos:{src}" for src in ph.names())
@@ -515,7 +525,7 @@ def run_invert_cli(
     *,
     weights: str | os.PathLike | None = None,
     layers: str | Sequence[str],
-    images: Sequence[str | os.PathLike],
+    images: str | os.PathLike | Sequence[str | os.PathLike] = "auto",
     out: str | os.PathLike = "invert-out",
     steps: int = 256,
     mode: str = "invert",
@@ -537,9 +547,14 @@ def run_invert_cli(
     Args:
       model: registered model name or a Model; weights: checkpoint path (names only).
       layers: comma-separated names (or a sequence).
-      images: image files (centre-cropped and resized to ``size``) and/or
-        ``builtin:photos`` (every photo of :mod:`lucidax.models.photos`) or
-        ``builtin:photos:<source>`` (one of them), each centre-cropped the same way.
+      images: ``"auto"`` (the model's images: for the starter model
+        ``builtin:starter:test``, for other RGB models the whole photos of the first
+        :data:`~lucidax.models.photos.AUTO_INVERT_PHOTOS` sources;
+        :func:`lucidax.models.photos.resolve_auto`), or any of: image files (centre-cropped
+        and resized to ``size``), ``builtin:photos`` (every photo of
+        :mod:`lucidax.models.photos`) or ``builtin:photos:<source>`` (one of them), each
+        centre-cropped the same way, ``builtin:starter[:train|:test]`` (the first
+        :data:`STARTER_IMAGES` starter images of that split, seed 0, resized to ``size``).
       mode: ``"invert"`` (reconstruction) or ``"caricature"``.
       loss: ``"l2"`` or ``"cosine"`` (invert only).
       size: image side (default: the model's input side, else 128).
@@ -557,8 +572,16 @@ def run_invert_cli(
         model = lm.load(model, weights)
     elif weights is not None:
         raise ValueError("weights= is only used with a model name")
+    from lucidax.models import photos
+
     side = int(size or model.input_spec.side or 128)
     paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    if photos.AUTO in paths:
+        if len(paths) != 1:
+            raise ValueError("images: 'auto' stands alone (the model's images); give image "
+                             "files or builtin: arguments instead, or ./auto for a file "
+                             "named auto")
+        paths = list(photos.resolve_auto(photos.AUTO, model, "invert"))
     originals, paths = _read_images(paths, side, model.input_spec.channels)
     priors = (total_variation() * (tv / (side * side * originals.shape[-1])),) if tv else None
     common = dict(transforms=shift(jitter_px), priors=priors, steps=steps,
