@@ -154,13 +154,14 @@ def _class_measure(models, param_name, param, classes, args, out):
     images = []
     for i in range(0, len(idx), args.batch):
         r = viz.render(lite0, viz.channel("logits", idx[i:i + args.batch].tolist()), param=param,
-                       size=RENDER_SIDE, model_side=RENDER_SIDE, steps=args.steps,
+                       size=RENDER_SIDE, model_side=args.model_side, steps=args.steps,
                        progress=False)
         images.append(r.images)
     images = np.concatenate(images)
     t_render = time.perf_counter() - t0
     rec = {"model": "efficientnet_lite0", "param": param_name, "measure": "class_logits",
-           "classes": len(idx), "steps": args.steps, "render_side": RENDER_SIDE}
+           "classes": len(idx), "steps": args.steps, "render_side": RENDER_SIDE,
+           "model_side": args.model_side}
     r0 = _ranks(lite0, images, 224, idx)
     rec["lite0_top1_224"] = round(float(np.mean(r0 == 0)), 3)
     rec["lite0_top5_224"] = round(float(np.mean(r0 < 5)), 3)
@@ -183,7 +184,7 @@ def _channel_measure(model, param_name, param, layers, n_units, natural_max, arg
     for layer in layers:
         units = list(range(min(n_units, model.channels(layer))))
         r = viz.render(model, viz.channel(layer, units), param=param, size=RENDER_SIDE,
-                       model_side=RENDER_SIDE, steps=args.steps, progress=False)
+                       model_side=args.model_side, steps=args.steps, progress=False)
         reached = _unit_stat(model, r.images, (layer,))[layer][np.arange(len(units)), units]
         ratio = reached / np.maximum(natural_max[layer][units], 1e-6)
         ratios.append(ratio)
@@ -308,6 +309,9 @@ def main() -> None:
     ap.add_argument("--layers", nargs="+", default=list(LAYERS))
     ap.add_argument("--params", nargs="+", default=list(_params()), choices=list(_params()))
     ap.add_argument("--batch", type=int, default=50, help="class renders per batch")
+    ap.add_argument("--model-side", type=int, default=RENDER_SIDE,
+                    help="side the model sees during the render (default 128: the render's "
+                         "own side; 224: upsampled as lucent does)")
     ap.add_argument("--out", default=None,
                     help="also append the JSON lines here (default scripts/quality_lite0.jsonl; "
                          "starter: none)")

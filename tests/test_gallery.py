@@ -397,3 +397,22 @@ def test_analysis_with_its_own_page_is_linked(tmp_path):
     assert site.analysis_dirs(tmp_path) == ["attribution"]
     page = site._analysis_page(tmp_path, "attribution", ["attribution"])
     assert 'href="attribution/index.html"' in page
+
+
+@pytest.mark.slow
+def test_default_gallery_is_efficientnet_lite0(tmp_path):
+    """The main job's defaults on the real network (renders faked, everything else real): the
+    preset's 48 units of blocks 4/7/10/14 and 16 classes, examples from the built-in photos at
+    224 px, class names on the logits pages."""
+    cfg = GalleryConfig(out=str(tmp_path / "g"), dataset_size=12, top_k=2)
+    report = _build(cfg, progress=False, render_fn=fake_render, channel_fn=fake_channel)
+    assert report.units_rendered == 48 and not report.failed_units
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert manifest["settings"]["model"] == "efficientnet_lite0"
+    assert manifest["settings"]["dataset"]["source"].startswith("builtin:photos")
+    assert (manifest["settings"]["size"], manifest["settings"]["model_side"]) == (128, 128)
+    units = {layer: sorted(int(u) for u in us) for layer, us in manifest["units"].items()}
+    assert units == {**{f"blocks.{b}": list(range(8)) for b in (4, 7, 10, 14)},
+                     "logits": sorted(IMAGENET_SHOWCASE)}
+    page = (tmp_path / "g" / "logits" / "285.html").read_text()
+    assert "Egyptian cat" in page
