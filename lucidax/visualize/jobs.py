@@ -123,6 +123,7 @@ class RenderJob:
       init_sd: std of the random start (image/fft/pixel params). Lucid uses 0.01, a flat grey
         start; small models trained on high-contrast images (the starter model) have whole
         layers silent on flat grey, so their renders never leave it: 2.0 starts from noise.
+        None: 2.0 for the starter model, Lucid's 0.01 for the others (ImageNet networks).
     """
 
     model: str = "starter"
@@ -136,7 +137,7 @@ class RenderJob:
     batch_size: int = 32
     seed: int = 0
     learning_rate: float = 0.05
-    init_sd: float = 2.0
+    init_sd: float | None = None
 
 
 def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
@@ -154,7 +155,8 @@ def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
     n = model.channels(job.layer)
     units = parse_units(job.units, n)
     size = job.size or min(model.input_spec.side or 128, 128)
-    param: Param = PARAMS[job.param](job.init_sd)
+    init_sd = job.init_sd if job.init_sd is not None else (2.0 if job.model == "starter" else 0.01)
+    param: Param = PARAMS[job.param](init_sd)
     layer_dir = os.path.join(job.out, job.layer.replace("/", "_"))
     records, images = [], []
     for start in range(0, len(units), job.batch_size):
