@@ -78,6 +78,9 @@ def test_config_validation_and_defaults():
     assert (s.layers, s.units, s.size, s.model_side, s.variants, s.steps) == (
         "all", "all", 48, 0, 2, 7)
     assert GalleryConfig().resolved("my_wrapped_model").layers == "all"
+    # the user's layers without units: every unit (the preset's units name its own layers)
+    assert GalleryConfig(layers="blocks.4").resolved().units == "all"
+    assert GalleryConfig(layers="all", units="0-3").resolved().units == "0-3"
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.steps = 3  # type: ignore[misc]
     json.dumps(c.to_dict())
@@ -95,6 +98,7 @@ def test_config_validation_and_defaults():
         {"units": "0-3;0-4"},
         {"units": "logits=1;logits=2"},
         {"units": "=3"},
+        {"dataset": "builtin:photo"},
     )
     for kw in bad:
         with pytest.raises(GalleryConfigError):

@@ -583,7 +583,6 @@ def _build(
         "params_sha256": params_sha256(model.params),
         "steps": config.steps,
         "size": config.size,
-        "model_side": config.model_side,
         "variants": config.variants,
         "lr": config.lr,
         "transforms": config.transforms,
@@ -596,6 +595,8 @@ def _build(
         if examples is None
         else {"source": examples.source, "n": len(examples.images), "sha256": examples.sha256},
     }
+    if config.model_side:  # only when set: galleries made before the field still resume
+        settings["model_side"] = config.model_side
     fingerprint = settings_fingerprint(settings)
 
     # ---- what is already there

@@ -46,8 +46,9 @@ class GalleryConfig:
       units: ``"all"`` or ranges ``"0-15,20"`` (or a tuple of ints), applied to every layer;
         units past a layer's channel count are left out for that layer. Per-layer units
         follow ``;``: ``"0-7;logits=1,207,285"`` (layers not named take the first part;
-        ``"logits=1,2"`` alone renders only the named layers' units). None: the preset
-        (efficientnet_lite0: units 0-7 of each block and 16 classes of logits).
+        ``"logits=1,2"`` alone renders only the named layers' units). None: every unit of the
+        layers given; with the preset's layers, the preset's units (efficientnet_lite0:
+        units 0-7 of each block and 16 classes of logits).
       out: output folder.
       steps: optimization steps per render (None: preset, 128).
       size: render side in pixels (also the tile side of the PNG grids); None: preset
@@ -182,6 +183,13 @@ class GalleryConfig:
                 f"dataset must be 'auto', 'none', 'builtin:photos', 'builtin:starter' or a "
                 f".npz/.npy path, got {self.dataset!r}"
             )
+        if self.dataset.startswith("builtin:"):  # a typo fails now, before any work
+            from lucidax.models.photos import parse_builtin
+
+            try:
+                parse_builtin(self.dataset)
+            except ValueError as e:
+                raise GalleryConfigError(f"dataset: {e}") from None
         if self.num_processes is not None and (
             isinstance(self.num_processes, bool)
             or not isinstance(self.num_processes, int)
@@ -207,6 +215,8 @@ class GalleryConfig:
         """This config with every unset (None) preset field filled from the preset of
         ``model_name`` (default ``self.model``); see :data:`PRESETS`."""
         preset = preset_for(model_name or self.model)
+        if self.layers is not None:  # the user's layers: every unit unless units say otherwise
+            preset["units"] = "all"
         fill = {k: v for k, v in preset.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **fill) if fill else self
 

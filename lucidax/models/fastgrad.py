@@ -31,7 +31,9 @@ replaces them by a ``custom_vjp`` computed that way: forward the shifted sum, in
 the cotangent's shifted sum with the flipped kernel (stride 2: four polyphase shifted sums,
 interleaved), kernel gradient JAX's own (dead code when only the input gradient is used).
 Values agree with the convolution to float rounding. :func:`apply` runs a model's forward
-pass through the same replacement (dataset examples, activation extraction).
+pass through the same replacement (dataset examples, activation extraction). This one is
+applied on the CPU backend only: it was measured there, and GPU libraries have their own
+depthwise kernels.
 
 With ``redirect`` (a traced 0/1 scalar), ReLUs (``max(x, 0)``, ``jax.nn.relu``) also get
 Lucid's *redirected* gradient while ``redirect`` is 1: for a row (image) whose ReLU gradient
@@ -372,7 +374,8 @@ def _rule(redirect: Any, fast: bool):
         if fast and name == "conv_general_dilated" and _conv_supported(params, invals):
             pads = tuple(tuple(int(p) for p in pair) for pair in params["padding"])
             return [_conv(*invals, tuple(params["window_strides"]), pads, params["precision"])]
-        if fast and name == "conv_general_dilated" and _dw_supported(params, invals):
+        if (fast and name == "conv_general_dilated" and _dw_supported(params, invals)
+                and jax.default_backend() == "cpu"):  # measured on XLA:CPU only
             pads = tuple(tuple(int(p) for p in pair) for pair in params["padding"])
             return [_dwconv(*invals, int(params["window_strides"][0]), pads)]
         if fast and name == "reduce_window_max" and _pool_supported(params, invals):

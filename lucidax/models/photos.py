@@ -25,8 +25,9 @@ always give identical arrays, and ``photos(n=None)`` is every grid crop once.
 Crops of one photo overlap and share its content: they are not independent samples (a probe
 of ``source`` labels measures how well a layer tells the photos apart, not generalisation).
 
-Sources that ship with an optional package (scikit-learn) are left out, with a warning, when
-it is not installed; ``label_names`` always says which sources a batch has.
+scikit-learn (which ships two of the photos) is a lucidax dependency; should it be missing
+anyway, its sources are left out with a warning; ``label_names`` always says which sources a
+batch has.
 
 **``auto``.** The data arguments of ``lucidax probe``, ``tcav``, ``attribute``, ``invert`` and
 ``dissect`` default to ``auto``, which :func:`resolve_auto` turns into the model's own data:
@@ -155,7 +156,7 @@ SOURCES: tuple[PhotoSource, ...] = (
 )
 SOURCE_NAMES = tuple(s.name for s in SOURCES)
 _BY_NAME = {s.name: s for s in SOURCES}
-_OPTIONAL = {"scikit-learn": "sklearn"}  # package -> module, when not a lucidax dependency
+_OPTIONAL = {"scikit-learn": "sklearn"}  # package -> module of sources that may be missing
 
 
 # -- the data argument -----------------------------------------------------------------------
@@ -291,7 +292,7 @@ def _check_source(name: str) -> str:
 @functools.cache
 def available_sources() -> tuple[str, ...]:
     """The source names whose package is installed (all of :data:`SOURCE_NAMES` unless
-    scikit-learn is missing: it is not a lucidax dependency)."""
+    scikit-learn, a lucidax dependency, was removed)."""
     import importlib.util
 
     out, missing = [], []

@@ -207,7 +207,8 @@ class ImageSet:
         side = int(side or ph.DEFAULT_SIDE)
         if sources is not None:  # validate now, not when the pixels are needed
             sources = tuple(ph.resolve_sources(sources))
-        spec = ",".join(sources) if sources is not None else "all"
+        # the resolved list: the sources available differ between installs
+        spec = ",".join(sources if sources is not None else ph.available_sources())
 
         def load() -> np.ndarray:
             return ph.photos(int(n), side=side, seed=seed, sources=sources,
