@@ -375,3 +375,16 @@ def test_lrp_refuses_other_clippings(images, act, what):
     with pytest.raises(L.LRPUnsupportedError, match=what) as err:
         L.lrp(model, model.params, images, 0)
     assert "ReLU6" in str(err.value)
+
+
+def test_redirected_gradients_of_a_scalar_input():
+    """A 0-d input is one row: redirected ReLU / ReLU6 gradients work on it (no shape error)."""
+    on, off = jnp.float32(1.0), jnp.float32(0.0)
+
+    def grad(act, x, redirect):
+        return float(jax.grad(lambda v: fastgrad.call(act, v, redirect=redirect))(jnp.float32(x)))
+
+    assert grad(jax.nn.relu6, 7.0, off) == 0.0  # saturated: no ordinary gradient
+    assert grad(jax.nn.relu6, 7.0, on) == 1.0  # redirected: lowering it is allowed
+    assert grad(jax.nn.relu, -1.0, on) == 0.0  # would push a negative input further down
+    assert grad(jax.nn.relu, 2.0, on) == 1.0

@@ -323,16 +323,22 @@ def _rrelu_fwd(x, active):
     return _redirected_relu(x, active), (x, active)
 
 
+def _unless_blocked(grad, redirected, active):
+    """``grad``, except in the rows (images, leading axis) where it is entirely zero while
+    ``active`` is on: ``redirected`` there (a scalar input is one row)."""
+    rows = grad.reshape(grad.shape[0], -1) if grad.ndim else grad.reshape(1, 1)
+    blocked = jnp.all(rows == 0, axis=1) & (active > 0)
+    blocked = blocked.reshape((-1,) + (1,) * (grad.ndim - 1)) if grad.ndim else blocked[0]
+    return jnp.where(blocked, redirected, grad)
+
+
 def _rrelu_bwd(res, g):
     x, active = res
     zero = jnp.zeros((), g.dtype)
     relu_grad = jnp.where(x < 0, zero, g)
     # g is d(loss)/d(out) of a minimized loss: g > 0 pushes the input lower
     redirected = jnp.where((x < 0) & (g > 0), zero, g)
-    rows = relu_grad.reshape(relu_grad.shape[0], -1) if relu_grad.ndim else relu_grad[None]
-    blocked = jnp.all(rows == 0, axis=1) & (active > 0)
-    blocked = blocked.reshape((-1,) + (1,) * (g.ndim - 1)) if g.ndim else blocked[0]
-    return jnp.where(blocked, redirected, relu_grad), jnp.zeros_like(active)
+    return _unless_blocked(relu_grad, redirected, active), jnp.zeros_like(active)
 
 
 _redirected_relu.defvjp(_rrelu_fwd, _rrelu_bwd)
@@ -356,10 +362,7 @@ def _rrelu6_bwd(cap, res, g):
     relu6_grad = jnp.where((x > 0) & (x < cap), g, zero)
     # g is d(loss)/d(out) of a minimized loss: g > 0 pushes the input lower, g < 0 higher
     redirected = jnp.where(((x < 0) & (g > 0)) | ((x > cap) & (g < 0)), zero, g)
-    rows = relu6_grad.reshape(relu6_grad.shape[0], -1) if relu6_grad.ndim else relu6_grad[None]
-    blocked = jnp.all(rows == 0, axis=1) & (active > 0)
-    blocked = blocked.reshape((-1,) + (1,) * (g.ndim - 1)) if g.ndim else blocked[0]
-    return jnp.where(blocked, redirected, relu6_grad), jnp.zeros_like(active)
+    return _unless_blocked(relu6_grad, redirected, active), jnp.zeros_like(active)
 
 
 _redirected_relu6.defvjp(_rrelu6_fwd, _rrelu6_bwd)
