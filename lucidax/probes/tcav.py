@@ -225,13 +225,11 @@ def _module_version(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()[:12]
 
 
-@functools.cache
 def _starter_version() -> str:
     """Hash of the starter dataset's code: a cached entry built by other code is not reused."""
     from lucidax.models.starter import data
 
-    with open(data.__file__, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:12]
+    return _module_version(data.__file__)
 
 
 class _Batches:
