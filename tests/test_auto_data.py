@@ -124,8 +124,11 @@ def test_cli_tcav_auto(lite, monkeypatch):
     with pytest.raises(_Stop):
         cli.main([*base, "--model", "efficientnet_lite0"])
     r_set, t_set = seen[0][0][3:5]
-    assert r_set.key.startswith("photos-") and ":all:" in r_set.key  # every photo
-    assert t_set.key.startswith("photos-") and ":all:100:64:3:" in t_set.key
+    every = ",".join(P.available_sources())
+    others = ",".join(s for s in P.available_sources() if s != "grass")
+    # random sets: every photo but the concept's own; targets: every photo
+    assert r_set.key.startswith("photos-") and f":{others}:" in r_set.key
+    assert t_set.key.startswith("photos-") and f":{every}:100:64:3:" in t_set.key
     seen.clear()
     with pytest.raises(_Stop):
         cli.main(base)  # starter: random starter images, starter digits of the class

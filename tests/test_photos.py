@@ -165,6 +165,11 @@ def test_tcav_sources_accept_photos(starter):
     with pytest.raises(ValueError, match="photo source"):
         _parse_source("builtin:photos:nope", model=starter, n=3, split_default="test", seed=0,
                       what="concept")
+    # random sets leave out the concepts' own photos (no concept image among the "random")
+    _, r = _parse_source("builtin:photos", model=starter, n=40, split_default="test", seed=7,
+                         what="random", exclude=("grass", "chelsea"))
+    assert r.key != s.key and "grass" not in r.key and "coffee" in r.key
+    assert r.images.shape == (40, 64, 64, 3)
 
 
 def test_run_tcav_cli_with_photos(starter, tmp_path):

@@ -1021,10 +1021,11 @@ def write_tcav(results: Sequence[TCAVResult], out_dir: str | os.PathLike, *,
 # the CLI runner
 # ----------------------------------------------------------------------------------------------
 def _parse_source(spec: str, *, model: Model, n: int, split_default: str, seed: int,
-                  what: str) -> tuple[str, ImageSet]:
+                  what: str, exclude: tuple[str, ...] = ()) -> tuple[str, ImageSet]:
     """``family:value`` (starter concept), ``builtin:starter[:split]`` (random starter
     images), ``builtin:photos[:<source>]`` (crops of real photos), ``name=path`` or a folder
-    path."""
+    path. ``exclude``: photo sources left out of ``builtin:photos`` (the concepts' own photos,
+    so that random sets never hold concept images)."""
     from lucidax.models import photos, starter
 
     spec = os.fspath(spec)
@@ -1034,7 +1035,11 @@ def _parse_source(spec: str, *, model: Model, n: int, split_default: str, seed: 
     builtin = photos.parse_builtin(spec, split_default)
     if builtin is not None and builtin.kind == "photos":
         one = None if spec == "builtin:photos" else builtin.sources  # builtin:photos:<source>
-        label = name or (f"photos:{one[0]}" if one else "random")
+        if one is None and exclude:
+            one = tuple(s for s in photos.available_sources() if s not in exclude) or None
+            label = name or "random"
+        else:
+            label = name or (f"photos:{one[0]}" if one else "random")
         return label, ImageSet.photos(n, side=model.input_spec.side,
                                       channels=model.input_spec.channels, seed=seed,
                                       sources=one, name=label)
@@ -1133,6 +1138,11 @@ def run_tcav_cli(
     k = _class_index(model, target_class)
     label = str(model.labels[k]) if model.labels else str(k)
     c_sets: dict[str, ImageSet] = {}
+    concept_photos: list[str] = []  # photo sources of concepts: kept out of the random sets
+    for spec in concepts:
+        b = photos.parse_builtin(str(spec).split("=", 1)[-1], split)
+        if b is not None and b.kind == "photos" and b.spec != "builtin:photos":
+            concept_photos.extend(b.sources)
     for i, spec in enumerate(concepts):
         name, s = _parse_source(spec, model=model, n=runs * n_concept, split_default=split,
                                 seed=seed * 1000 + 101 + i, what="concept")
@@ -1140,7 +1150,8 @@ def run_tcav_cli(
             raise ValueError(f"concept {name!r} given twice")
         c_sets[name] = s
     _, r_set = _parse_source(random, model=model, n=runs * (2 * n_random + n_concept),
-                             split_default=split, seed=seed * 1000 + 7, what="random")
+                             split_default=split, seed=seed * 1000 + 7, what="random",
+                             exclude=tuple(concept_photos))
     t_builtin = photos.parse_builtin(targets, split)
     if t_builtin is not None and t_builtin.kind == "starter":
         t_split = t_builtin.split
