@@ -23,6 +23,7 @@ replace any equation); :func:`relu_input` recognizes the ReLUs of a traced progr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -275,14 +276,21 @@ def relu6_input(eqn, invals: list) -> tuple[Any, float] | None:
 _FUSED = "lucidax.models.hooks relu6 fusion"
 
 
+@functools.cache
+def _jit_template(shape: tuple[int, ...], dtype: Any):
+    """A traced one-input ``jit`` equation of this shape, whose parameters serve as a
+    template (traced once per shape, not once per fused pair and evaluation)."""
+    spec = jax.ShapeDtypeStruct(shape, dtype)
+    return jax.make_jaxpr(jax.jit(lambda a: -a, inline=False))(spec).jaxpr.eqns[0]
+
+
 def _fused_relu6(relu_eqn, min_eqn, x, out):
     """A ``jit`` equation ``out = min(relu(x), cap)`` whose body is the two given equations
     (so evaluating it is evaluating them). Its parameters are those of a traced ``jit``
     equation (their set changes between JAX versions) with this body."""
     body = jcore.Jaxpr([], [x], [out], [relu_eqn, min_eqn],
                        debug_info=jcore.DebugInfo(_FUSED, None, None, None))
-    shape = jax.ShapeDtypeStruct(x.aval.shape, x.aval.dtype)
-    template = jax.make_jaxpr(jax.jit(lambda a: -a, inline=False))(shape).jaxpr.eqns[0]
+    template = _jit_template(tuple(x.aval.shape), x.aval.dtype)
     params = dict(template.params, jaxpr=jcore.ClosedJaxpr(body, []), name="relu6")
     return template.replace(invars=[x], outvars=[out], params=params)
 
