@@ -403,6 +403,33 @@ def test_analysis_with_its_own_page_is_linked(tmp_path):
     assert 'href="attribution/index.html"' in page
 
 
+def test_analysis_page_lists_results_not_caches(tmp_path):
+    """The TCAV page (as `lucidax tcav --out <gallery>/tcav` leaves it, cache included) opens
+    with the figure, then the table, then the results: never a cache file; an SVG twin is a
+    link next to its PNG."""
+    from lucidax._files import save_png
+    from lucidax.gallery import site
+
+    tcav = tmp_path / "tcav"
+    (tcav / "cache").mkdir(parents=True)
+    (tcav / "cache" / "data-0123.json").write_text('{"key": "cache internals"}')
+    (tcav / "cache" / "conv1-0123.json").write_text("{}")
+    (tmp_path / "probes" / "feature-cache").mkdir(parents=True)
+    (tmp_path / "probes" / "feature-cache" / "x.json").write_text("{}")
+    (tcav / "results.json").write_text('{"results": []}')
+    (tcav / "results.csv").write_text("concept,layer\ncolor:red,conv1\n")
+    save_png(tcav / "tcav.png", np.zeros((4, 4, 3)))
+    (tcav / "tcav.svg").write_text("<svg/>")
+    files = [p.relative_to(tcav).as_posix() for p in site._analysis_files(tmp_path, "tcav")]
+    assert files == ["tcav.png", "tcav.svg", "results.csv", "results.json"]
+    assert site.analysis_dirs(tmp_path) == ["tcav"]  # a folder of caches only is no result
+    page = site._analysis_page(tmp_path, "tcav", ["tcav"])
+    assert "cache" not in page
+    assert page.index('src="tcav/tcav.png"') < page.index("results.csv") \
+        < page.index("results.json")
+    assert 'href="tcav/tcav.svg"' in page and 'src="tcav/tcav.svg"' not in page
+
+
 @pytest.mark.slow
 def test_default_gallery_is_efficientnet_lite0(tmp_path):
     """The main job's defaults on the real network (renders faked, everything else real): the

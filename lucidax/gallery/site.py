@@ -95,19 +95,42 @@ def _own_index(out: Path, name: str) -> Path | None:
     return None
 
 
+_FIGURES = (".png", ".svg", ".jpg", ".jpeg")
+
+
+def _is_internal(rel: Path) -> bool:
+    """A file inside a cache folder (``tcav/cache``, ``probes/feature-cache``, ...) or a hidden
+    one: an analysis' internals, never one of its results."""
+    return any(
+        part.startswith((".", "_")) or part.lower() == "cache"
+        or part.lower().endswith(("-cache", "_cache"))
+        for part in rel.parts[:-1]
+    ) or rel.name.startswith(".")
+
+
 def _analysis_files(out: Path, name: str) -> list[Path]:
+    """The result files of ``out/<name>`` (2 levels deep at most, caches left out) in page
+    order: top-level files before those of subfolders; at each level the figures, then the
+    tables (CSV), then the other results (JSON), alphabetical within each."""
     root = out.resolve()
     d = out / name
     files = []
     for p in sorted(d.rglob("*")):
-        if len(p.relative_to(d).parts) > 2 or not p.is_file():
+        rel = p.relative_to(d)
+        if len(rel.parts) > 2 or not p.is_file() or _is_internal(rel):
             continue
-        if p.suffix.lower() not in (".json", ".csv", ".png", ".svg", ".jpg", ".jpeg"):
+        if p.suffix.lower() not in (".json", ".csv", *_FIGURES):
             continue
         if root not in p.resolve().parents:  # a link pointing outside: never read it
             continue
         files.append(p)
-    return files
+
+    def order(p: Path) -> tuple:
+        suffix = p.suffix.lower()
+        kind = 0 if suffix in _FIGURES else 1 if suffix == ".csv" else 2
+        return (len(p.relative_to(d).parts), kind, p.relative_to(d).as_posix())
+
+    return sorted(files, key=order)
 
 
 def _analysis_nav(analyses: list[str], depth: int) -> str:
@@ -154,12 +177,20 @@ def _analysis_page(out: Path, name: str, analyses: list[str]) -> str:
     ]
     if _own_index(out, name) is not None:
         parts.append(f'<p><a href="{_href(name, "index.html")}">open the {_e(name)} page</a></p>')
-    for p in _analysis_files(out, name):
+    files = _analysis_files(out, name)
+    shown = set(files)
+    for p in files:
         rel = p.relative_to(out)
         href = _href(*rel.parts)
-        parts.append(f'<h2><a href="{href}">{_e(rel.as_posix())}</a></h2>')
         suffix = p.suffix.lower()
-        if suffix in (".png", ".svg", ".jpg", ".jpeg"):
+        png = p.with_suffix(".png")
+        if suffix == ".svg" and png in shown:  # the PNG twin is shown: link the SVG there
+            continue
+        svg = p.with_suffix(".svg")
+        also = (f' <small>(<a href="{_href(*svg.relative_to(out).parts)}">svg</a>)</small>'
+                if suffix == ".png" and svg in shown else "")
+        parts.append(f'<h2><a href="{href}">{_e(rel.as_posix())}</a>{also}</h2>')
+        if suffix in _FIGURES:
             parts.append(f'<img src="{href}" alt="{_e(rel.as_posix())}" style="max-width:100%">')
         elif suffix == ".json":
             try:
