@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +32,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from lucidax import models
 
     if args.name is None:
+        if args.json:
+            print(json.dumps([_model_row(name) for name in models.list_models()], indent=2))
+            return 0
         for name in models.list_models():
             print(name)
         return 0
@@ -51,6 +57,27 @@ def _cmd_models(args: argparse.Namespace) -> int:
             shape = f"  {r['shape']}" if r["shape"] else ""
             print(f"  {r['layer']:<40} {r['kind']:<6} {r['channels']:>6}{shape}")
     return 0
+
+
+def _model_row(name: str) -> dict[str, Any]:
+    """``lucidax models --json``: one zoo entry, without building the model or reading its
+    weights: name, description, input side (as the description states it, else None), where
+    its default weights come from (shipped, package or random) and whether they are there."""
+    from lucidax.models.registry import MissingWeightsError, get_entry
+
+    entry = get_entry(name)
+    side = re.search(r"\b(\d+) px\b", entry.description)  # the descriptions name it
+    row = {"name": name, "description": entry.description,
+           "side": int(side.group(1)) if side else None}
+    w = entry.default_weights
+    if w is None:
+        return {**row, "weights": "random", "weights_available": False}
+    try:
+        available = os.path.isfile(w() if callable(w) else w)
+    except MissingWeightsError:
+        available = False
+    return {**row, "weights": "package" if callable(w) else "shipped",
+            "weights_available": available}
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -114,6 +141,18 @@ def _dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
     return cls(**{k: v for k, v in vars(args).items() if k in names})
 
 
+def _add_memory_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory-check", action=argparse.BooleanOptionalAction, default=True,
+                   help="refuse, before anything is written, a job whose estimated memory "
+                        "need exceeds the available memory (--no-memory-check tries anyway)")
+
+
+def _few(names: Sequence[str], n: int = 10) -> str:
+    """``a, b, c`` (the first ``n``, then ``... (+k more)``)."""
+    more = f", ... (+{len(names) - n} more)" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
 # --- render ------------------------------------------------------------------------------------
 @_command("render")
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -121,7 +160,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     summary = render_job(_dataclass_from_args(RenderJob, args), progress=not args.quiet)
     bad = [r["unit"] for r in summary["units"] if not r["finite"]]
-    print(f"rendered {len(summary['units'])} units of {args.layer} -> {summary['grid']}")
+    silent = [str(r["unit"]) for r in summary["units"] if r.get("silent")]
+    note = f" ({len(silent)} silent: {_few(silent)})" if silent else ""
+    print(f"rendered {len(summary['units'])} units of {args.layer}{note} -> {summary['grid']}")
     if bad:
         print(f"non-finite (not written): units {bad}", file=sys.stderr)
         return 1
@@ -145,7 +186,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         args.model, weights=args.weights, layers=args.layers, images=args.images, out=args.out,
         steps=args.steps, mode=args.mode, loss=args.loss, size=args.size, seed=args.seed,
         learning_rate=args.learning_rate, tv=args.tv, jitter_px=args.jitter,
-        scale=args.scale, progress=not args.quiet,
+        scale=args.scale, progress=not args.quiet, memory_check=args.memory_check,
     )
     print(run.table)
     for kind, path in run.files.items():
@@ -185,6 +226,7 @@ def _add_invert(sub: argparse._SubParsersAction) -> None:
                    help="random shift of up to this many px per step (default: 0)")
     p.add_argument("--scale", type=int, default=2, help="grid PNG enlargement (default: 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_memory_flag(p)
 
 
 # --- probe -------------------------------------------------------------------------------------
@@ -196,7 +238,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         args.model, weights=args.weights, layers=args.layers, data=args.data,
         target=args.target, out=args.out, reduce=args.reduce, n=args.n, seed=args.seed,
         batch_size=args.batch_size, cache_dir=args.cache_dir, folds=args.folds,
-        test_size=args.test_size, progress=not args.quiet,
+        test_size=args.test_size, progress=not args.quiet, memory_check=args.memory_check,
     )
     print(run.table)
     for kind, path in run.files.items():
@@ -228,6 +270,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=5, help="CV folds (default: 5)")
     p.add_argument("--test-size", type=float, default=0.25, help="held-out share (default: 0.25)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_memory_flag(p)
 
 
 # --- tcav ------------------------------------------------------------------------------------
@@ -243,7 +286,7 @@ def _cmd_tcav(args: argparse.Namespace) -> int:
         n_targets=args.n_targets, out=args.out, reduce=args.reduce,
         correction=args.correction, alpha=args.alpha, equal_var=args.student,
         split=args.split, seed=args.seed, cache_dir=args.cache_dir,
-        batch_size=args.batch_size, progress=not args.quiet,
+        batch_size=args.batch_size, progress=not args.quiet, memory_check=args.memory_check,
     )
     print(run.table)
     for kind, path in run.files.items():
@@ -297,6 +340,7 @@ def _add_tcav(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=50,
                    help="forward/backward batch (default: 50)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_memory_flag(p)
 
 
 # --- dissect ---------------------------------------------------------------------------------
@@ -308,7 +352,7 @@ def _cmd_dissect(args: argparse.Namespace) -> int:
         args.model, weights=args.weights, layers=args.layers, data=args.data, n=args.n,
         seed=args.seed, quantile=args.quantile, iou_threshold=args.iou_threshold,
         quantile_passes=args.quantile_passes, size=args.size, out=args.out,
-        batch_size=args.batch_size, progress=not args.quiet,
+        batch_size=args.batch_size, progress=not args.quiet, memory_check=args.memory_check,
     )
     print(run.table)
     for kind, path in run.files.items():
@@ -349,6 +393,7 @@ def _add_dissect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="dissect-out", help="output folder (default: dissect-out)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_memory_flag(p)
 
 
 # --- attribute -------------------------------------------------------------------------------
@@ -404,13 +449,26 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
 # --- gallery -----------------------------------------------------------------------------------
 @_command("gallery")
 def _cmd_gallery(args: argparse.Namespace) -> int:
-    from lucidax.gallery import GalleryConfig, build_gallery
+    from lucidax.gallery import GalleryConfig, build_gallery, plan_gallery
 
-    report = build_gallery(_dataclass_from_args(GalleryConfig, args), progress=not args.quiet)
+    config = _dataclass_from_args(GalleryConfig, args)
+    if args.dry_run:
+        print(plan_gallery(config).summary())
+        print("nothing rendered (--dry-run)")
+        return 0
+    report = build_gallery(config, progress=not args.quiet)
     print(
         f"{report.units_rendered} units rendered, {report.units_skipped} already done, "
-        f"{len(report.failed_units)} failed, in {report.elapsed_s:.0f} s"
+        f"{len(report.failed_units)} failed, {len(report.silent_units)} silent, in "
+        f"{report.elapsed_s:.0f} s"
     )
+    if report.silent_units:
+        print(f"silent (never activate; greyed in the gallery): {_few(report.silent_units)}")
+    if report.rescue_needed:
+        woke = report.rescue_succeeded
+        print(f"rescued from a high-contrast start: {len(woke)} of "
+              f"{len(report.rescue_needed)} units that needed it"
+              + (f" ({_few(woke)})" if woke else ""))
     if report.index:
         print(f"open {report.index}")
     return 1 if report.failed_units else 0
@@ -431,6 +489,9 @@ def _add_gallery(sub: argparse._SubParsersAction) -> None:
         "whole network, --model starter the small starter model.",
     )
     _add_dataclass_flags(p, GalleryConfig, presets=PRESET_FIELDS)
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the layers and units the command would render, the settings "
+                        "and how many units are already done, then stop (renders nothing)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -459,6 +520,29 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return ManifestMismatchError, MissingWeightsError
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """Skipped-file warnings (:class:`lucidax._files.SkippedFilesWarning`, every time) and the
+    random-weights warning print as one line ``lucidax <command>: warning: ...``; other
+    warnings as usual."""
+    from lucidax._files import SkippedFilesWarning
+    from lucidax.models import RandomWeightsWarning
+
+    one_line = (SkippedFilesWarning, RandomWeightsWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SkippedFilesWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, one_line):
+                print(f"lucidax {command}: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -466,14 +550,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return _COMMANDS[args.command](args) or 0
+        with _one_line_warnings(args.command):
+            return _COMMANDS[args.command](args) or 0
     except (ValueError, FileNotFoundError, TimeoutError, *_user_errors()) as e:
         # User errors: one clear line, no traceback.
         print(f"lucidax {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        if e.filename is None:  # not about a path: a bug, keep the traceback
+            raise
+        # A user's path that cannot be read or written: one line naming it.
+        print(f"lucidax {args.command}: error: {e.strerror or e}: {e.filename!r}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return 0
 
 
 if __name__ == "__main__":

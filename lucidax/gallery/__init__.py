@@ -29,10 +29,12 @@ from .config import (
     parse_units,
 )
 from .files import UnsafePathError, safe_name, safe_path
+from .plan import GalleryPlan, plan_gallery
 
 __all__ = [
     "GalleryConfig",
     "GalleryConfigError",
+    "GalleryPlan",
     "GalleryReport",
     "ManifestMismatchError",
     "PRESETS",
@@ -41,6 +43,7 @@ __all__ = [
     "init_distributed",
     "parse_layer_units",
     "parse_units",
+    "plan_gallery",
     "plan_batches",
     "safe_name",
     "safe_path",

@@ -13,6 +13,7 @@ from .io import UnsafeCheckpointError, load_params, read_checkpoint, save_params
 from .registry import (
     MissingWeightsError,
     ModelEntry,
+    RandomWeightsWarning,
     UnknownModelError,
     list_models,
     load,
@@ -28,6 +29,7 @@ __all__ = [
     "MissingWeightsError",
     "Model",
     "ModelEntry",
+    "RandomWeightsWarning",
     "Taps",
     "UnknownLayerError",
     "UnknownModelError",

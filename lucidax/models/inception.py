@@ -172,5 +172,6 @@ register(
         build=build,
         key_map=key_map,
         description="InceptionV1 / GoogLeNet as in Lucid and lucent (1008 classes, 224 px)",
+        weights_hint="lucent's inceptionv1(pretrained=True) state dict, inception_v1.pth",
     )
 )

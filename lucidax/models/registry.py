@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -16,12 +17,17 @@ from .convert import KeyMap, convert_state_dict, looks_like, params_from_flat
 __all__ = [
     "MissingWeightsError",
     "ModelEntry",
+    "RandomWeightsWarning",
     "UnknownModelError",
     "list_models",
     "load",
     "register",
     "weights_sha256",
 ]
+
+
+#: ``load(name, weights=RANDOM)``: a random initialization, on purpose (no warning).
+RANDOM = "random"
 
 
 class UnknownModelError(KeyError, ValueError):
@@ -36,6 +42,12 @@ class MissingWeightsError(ImportError):
     message says which ``pip install`` fixes it)."""
 
 
+class RandomWeightsWarning(UserWarning):
+    """A zoo model that ships no weights was loaded without ``weights=``: it runs with a
+    random initialization (``weights="random"`` asks for that explicitly, without the warning).
+    """
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
     """How to build one architecture.
@@ -48,6 +60,8 @@ class ModelEntry:
         (weights inside another installed package; it raises :class:`MissingWeightsError`
         when that package is missing), or None (random init).
       description: one line for ``list_models`` / the CLI.
+      weights_hint: for architectures that ship no weights: which pretrained checkpoint
+        ``weights=`` takes and where it comes from (shown when the model is loaded without).
     """
 
     name: str
@@ -55,6 +69,7 @@ class ModelEntry:
     key_map: Callable[[Any], KeyMap] | None = None
     default_weights: str | Callable[[], str] | None = None
     description: str = ""
+    weights_hint: str = ""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -93,14 +108,22 @@ def load(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0) 
       name: one of :func:`list_models`.
       weights: path to a checkpoint (``.pth``/``.pt`` PyTorch state dict read without torch,
         ``.safetensors`` or ``.npz``; PyTorch key names or lucidax's own ``/``-joined
-        parameter paths), or None for the architecture's default: the weights shipped in the
-        package where there are some, random initialization (from ``seed``) otherwise.
+        parameter paths), ``"random"`` for a random initialization (from ``seed``), or None
+        for the architecture's default: the weights shipped in the package where there are
+        some, else a random initialization with a :class:`RandomWeightsWarning`.
       seed: seed of the random initialization (used when no weights are given or shipped).
     """
     entry = get_entry(name)
-    path = weights if weights is not None else entry.default_weights
+    explicit_random = isinstance(weights, str) and weights == RANDOM
+    path = None if explicit_random else weights if weights is not None else entry.default_weights
     if callable(path):
         path = path()  # before building: a missing weights package fails fast
+    if path is None and not explicit_random:
+        hint = f" ({entry.weights_hint})" if entry.weights_hint else ""
+        warnings.warn(
+            f"{name} ships no weights: it runs with a random initialization (seed {seed}). "
+            f"Give a checkpoint with --weights / weights={hint}, or 'random' to silence this",
+            RandomWeightsWarning, stacklevel=2)
     model = entry.build(seed)
     if path is None:
         model.weights_source = f"random(seed={seed})"

@@ -147,5 +147,6 @@ register(
         build=build,
         key_map=key_map,
         description="ResNet-50 as torchvision's resnet50 (1000 ImageNet classes, 224 px)",
+        weights_hint="torchvision's resnet50 state dict, e.g. resnet50-0676ba61.pth",
     )
 )

@@ -138,5 +138,6 @@ register(
         build=build,
         key_map=key_map,
         description="VGG-16 as torchvision's vgg16 (no BatchNorm; 1000 ImageNet classes, 224 px)",
+        weights_hint="torchvision's vgg16 state dict, e.g. vgg16-397923af.pth",
     )
 )

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import time
 import warnings
 import weakref
@@ -42,6 +43,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lucidax._memory import check_memory, estimate_render
 from lucidax.models import fastgrad as _fastgrad
 from lucidax.models.base import Model
 
@@ -369,6 +371,29 @@ def _host(tree: Any, b: int):
 # ---------------------------------------------------------------------------------------------
 # render
 # ---------------------------------------------------------------------------------------------
+
+MAX_STEPS_ENV = "LUCIDAX_MAX_STEPS"
+
+
+def max_steps() -> int | None:
+    """The cap on optimization steps set by ``LUCIDAX_MAX_STEPS`` (None when unset).
+
+    For smoke tests of scripts and documentation (the README test runs every example with
+    ``LUCIDAX_MAX_STEPS=2``): every render, inversion and gallery runs at most this many steps,
+    whatever it asks for. A value that is not a positive integer is refused.
+    """
+    raw = os.environ.get(MAX_STEPS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{MAX_STEPS_ENV} must be a positive integer; got {raw!r}")
+    return value
+
+
 def render(
     model: Model,
     params: Any = None,
@@ -390,6 +415,7 @@ def render(
     devices: Sequence[Any] | None = None,
     redirected_relu_steps: int = 0,
     fast_grads: bool = True,
+    memory_check: bool = True,
 ) -> RenderResult:
     """Render ``objective`` on ``model``: optimize images to maximize it.
 
@@ -405,7 +431,8 @@ def render(
         ``standard_transforms``); a list is composed; None for no transforms.
       optimizer: an optax optimizer (default Adam 0.05), or a float: Adam with that learning
         rate. Pass the same optimizer object again to reuse the compiled program.
-      steps: optimization steps.
+      steps: optimization steps (capped by the environment variable ``LUCIDAX_MAX_STEPS``
+        when it is set: see :func:`max_steps`).
       size: side (or ``(h, w)``) of the parameterized image.
       batch: number of images (default: the objective's per-image length, else 1).
       key: ``jax.random.key`` (default ``key(0)``); image ``i`` uses
@@ -427,6 +454,9 @@ def render(
         formulations that XLA:CPU runs 1.5-3x faster inside the optimization loop (same
         values up to float rounding; see ``lucidax.models.fastgrad``). False: JAX's
         standard gradients.
+      memory_check: raise :class:`lucidax._memory.InsufficientMemoryError` (a ValueError),
+        before allocating anything, when the render's estimated memory need exceeds the
+        available memory (see :mod:`lucidax._memory`). False: try anyway.
 
     Returns:
       A :class:`RenderResult`. Images whose loss or pixels became NaN/inf are flagged
@@ -458,13 +488,18 @@ def render(
                          f"{redirected_relu_steps!r}")
     if not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be a positive int; got {chunk!r}")
+    thr = sorted({int(t) for t in thresholds}) if thresholds else []
+    if any(t < 0 or t > steps for t in thr):
+        raise ValueError(f"thresholds must be step counts in 0..{steps}; got {thresholds!r}")
+    asked = {t: t for t in thr}  # returned snapshot key -> step it is taken at
+    cap = max_steps()
+    if cap is not None and steps > cap:  # smoke runs: thresholds past the cap map onto it
+        steps, asked = cap, {t: min(t, cap) for t in thr}
+        thr = sorted(set(asked.values()))
     steps, chunk = int(steps), int(min(chunk, steps))
     h, w = _as_hw(size)
     c = model.input_spec.channels
     b, ids = _batch_and_ids(objective, batch, unit_ids)
-    thr = sorted({int(t) for t in thresholds}) if thresholds else []
-    if any(t < 0 or t > steps for t in thr):
-        raise ValueError(f"thresholds must be step counts in 0..{steps}; got {thresholds!r}")
     key = _as_key(key)
 
     # transforms (+ upsampling to the model side, fused into the transforms' single gather)
@@ -497,6 +532,11 @@ def render(
     obj = objective.pad_batch(bp) if (bp != b and objective.batch is not None) else objective
     ids_p = np.concatenate([ids, np.repeat(ids[-1:], bp - b)]) if bp != b else ids
     ids_arr = jnp.asarray(ids_p, jnp.uint32)
+
+    if memory_check:
+        check_memory(estimate_render(model, objective.model_layers, batch=bp, size=max(h, w),
+                                     model_side=side or 0, transforms=transforms is not None),
+                     f"rendering {b} images at {h}x{w} px", hint="lower size or the batch")
 
     cfg = _Config(
         apply=_apply_of(model),
@@ -563,6 +603,7 @@ def render(
     snap_dict: dict[int, np.ndarray] = {}
     for i, t in enumerate(thr):
         snap_dict[t] = images.copy() if t == steps else np.asarray(snaps[i], np.float32)[:b]
+    snap_dict = {t: snap_dict[at] for t, at in asked.items()}
     finite = np.all(np.isfinite(values), axis=0) & np.all(
         np.isfinite(images.reshape(b, -1)), axis=1
     )
