@@ -16,6 +16,8 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 
+from lucidax.visualize.silence import SILENT_EPS, silent_on_data, stuck_renders
+
 from .config import (
     GalleryConfig,
     GalleryConfigError,
@@ -37,7 +39,7 @@ from .files import (
     safe_path,
     to_uint8_rgb,
 )
-from .layout import contact_sheet, first_tile, loss_png, unit_grid
+from .layout import contact_sheet, dim_tile, first_tile, loss_png, unit_grid
 from .manifest import (
     FORMAT,
     MANIFEST,
@@ -47,6 +49,7 @@ from .manifest import (
     read_manifest,
     settings_fingerprint,
     shard_name,
+    summarize,
     unit_done,
     write_manifest,
 )
@@ -73,6 +76,13 @@ class GalleryReport:
       units_skipped: units of this process's share already finished (resume).
       failed_units: ``"layer/unit"`` of this process's renders that did not stay finite.
       elapsed_s: wall time of the call; render_s: of which rendering (batches incl. writes).
+      silent_units: ``"layer/unit"`` of this process's share (rendered now or already done)
+        that are silent: they never activate on the dataset images, or their renders never
+        left their start (see :mod:`lucidax.visualize.silence`).
+      rescue_needed: units of the share whose default-start renders stayed silent, so they
+        were re-rendered from a high-contrast start (``GalleryConfig.rescue``).
+      rescue_succeeded: those of ``rescue_needed`` that the rescue woke up (their kept
+        renders reach 2% of the dataset maximum, or > 0 without a dataset).
     """
 
     out: str
@@ -86,6 +96,9 @@ class GalleryReport:
     failed_units: tuple[str, ...]
     elapsed_s: float
     render_s: float
+    silent_units: tuple[str, ...] = ()
+    rescue_needed: tuple[str, ...] = ()
+    rescue_succeeded: tuple[str, ...] = ()
 
     @property
     def units_per_s(self) -> float:
@@ -408,34 +421,36 @@ RESCUE_BELOW = 0.02  # a render weaker than 2% of the dataset maximum counts as 
 
 def _rescue(
     renderer: _Renderer, b: _Batch, padded: list[int], res: dict[str, np.ndarray], topk
-) -> tuple[dict[str, np.ndarray], set[int]]:
+) -> tuple[dict[str, np.ndarray], set[int], dict[int, bool]]:
     """Re-render a batch whose units stayed silent (every render's activation below 2% of
     the unit's maximum over real images, or <= 0 without a dataset: the optimization never
     left the dead-ReLU region) from
     a high-contrast start (clipped colours, Fourier sd :data:`RESCUE_SD`), keeping, unit by
-    unit, the start whose best render is stronger. Returns the merged results and the batch
-    positions that were replaced."""
+    unit, the start whose best render is stronger. Returns the merged results, the batch
+    positions that were replaced and, for each position that needed the rescue, whether it
+    worked (the kept renders are no longer silent by the same test)."""
     v = renderer.config.variants
     acts = res["acts"].reshape(-1, v)[: len(b.units)]
     stuck = []
     # units that real images barely excite (max < 10% of the layer's median max) are left
     # alone: they are (nearly) dead, and a second start rarely finds them
     floor = 0.0 if topk is None else 0.1 * float(np.median(np.maximum(topk.values[:, 0], 0)))
-    for j, u in enumerate(b.units):
-        best = float(np.nanmax(acts[j]))
-        data_max = None if topk is None else float(topk.values[u, 0])
+
+    def too_weak(j: int, best: float) -> bool:
+        data_max = None if topk is None else float(topk.values[b.units[j], 0])
         if data_max is None:
-            if best <= 0:
-                stuck.append(j)
-        elif data_max > max(floor, 0.0) and best <= RESCUE_BELOW * data_max:
-            stuck.append(j)
+            return best <= 0
+        return data_max > max(floor, 0.0) and best <= RESCUE_BELOW * data_max
+
+    stuck = [j for j in range(len(b.units)) if too_weak(j, float(np.nanmax(acts[j])))]
     if not stuck:
-        return res, set()
+        return res, set(), {}
     res2 = renderer(b.layer, padded, rescue=True)
     acts2 = res2["acts"].reshape(-1, v)
     better = {j for j in stuck if np.nanmax(acts2[j]) > np.nanmax(acts[j])}
+    woke = {j: j in better and not too_weak(j, float(np.nanmax(acts2[j]))) for j in stuck}
     if not better:
-        return res, set()
+        return res, set(), woke
     merged = {}
     for k, a in res.items():
         a = np.array(a, copy=True)
@@ -446,7 +461,7 @@ def _rescue(
             else:
                 a[cols] = res2[k][cols]
         merged[k] = a
-    return merged, better
+    return merged, better, woke
 
 
 class _Renderer:
@@ -725,8 +740,9 @@ def _build(
             padded = list(b.units) + [b.units[-1]] * (b.width - len(b.units))
             res = renderer(b.layer, padded)
             rescued: set[int] = set()
+            woke: dict[int, bool] = {}
             if config.rescue:
-                res, rescued = _rescue(renderer, b, padded, res, topk.get(b.layer))
+                res, rescued, woke = _rescue(renderer, b, padded, res, topk.get(b.layer))
             new = [(j, u) for j, u in enumerate(b.units) if (b.layer, u) not in done_mine]
             dt = (time.perf_counter() - t0) / max(len(new), 1)
             for j, u in new:
@@ -746,6 +762,7 @@ def _build(
                 )
                 entry.update(
                     start="rescue" if j in rescued else "default",
+                    rescue=None if j not in woke else "succeeded" if woke[j] else "failed",
                     batch=b.index,
                     process=pid,
                     time_s=round(dt, 4),
@@ -783,6 +800,7 @@ def _build(
         _write_sheets(out, final, tag)
         index = str(write_site(out, final, tag=tag))
 
+    share = summarize(my_entries)  # this process's share, rendered now or before
     return GalleryReport(
         out=str(out),
         index=index,
@@ -795,6 +813,9 @@ def _build(
         failed_units=tuple(failed),
         elapsed_s=time.perf_counter() - t_start,
         render_s=render_s,
+        silent_units=tuple(share["silent"]),
+        rescue_needed=tuple(share["rescue"]["needed"]),
+        rescue_succeeded=tuple(share["rescue"]["succeeded"]),
     )
 
 
@@ -856,13 +877,18 @@ def _write_unit(
     ex_tiles = None
     ex_list: list[dict[str, Any]] = []
     dataset_max = None
-    if topk is not None and examples is not None:
+    # silent on the data: no top examples (they would be arbitrary images at activation 0)
+    data_silent = topk is not None and examples is not None and silent_on_data(
+        topk.values[unit, :top_k])
+    if data_silent:
+        dataset_max = _finite_or_none(topk.values[unit, 0])
+    elif topk is not None and examples is not None:
         tiles = []
         for r in range(top_k):
             idx = int(topk.index[unit, r])
             val = float(topk.values[unit, r])
-            if idx < 0 or not math.isfinite(val):
-                continue
+            if idx < 0 or not math.isfinite(val) or abs(val) <= SILENT_EPS:
+                continue  # an image at activation 0 is one of many ties: arbitrary
             pos = int(topk.pos[unit, r])
             tiles.append(example_tile(examples.images[idx], rf, pos, config.size))
             box = None
@@ -885,6 +911,8 @@ def _write_unit(
     )
     acts = [float(a) for a in res["acts"][cols]]
     finite = bool(np.all(res["finite"][cols]))
+    render_silent = finite and bool(np.all(stuck_renders(res["loss"][:, cols])))
+    reasons = [r for r, on in (("dataset", data_silent), ("render", render_silent)) if on]
     best = max((a for a in acts if math.isfinite(a)), default=None)
     ratio = None
     if best is not None and dataset_max is not None and dataset_max > 0:
@@ -900,6 +928,8 @@ def _write_unit(
         "dataset_max": dataset_max,
         "ratio": _finite_or_none(ratio) if ratio is not None else None,
         "examples": ex_list,
+        "silent": bool(reasons),
+        "silent_reasons": reasons,
     }
 
 
@@ -938,7 +968,8 @@ def _write_sheets(out: Path, m: dict[str, Any], tag: str) -> None:
         for u in sorted(units, key=int):
             try:
                 grid = iio.imread(safe_path(out, d, f"{u}.png"), plugin="pillow")
-                tiles.append(first_tile(grid, tile))
+                t = first_tile(grid, tile)
+                tiles.append(dim_tile(t) if units[u].get("silent") else t)
             except Exception:  # noqa: BLE001 - a missing/broken file shows as blank
                 tiles.append(np.full((tile, tile, 3), 200, np.uint8))
         atomic_write_bytes(

@@ -10,6 +10,7 @@ import numpy as np
 __all__ = [
     "PAD",
     "contact_sheet",
+    "dim_tile",
     "first_tile",
     "grid_layout",
     "loss_png",
@@ -64,6 +65,20 @@ def unit_grid(renders: np.ndarray, examples: np.ndarray | None, n_examples: int)
 def first_tile(grid: np.ndarray, tile: int) -> np.ndarray:
     """The first render of a unit grid."""
     return grid[PAD : PAD + tile, PAD : PAD + tile, :3]
+
+
+def dim_tile(tile: np.ndarray) -> np.ndarray:
+    """A silent unit's sheet tile: grey, faded toward the background, with a dark diagonal
+    stroke (visible at any tile size, in colour and in print)."""
+    t = np.asarray(tile, np.float32)[..., :3]
+    grey = t @ np.asarray([0.299, 0.587, 0.114], np.float32)
+    out = 0.35 * grey + 0.65 * BACKGROUND
+    n = min(out.shape[0], out.shape[1])
+    i = np.arange(n)
+    for d in (-1, 0, 1):  # a 3 px line from the top-right to the bottom-left corner
+        ok = (i + d >= 0) & (i + d < n)
+        out[i[ok], n - 1 - (i[ok] + d)] = 90
+    return np.repeat(np.clip(out, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def sheet_layout(n: int) -> tuple[int, int]:

@@ -1,4 +1,12 @@
-"""``manifest.json``: settings fingerprint, package versions, weights hash, per-unit status."""
+"""``manifest.json``: settings fingerprint, package versions, weights hash, per-unit status.
+
+A unit's entry has ``status`` "done" or "failed" (non-finite renders); a silent unit (see
+:mod:`lucidax.visualize.silence`) is "done" with ``silent: true`` and ``silent_reasons``
+("dataset": never activates on the dataset images, then ``examples`` is empty; "render": its
+renders never left their start), so manifests written before the flag resume unchanged (their
+entries count as not silent). ``rescue`` is "succeeded"/"failed" for a unit that needed a
+rescue render, else None. ``summary`` (rewritten with every manifest) counts all of them.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ __all__ = [
     "params_sha256",
     "settings_fingerprint",
     "shard_name",
+    "summarize",
     "unit_done",
     "write_manifest",
 ]
@@ -103,11 +112,34 @@ def merge_entries(*manifests: dict[str, Any] | None) -> dict[str, dict[str, dict
     return out
 
 
+def summarize(units: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Counts over the unit entries (``"layer/unit"`` lists): failed, silent, and rescues
+    (needed, succeeded, failed)."""
+    rows = [
+        (f"{layer}/{u}", e)
+        for layer, us in units.items()
+        for u, e in sorted(us.items(), key=lambda kv: int(kv[0]))
+        if isinstance(e, dict)
+    ]
+    rescue = [(k, e.get("rescue")) for k, e in rows if e.get("rescue") in ("succeeded", "failed")]
+    return {
+        "units": len(rows),
+        "failed": [k for k, e in rows if e.get("status") == "failed"],
+        "silent": [k for k, e in rows if e.get("silent")],
+        "rescue": {
+            "needed": [k for k, _ in rescue],
+            "succeeded": [k for k, r in rescue if r == "succeeded"],
+            "failed": [k for k, r in rescue if r == "failed"],
+        },
+    }
+
+
 def write_manifest(
     path: Path, header: dict[str, Any], units: dict[str, dict[str, Any]], *, tag: str, **extra
 ) -> None:
     ordered = {
         layer: dict(sorted(us.items(), key=lambda kv: int(kv[0]))) for layer, us in units.items()
     }
-    body = {**header, **extra, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "units": ordered}
+    body = {**header, **extra, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "summary": summarize(ordered), "units": ordered}
     atomic_write_json(path, body, tag=tag)

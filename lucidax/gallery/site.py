@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from lucidax.visualize.silence import describe as describe_silence
+
 from .files import atomic_write_text, safe_path
 from .layout import grid_layout, sheet_layout, sheet_position
 
@@ -43,6 +45,8 @@ img.px{image-rendering:pixelated}
 border:1px solid #ddd;border-radius:4px;padding:3px}
 .card .thumb{display:block;image-rendering:pixelated}
 .failed{color:#b00}.muted{color:#777}
+.silent{color:#666}.card.silent{border-style:dashed;background:#f0f0f0}
+.tag{font-size:.85em;background:#ddd;color:#444;border-radius:3px;padding:0 .3em}
 pre{background:#fff;border:1px solid #ddd;padding:.6em;overflow:auto;max-height:40em}
 """
 
@@ -262,6 +266,13 @@ def _unit_page(
             '<p class="muted">Started from a high-contrast image: from the default faint start '
             "this unit's renders never activated it.</p>"
         )
+    n_images = (m.get("dataset") or {}).get("n")
+    reasons = entry.get("silent_reasons") or []
+    if entry.get("silent"):
+        parts.append(
+            f'<p class="silent"><span class="tag">silent</span> '
+            f"{_e(describe_silence(reasons, n_images=n_images))}.</p>"
+        )
     alt = f"renders (top row) and top dataset examples of {title}"
     parts.append(
         f'<p><img class="px" src="{_href(str(unit))}.png" width="{geo["width"] * scale}" '
@@ -269,8 +280,9 @@ def _unit_page(
     )
     ratio = entry.get("ratio")
     dmax = entry.get("dataset_max")
+    rescue = entry.get("rescue")
     rows = [
-        ("status", _e(entry.get("status"))),
+        ("status", _e(entry.get("status")) + (" · silent" if entry.get("silent") else "")),
         ("render activation (max over space)", ", ".join(_fmt(v) for v in entry["render_act"])),
         ("objective (final)", ", ".join(_fmt(v) for v in entry.get("objective", []))),
         ("max activation over dataset images", _fmt(dmax)),
@@ -279,6 +291,12 @@ def _unit_page(
             "–" if ratio is None else f"{ratio * 100:.0f}%",
         ),
     ]
+    if rescue:
+        rows.append((
+            "rescue",
+            "needed (default start silent); "
+            + ("it woke the unit" if rescue == "succeeded" else "it did not wake the unit"),
+        ))
     objective_layer = info.get("objective_layer") or layer
     rows.insert(
         2,
@@ -314,6 +332,17 @@ def _unit_page(
             for r, ex in enumerate(examples)
         )
         parts.append(f"<table>{head}{body}</table>")
+        if n_images and len(examples) < lay["examples"]:
+            parts.append(
+                f'<p class="muted">Only {len(examples)} of the {_e(n_images)} dataset images '
+                f"{'activates' if len(examples) == 1 else 'activate'} this unit (the others "
+                "give 0).</p>"
+            )
+    elif "dataset" in reasons:
+        parts.append(
+            f'<p class="silent"><span class="tag">silent</span> never activates on the '
+            f"{_e(n_images)} dataset images: no top examples.</p>"
+        )
     elif m.get("dataset"):
         parts.append('<p class="muted">No dataset examples.</p>')
     parts.append(_analysis_nav(analyses, 1))
@@ -341,10 +370,13 @@ def _layer_page(
     parts = [" ".join(nav) + "</nav>", f"<h1>{_e(layer)}</h1>"]
     done = m["units"].get(layer, {})
     n_failed = sum(1 for u in units if done[str(u)].get("status") == "failed")
+    n_silent = sum(1 for u in units if done[str(u)].get("silent"))
     rf = info.get("rf")
     facts = f"{info['channels']} units ({_e(info['kind'])}); {len(units)} rendered"
     if n_failed:
         facts += f', <span class="failed">{n_failed} not finite</span>'
+    if n_silent:
+        facts += f', <span class="silent">{n_silent} silent (greyed)</span>'
     if rf:
         facts += f"; receptive field {rf['size'][0]}×{rf['size'][1]} px"
     parts.append(
@@ -364,6 +396,12 @@ def _layer_page(
         cls = " failed" if e.get("status") == "failed" else ""
         caption = str(u) + (f" {label}" if label else "")
         pct = "" if ratio is None else f'<span class="muted">{ratio * 100:.0f}%</span>'
+        if e.get("silent"):
+            n_img = (m.get("dataset") or {}).get("n")
+            tip += " — silent: " + describe_silence(e.get("silent_reasons") or [],
+                                                    n_images=n_img)
+            cls += " silent"
+            pct = '<span class="tag">silent</span>'
         parts.append(
             f'<a class="card{cls}" href="{_href(str(u))}.html" title="{_e(tip)}">'
             f'<span class="thumb" style="width:{tile}px;height:{tile}px;'
@@ -391,6 +429,9 @@ def _index_page(m: dict[str, Any], order: list[str], analyses: list[str]) -> str
         for e in m["units"].get(layer, {}).values()
         if e.get("status") == "failed"
     )
+    n_silent = sum(
+        1 for layer in order for e in m["units"].get(layer, {}).values() if e.get("silent")
+    )
     rows = [
         ("model", _e(model["name"])),
         ("weights", _e(model.get("weights_source"))),
@@ -402,7 +443,8 @@ def _index_page(m: dict[str, Any], order: list[str], analyses: list[str]) -> str
         ),
         (
             "units",
-            f"{n_units} in {len(order)} layers" + (f", {n_failed} not finite" if n_failed else ""),
+            f"{n_units} in {len(order)} layers" + (f", {n_failed} not finite" if n_failed else "")
+            + (f", {n_silent} silent (never activate; greyed on the sheets)" if n_silent else ""),
         ),
         (
             "dataset examples",
@@ -424,6 +466,8 @@ def _index_page(m: dict[str, Any], order: list[str], analyses: list[str]) -> str
         units = m["units"].get(layer, {})
         rf = info.get("rf")
         rf_txt = f", RF {rf['size'][0]}×{rf['size'][1]} px" if rf else ""
+        silent = sum(1 for e in units.values() if e.get("silent"))
+        rf_txt += f", {silent} silent" if silent else ""
         href = f"{_href(info['dir'])}/index.html"
         parts.append(
             f'<div class="layer"><a href="{href}"><b>{_e(layer)}</b></a> '

@@ -15,6 +15,7 @@ from .._files import image_grid, save_json, save_png
 from .objectives import channel
 from .param import Param, cppn, fft, image, maco, pixel
 from .render import render
+from .silence import stuck_renders, zero_steps
 
 __all__ = [
     "PARAMS", "RenderJob", "parse_units", "render_job", "save_grid", "save_images", "unit_list",
@@ -142,7 +143,9 @@ class RenderJob:
 
 def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
     """Render ``job.units`` of ``job.layer`` in batches; write one PNG per unit, a grid and a
-    ``render.json`` summary (objective value, loss trace end, finiteness per unit)."""
+    ``render.json`` summary (objective value, loss trace end, finiteness per unit, and
+    whether it is silent: its render never left its start, see
+    :func:`lucidax.visualize.silence.stuck_renders`; its PNG is still written)."""
     import jax
 
     from ..models import load
@@ -170,15 +173,21 @@ def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
         keep = np.asarray(result.finite, bool)
         save_images(layer_dir, result.images[keep], [f"{u:04d}" for u in ok])
         images.extend(result.images[keep])
+        stuck, zeros = stuck_renders(result.loss), zero_steps(result.loss)
         for i, u in enumerate(batch):
+            silent = bool(stuck[i] and result.finite[i])
             records.append({
                 "unit": u, "finite": bool(result.finite[i]),
                 "objective": float(result.objective_values[i]),
                 "png": f"{u:04d}.png" if result.finite[i] else None,
+                "silent": silent,
+                "silent_reason": f"objective 0 at the last step and on {int(zeros[i])} of "
+                f"{job.steps} steps: the render never left its start" if silent else None,
             })
     grid = save_grid(os.path.join(job.out, f"{job.layer.replace('/', '_')}.png"), images) \
         if images else None
     summary = {"job": dataclasses.asdict(job), "model": repr(model), "size": size,
-               "grid": grid, "units": records}
+               "grid": grid, "units": records,
+               "silent": [r["unit"] for r in records if r["silent"]]}
     save_json(os.path.join(layer_dir, "render.json"), summary)
     return summary
