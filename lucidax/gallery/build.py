@@ -483,6 +483,12 @@ class _Renderer:
         # a learning rate: render's shared Adam for that rate, so compiled programs are reused
         # across calls (a new optax object per call would compile again)
         self.optimizer = config.lr
+        try:  # lucidax's render checks memory itself: the gallery did (or was told not to)
+            from lucidax.visualize.render import render as lucidax_render
+
+            self.own_render = render_fn is lucidax_render
+        except ImportError:
+            self.own_render = False
 
     def __call__(self, layer: str, units: Sequence[int], *, rescue: bool = False):
         v = self.config.variants
@@ -495,6 +501,8 @@ class _Renderer:
             extra["param"] = param
         elif rescue:
             extra["rescue"] = True  # lets a stand-in render function tell the two apart
+        if self.own_render:
+            extra["memory_check"] = False
         res = self.render_fn(
             self.model,
             self.model.params,
@@ -571,11 +579,6 @@ def _build(
     pid, nproc = init_distributed(config) if config.distributed else (0, 1)
     tag = f"p{pid}"
 
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    out = out.resolve()
-    clean_stale_tmp(out, tag=tag)
-
     if model is None:
         from lucidax.models import load
 
@@ -588,6 +591,13 @@ def _build(
     layers = _resolve_layers(model, config.layers)
     layer_units = _resolve_units(model, layers, config.units)
     layers = tuple(layer_units)
+    if config.memory_check:  # before the output folder or anything in it is made
+        _check_memory(config, model, layer_units)
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()
+    clean_stale_tmp(out, tag=tag)
     dirs = _layer_dirs(model.layer_names)
     examples = _load_examples(config, model, dataset, progress)
     top_k = min(config.top_k, len(examples.images)) if examples is not None else 0
@@ -817,6 +827,28 @@ def _build(
         rescue_needed=tuple(share["rescue"]["needed"]),
         rescue_succeeded=tuple(share["rescue"]["succeeded"]),
     )
+
+
+def _check_memory(config: GalleryConfig, model, layer_units: dict[str, Sequence[int]]) -> None:
+    """Refuse a gallery whose largest render batch cannot fit in memory (see
+    :mod:`lucidax._memory`)."""
+    from lucidax._memory import check_memory, estimate_render
+
+    worst, worst_layer = None, None
+    for layer, units in layer_units.items():
+        if not units:
+            continue
+        need = estimate_render(
+            model, _objective_layer(model, layer, config),
+            batch=min(config.batch_size, len(units)) * config.variants, size=config.size,
+            model_side=config.model_side or None, transforms=config.transforms != "none")
+        if need is not None and (worst is None or need > worst):
+            worst, worst_layer = need, layer
+    if worst_layer is None:
+        return
+    n = min(config.batch_size, len(layer_units[worst_layer])) * config.variants
+    check_memory(worst, f"rendering {worst_layer} ({n} images at once) at {config.size} px",
+                 hint="lower --size/--batch-size/--variants")
 
 
 def _without(entries: dict[str, dict[str, Any]], drop: set[tuple[str, int]]) -> dict:

@@ -98,6 +98,9 @@ class GalleryConfig:
         environment variables ``LUCIDAX_COORDINATOR``, ``LUCIDAX_NUM_PROCESSES``,
         ``LUCIDAX_PROCESS_ID``.
       shard_timeout: seconds process 0 waits for the other processes' results.
+      memory_check: refuse, before the output folder is made, a gallery whose largest render
+        batch needs more memory than is available (``--no-memory-check`` tries anyway). Not
+        part of the settings a gallery resumes by.
     """
 
     model: str = "efficientnet_lite0"
@@ -125,6 +128,7 @@ class GalleryConfig:
     num_processes: int | None = None
     process_id: int | None = None
     shard_timeout: float = 3600.0
+    memory_check: bool = True
 
     def __post_init__(self) -> None:
         def fix(name: str, value: Any) -> None:

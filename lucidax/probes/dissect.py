@@ -704,6 +704,23 @@ def _resolve_layers(model: Model, layers: Any) -> tuple[tuple[str, ...], dict[st
     return tuple(sorted(names, key=model.layer_names.index)), {}
 
 
+def _check_memory(model: Model, source: Any, names: tuple[str, ...], batch_size: int) -> None:
+    """Refuse a dissection whose batches cannot fit in memory (:mod:`lucidax._memory`): a
+    batch through the model (as a feature extraction), its units' maps upsampled to the mask
+    size (float and mask, 8 bytes a value) and the batch's concept masks (4 bytes a value)."""
+    from lucidax._memory import check_memory, estimate_extraction
+
+    mh, mw = (int(v) for v in source.mask_size)
+    need = estimate_extraction(model, names, batch=batch_size, side=max(mh, mw))
+    if need is None:
+        return
+    units = sum(model.layers[n].channels for n in names)
+    need += batch_size * mh * mw * (8 * units + 4 * len(source.concepts))
+    check_memory(need, f"dissecting {len(names)} layer{'s' * (len(names) != 1)} with masks "
+                       f"of {mh}x{mw} px ({batch_size} images at once)",
+                 hint="lower --batch-size or --size, or dissect fewer layers")
+
+
 def dissect(
     model: Model,
     source: Any,
@@ -715,6 +732,7 @@ def dissect(
     quantile_passes: int = 3,
     batch_size: int = 32,
     progress: bool = False,
+    memory_check: bool = True,
 ) -> Dissection:
     """Dissect ``layers`` of ``model`` against the concepts of ``source`` (see module docs).
 
@@ -730,6 +748,9 @@ def dissect(
       iou_threshold: a unit is a detector of its best concept when IoU >= this.
       quantile_passes: 3 (exact thresholds), 2 (relative error < 2^-15) or 1 (< 2^-3).
       batch_size: images per jitted step (the last batch is zero-padded, never counted).
+      memory_check: raise :class:`lucidax._memory.InsufficientMemoryError` (a ValueError)
+        before any pass over the data when a batch's estimated memory need exceeds the
+        available memory; False: try anyway.
     """
     _check_quantile(quantile)
     if not (isinstance(iou_threshold, int | float) and 0.0 <= iou_threshold <= 1.0):
@@ -738,6 +759,8 @@ def dissect(
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     names, skipped = _resolve_layers(model, layers)
     params = model.params if params is None else params
+    if memory_check:
+        _check_memory(model, source, names, batch_size)
     thresholds, minimum = _thresholds(model, source, names, params, quantile, quantile_passes,
                                       batch_size, progress)
     # the exact threshold equals the minimum only at the unit's resting level; with fewer
@@ -924,6 +947,7 @@ def run_dissect_cli(
     out: str | os.PathLike = "dissect-out",
     batch_size: int = 32,
     progress: bool = True,
+    memory_check: bool = True,
 ) -> DissectRun:
     """``lucidax dissect --model M --layers L --data D --out O``.
 
@@ -939,6 +963,7 @@ def run_dissect_cli(
       quantile, iou_threshold, quantile_passes: see :func:`dissect`.
       size: image side for folder data (default: the model's input side).
       out: output folder (results.json, units.csv, iou.npz, summary.png/.svg).
+      memory_check: see :func:`dissect` (False: ``--no-memory-check``).
     """
     from lucidax.models import photos
 
@@ -952,6 +977,6 @@ def run_dissect_cli(
     source = _source(data, model, n, seed, size)
     result = dissect(model, source, layers=layers, quantile=quantile,
                      iou_threshold=iou_threshold, quantile_passes=quantile_passes,
-                     batch_size=batch_size, progress=progress)
+                     batch_size=batch_size, progress=progress, memory_check=memory_check)
     files = write_dissection(result, out)
     return DissectRun(result, os.fspath(out), files, format_dissection(result))

@@ -644,6 +644,7 @@ def extract(
     data_key: str | None = None,
     progress: bool = True,
     workers: int = 4,
+    memory_check: bool = True,
 ) -> Features:
     """Activations of ``layers`` for every image of ``data``, reduced to ``[N, D]`` per layer.
 
@@ -668,6 +669,10 @@ def extract(
         cache an iterable source).
       progress: show a tqdm progress bar.
       workers: threads decoding folder images.
+      memory_check: raise :class:`lucidax._memory.InsufficientMemoryError` (a ValueError)
+        before running the model or writing anything when the estimated memory need (a
+        batch through the model and the stored features) exceeds the available memory;
+        False: try anyway.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a lucidax.models.Model; got {type(model).__name__}")
@@ -720,6 +725,9 @@ def extract(
             "data must be an array [N, H, W, C], an image folder / CSV path, or an iterable of "
             f"batches; got {type(data).__name__}"
         )
+
+    if memory_check:
+        _check_memory(model, names, red, batch_size, data_size, n_total, data)
 
     # ---- cache lookup ------------------------------------------------------------------
     use_cache = cache_dir is not None and data_hash is not None
@@ -808,6 +816,24 @@ def extract(
     if tmp_owner is not None:
         weakref.finalize(feats, shutil.rmtree, tmp_owner, True)
     return feats
+
+
+def _check_memory(model: Model, names: tuple[str, ...], red, batch_size: int,
+                  size: int | None, n_total: int | None, data: Any) -> None:
+    """Refuse an extraction that cannot fit in memory (:mod:`lucidax._memory`)."""
+    from lucidax._memory import check_memory, estimate_extraction
+
+    side = size or (max(np.shape(data)[1:3]) if hasattr(data, "shape") and np.ndim(data) == 4
+                    else model.input_spec.side)
+    if side is None:
+        return
+    grid = red[1] if isinstance(red, tuple) and red[0] == "grid" else 1
+    count = f"{n_total} images" if n_total is not None else "images"
+    check_memory(estimate_extraction(model, names, batch=batch_size, side=int(side),
+                                     n=n_total, grid=grid),
+                 f"extracting features of {count} at {side} px from {len(names)} "
+                 f"layer{'s' * (len(names) != 1)}",
+                 hint="lower --batch-size or use fewer images or layers")
 
 
 def _valid_entry(npy: str, meta: str, rows: int) -> bool:

@@ -92,6 +92,7 @@ def run_probe_cli(
     test_size: float = 0.25,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     progress: bool = True,
+    memory_check: bool = True,
 ) -> ProbeRun:
     """``lucidax probe --model M --layers L --data D --target T --out O``.
 
@@ -112,6 +113,8 @@ def run_probe_cli(
       n: number of images for builtin data.
       seed: seed of the builtin data and of the splits.
       cache_dir: feature cache folder (default: ``<out>/feature-cache``).
+      memory_check: refuse, before anything is written, an extraction whose estimated
+        memory need exceeds the available memory (False: ``--no-memory-check``).
     """
     if isinstance(model, str):
         import lucidax.models as lm
@@ -128,7 +131,7 @@ def run_probe_cli(
         model, model.params, src.data, src.labels, layers, target_name=target, reduce=reduce,
         out_dir=out, cache_dir=cache, batch_size=batch_size, test_size=test_size, folds=folds,
         lambdas=lambdas, seed=seed, progress=progress,
-        label_names=src.label_names,
+        label_names=src.label_names, memory_check=memory_check,
     )
     files = {k: os.path.join(out, f) for k, f in (
         ("json", "results.json"), ("csv", "results.csv"), ("png", "accuracy_by_layer.png"),

@@ -122,6 +122,7 @@ def probe_layers(
     progress: bool = True,
     features: Features | None = None,
     label_names: Mapping[str, Sequence[str]] | None = None,
+    memory_check: bool = True,
 ) -> list[ProbeResult]:
     """Fit a cross-validated linear probe on every layer; results in depth order.
 
@@ -138,6 +139,7 @@ def probe_layers(
       cache_dir: feature cache folder (None: no cache).
       features: already extracted features to reuse (skips extraction).
       label_names: ``{family: class names}`` for explicitly passed ``labels``.
+      memory_check: refuse an extraction that cannot fit in memory (see :func:`extract`).
       Other arguments go to :func:`extract` and :func:`lucidax.probes.fit_probe`.
     """
     if layers is None or layers == "all":
@@ -149,7 +151,7 @@ def probe_layers(
     if features is None:
         features = extract(
             model, params, data, names, reduce=reduce, batch_size=batch_size, size=size,
-            cache_dir=cache_dir, dtype=dtype, progress=progress,
+            cache_dir=cache_dir, dtype=dtype, progress=progress, memory_check=memory_check,
         )
     t_extract = time.perf_counter() - t0
     target, y, class_names = resolve_target(features, labels, target_name, label_names)

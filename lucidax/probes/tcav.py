@@ -659,12 +659,12 @@ def _run_sets(pool: int, size: int, runs: int, rng: np.random.Generator,
 
 
 def _features(model, params, images: ImageSet, layers, reduce, cache_dir, batch_size,
-              progress, side):
+              progress, side, memory_check=True):
     """``{layer: [n, D]}`` via :func:`extract` (cached), in the CAV space of ``reduce``."""
     if reduce == "mean":
         f = extract(model, params, _Batches(images, batch_size), layers, reduce="mean",
                     batch_size=batch_size, cache_dir=cache_dir, data_key=images.key,
-                    progress=progress)
+                    progress=progress, memory_check=memory_check)
         return {n: np.asarray(f[n], np.float64) for n in layers}, f.cache_hits
     out, hits = {}, []
     for n in layers:  # flatten: a ('grid', side) reduction per conv layer
@@ -674,7 +674,7 @@ def _features(model, params, images: ImageSet, layers, reduce, cache_dir, batch_
         red = ("grid", int(shape[0])) if len(shape) == 3 else "mean"
         f = extract(model, params, _Batches(images, batch_size), (n,), reduce=red,
                     batch_size=batch_size, cache_dir=cache_dir, data_key=images.key,
-                    progress=progress)
+                    progress=progress, memory_check=memory_check)
         out[n] = np.asarray(f[n], np.float64)
         hits += list(f.cache_hits)
     return out, tuple(hits)
@@ -703,6 +703,7 @@ def tcav(
     batch_size: int = 50,
     progress: bool = True,
     stats: dict[str, Any] | None = None,
+    memory_check: bool = True,
 ) -> list[TCAVResult]:
     """TCAV of every concept at every layer for one class, with its significance test.
 
@@ -726,6 +727,8 @@ def tcav(
       seed: draws of the run sets and held-out splits.
       cache_dir: feature and gradient cache (None: nothing cached).
       stats: if given, filled with timings and cache facts.
+      memory_check: refuse a feature extraction that cannot fit in memory (see
+        :func:`lucidax.probes.extract`); False: try anyway.
 
     Returns one :class:`TCAVResult` per (concept, layer), concepts in the given order, layers
     in depth order.
@@ -767,7 +770,7 @@ def tcav(
         if src.key in feats:
             continue
         f, hits = _features(model, params, src, names, reduce, cache, batch_size, progress,
-                            side)
+                            side, memory_check)
         feats[src.key] = f
         (info["feature_cache_hits"] if len(hits) == len(names)
          else info["feature_cache_misses"]).append(src.name)
@@ -1087,6 +1090,7 @@ def run_tcav_cli(
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 50,
     progress: bool = True,
+    memory_check: bool = True,
 ) -> TCAVRun:
     """``lucidax tcav --concepts color:red,background:grass --class 3 --runs 20 --out O``.
 
@@ -1171,7 +1175,7 @@ def run_tcav_cli(
         model, model.params, c_sets, r_set, t_set, k, names, runs=runs, n_concept=n_concept,
         n_random=n_random, reduce=reduce, correction=correction, alpha=alpha,
         equal_var=equal_var, lam=lam, seed=seed, cache_dir=cache, batch_size=batch_size,
-        progress=progress, stats=info)
+        progress=progress, stats=info, memory_check=memory_check)
     timings = dict(info.pop("timings_s", {}))
     timings["total_with_setup"] = round(time.perf_counter() - t0, 3)
     files: dict[str, str] = {}

@@ -52,6 +52,7 @@ import numpy as np
 from lucidax.models.base import Model, normalize_layers
 
 from .._files import _match_channels, _resize_np, load_image, save_json
+from .._memory import check_memory, estimate_inversion
 from .jobs import save_grid, save_images
 from .objectives import Objective, activation_dot, activation_match, total_variation
 from .param import Param, image
@@ -276,7 +277,7 @@ def _objective(mode, layers, targets, rows_layer, n_rows, priors, opts) -> Objec
 def _run(
     mode: str, model: Model, params: Any, images: Any, layer: Any, *, param: Param | None,
     transforms: Any, priors: Any, steps: int, optimizer: Any, key: Any, per_layer: bool,
-    progress: bool, opts: dict[str, Any],
+    progress: bool, opts: dict[str, Any], memory_check: bool = True,
 ) -> InversionResult:
     t0 = time.perf_counter()
     if not isinstance(model, Model):
@@ -291,6 +292,13 @@ def _run(
     nl = len(layers)
     priors = _as_priors(priors, (h, w), c)
     param = image(sd=_DEFAULT_SD) if param is None else param
+    if memory_check:
+        split = per_layer if per_layer is not None else steps >= _PER_LAYER_FROM_STEPS
+        check_memory(estimate_inversion(model, layers, n_images=n, size=max(h, w),
+                                        per_layer=split),
+                     f"{'inverting' if mode == 'invert' else 'caricaturing'} {n} images at "
+                     f"{h}x{w} px from {nl} layer{'s' * (nl > 1)}",
+                     hint="use smaller or fewer images")
     acts = _activations(model, model_params, originals, layers)
 
     # rows: r = i * L + l (image i from layer l)
@@ -313,7 +321,7 @@ def _run(
         res = render(
             model, model_params, obj, param=param, transforms=transforms, optimizer=optimizer,
             steps=steps, size=(h, w), batch=len(rows), key=key, unit_ids=rows,
-            model_side=False, progress=progress,
+            model_side=False, progress=progress, memory_check=False,  # checked above
         )
         out[rows], values[rows], finite[rows] = res.images, res.objective_values, res.finite
         renders.append(res)
@@ -360,6 +368,7 @@ def invert(
     key: Any = None,
     per_layer: bool | None = None,
     progress: bool = False,
+    memory_check: bool = True,
 ) -> InversionResult:
     """Reconstruct ``images`` from their activations at ``layer`` (one or several layers).
 
@@ -386,6 +395,9 @@ def invert(
         the ``images x layers`` batch; None: one render below 64 steps, else one per layer
         (faster on the starter model; same images either way; see the module docstring).
       progress: show a progress bar.
+      memory_check: raise :class:`lucidax._memory.InsufficientMemoryError` (a ValueError)
+        before any work when the estimated memory need exceeds the available memory;
+        False: try anyway.
     """
     if loss not in ("l2", "cosine"):
         from lucidax.models.base import suggest
@@ -393,7 +405,7 @@ def invert(
         raise ValueError(suggest(loss, ("l2", "cosine"), what="loss"))
     return _run("invert", model, params, images, layer, param=param, transforms=transforms,
                 priors=priors, steps=steps, optimizer=optimizer, key=key, per_layer=per_layer,
-                progress=progress, opts={"loss": loss})
+                progress=progress, opts={"loss": loss}, memory_check=memory_check)
 
 
 def caricature(
@@ -412,6 +424,7 @@ def caricature(
     key: Any = None,
     per_layer: bool | None = None,
     progress: bool = False,
+    memory_check: bool = True,
 ) -> InversionResult:
     """Lucid's caricature: what ``layer`` sees in each image, exaggerated.
 
@@ -427,7 +440,7 @@ def caricature(
         raise ValueError(f"cossim_pow must be >= 0; got {cossim_pow!r}")
     return _run("caricature", model, params, images, layer, param=param,
                 transforms=transforms, priors=priors, steps=steps, optimizer=optimizer, key=key,
-                per_layer=per_layer, progress=progress,
+                per_layer=per_layer, progress=progress, memory_check=memory_check,
                 opts={"power": float(power), "cossim_pow": float(cossim_pow)})
 
 
@@ -492,6 +505,16 @@ def _read_images(items: Sequence[str | os.PathLike], side: int,
     return np.concatenate(parts), names
 
 
+def _count_images(item: str | os.PathLike) -> int:
+    """Images one argument of :func:`_read_images` stands for (without reading them)."""
+    from lucidax.models import photos
+
+    builtin = photos.parse_builtin(item)
+    if builtin is None:
+        return 1
+    return STARTER_IMAGES if builtin.kind == "starter" else len(builtin.sources)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class InvertRun:
     """What :func:`run_invert_cli` produced: the result, the files written, a printable table."""
@@ -537,6 +560,7 @@ def run_invert_cli(
     jitter_px: int = 0,
     scale: int = 2,
     progress: bool = True,
+    memory_check: bool = True,
 ) -> InvertRun:
     """``lucidax invert --model M --layers a,b,c --images f1.png f2.jpg --out O``.
 
@@ -561,6 +585,9 @@ def run_invert_cli(
       seed: random seed; learning_rate: Adam's; tv: total-variation weight per pixel value;
       jitter_px: random shift of up to this many px per step (:func:`shift`; 0: none).
       scale: pixel-repetition factor of the grid PNG.
+      memory_check: refuse (:class:`lucidax._memory.InsufficientMemoryError`), before
+        reading the images or writing anything, a run whose estimated memory need exceeds
+        the available memory; False (``--no-memory-check``): try anyway.
     """
     if mode not in _MODES:
         from lucidax.models.base import suggest
@@ -582,10 +609,23 @@ def run_invert_cli(
                              "files or builtin: arguments instead, or ./auto for a file "
                              "named auto")
         paths = list(photos.resolve_auto(photos.AUTO, model, "invert"))
+    if memory_check:  # before the images are read at that size
+        n_images = sum(_count_images(p) for p in paths)
+        names = _as_layers(model, layers)
+        need = estimate_inversion(model, names, n_images=n_images, size=side,
+                                  per_layer=steps >= _PER_LAYER_FROM_STEPS)
+        if need is not None:  # a grid enlarged more than 2x (the estimate's)
+            need += n_images * (len(names) + 1) * side * side * model.input_spec.channels \
+                * 4 * max(scale * scale - 4, 0)
+        check_memory(need, f"{'inverting' if mode == 'invert' else 'caricaturing'} "
+                           f"{n_images} images at {side} px from {len(names)} "
+                           f"layer{'s' * (len(names) > 1)}",
+                     hint="lower --size or give fewer images or layers")
     originals, paths = _read_images(paths, side, model.input_spec.channels)
     priors = (total_variation() * (tv / (side * side * originals.shape[-1])),) if tv else None
     common = dict(transforms=shift(jitter_px), priors=priors, steps=steps,
-                  optimizer=learning_rate, key=seed, progress=progress)
+                  optimizer=learning_rate, key=seed, progress=progress,
+                  memory_check=False)  # checked above
     if mode == "invert":
         result = invert(model, model.params, originals, layers, loss=loss, **common)
     else:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._files import image_grid, save_json, save_png
+from .._memory import check_memory, estimate_render
 from .objectives import channel
 from .param import Param, cppn, fft, image, maco, pixel
 from .render import render
@@ -125,6 +126,8 @@ class RenderJob:
         start; small models trained on high-contrast images (the starter model) have whole
         layers silent on flat grey, so their renders never leave it: 2.0 starts from noise.
         None: 2.0 for the starter model, Lucid's 0.01 for the others (ImageNet networks).
+      memory_check: refuse, before anything is written, a job whose estimated memory need
+        exceeds the available memory (``--no-memory-check`` tries anyway).
     """
 
     model: str = "starter"
@@ -139,6 +142,7 @@ class RenderJob:
     seed: int = 0
     learning_rate: float = 0.05
     init_sd: float | None = None
+    memory_check: bool = True
 
 
 def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
@@ -160,6 +164,12 @@ def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
     size = job.size or min(model.input_spec.side or 128, 128)
     init_sd = job.init_sd if job.init_sd is not None else (2.0 if job.model == "starter" else 0.01)
     param: Param = PARAMS[job.param](init_sd)
+    if job.memory_check:  # + every unit's image, kept for the grid, and the grid
+        at_once = min(job.batch_size, len(units))
+        need = estimate_render(model, job.layer, batch=at_once, size=size)
+        need = None if need is None else need + 2 * len(units) * size * size * \
+            model.input_spec.channels * 4
+        check_memory(need, f"rendering {len(units)} units at {size} px ({at_once} at once)")
     layer_dir = os.path.join(job.out, job.layer.replace("/", "_"))
     records, images = [], []
     for start in range(0, len(units), job.batch_size):
@@ -167,7 +177,7 @@ def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
         result = render(
             model, model.params, channel(job.layer, batch), param=param, steps=job.steps,
             size=size, key=jax.random.key(job.seed), optimizer=job.learning_rate,
-            progress=progress,
+            progress=progress, memory_check=False,  # checked above
         )
         ok = [u for u, f in zip(batch, result.finite, strict=True) if f]
         keep = np.asarray(result.finite, bool)
