@@ -462,13 +462,12 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
         f"{len(report.failed_units)} failed, {len(report.silent_units)} silent, in "
         f"{report.elapsed_s:.0f} s"
     )
-    if report.silent_units:
-        print(f"silent (never activate; greyed in the gallery): {_few(report.silent_units)}")
+    if report.silent_units:  # never activate on the data, or renders stuck at their start
+        print(f"silent units (greyed in the gallery): {_few(report.silent_units)}")
     if report.rescue_needed:
         woke = report.rescue_succeeded
-        print(f"rescued from a high-contrast start: {len(woke)} of "
-              f"{len(report.rescue_needed)} units that needed it"
-              + (f" ({_few(woke)})" if woke else ""))
+        print(f"rescue from a high-contrast start: needed by {len(report.rescue_needed)}, "
+              f"woke {len(woke)}" + (f" ({_few(woke)})" if woke else ""))
     if report.index:
         print(f"open {report.index}")
     return 1 if report.failed_units else 0

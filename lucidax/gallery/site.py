@@ -444,7 +444,7 @@ def _index_page(m: dict[str, Any], order: list[str], analyses: list[str]) -> str
         (
             "units",
             f"{n_units} in {len(order)} layers" + (f", {n_failed} not finite" if n_failed else "")
-            + (f", {n_silent} silent (never activate; greyed on the sheets)" if n_silent else ""),
+            + (f", {n_silent} silent (greyed on the sheets)" if n_silent else ""),
         ),
         (
             "dataset examples",
