@@ -184,6 +184,51 @@ def test_caricature_exaggerates_the_layers_features(starter, photos):
     dots = np.sum(np.asarray(a) * np.asarray(t), axis=(1, 2, 3))
     ratio = dots / np.sum(np.asarray(t) ** 2, axis=(1, 2, 3))
     assert (ratio > 1.3).all(), ratio  # measured 4.7, 1.8
+    # what the caricature reports is that gain (and the cosine), not an inversion's error
+    np.testing.assert_allclose(res.act_gain[:, 0], ratio, rtol=1e-4)
+    cos = dots / (np.linalg.norm(np.asarray(a).reshape(2, -1), axis=1)
+                  * np.linalg.norm(np.asarray(t).reshape(2, -1), axis=1))
+    np.testing.assert_allclose(res.act_cosine[:, 0], cos, rtol=1e-4)
+    m = res.metrics()
+    assert "act_error" not in m and "act_error" not in m["per_layer"]["conv3"]
+    assert m["per_layer"]["conv3"]["act_gain"] == pytest.approx(float(np.mean(ratio)), rel=1e-4)
+    assert np.asarray(m["act_cosine"]).shape == (2, 1)
+    table = inv._table(res)
+    assert "act err" not in table and "act gain" in table and "act cos" in table
+
+
+def test_caricature_gain_is_nan_for_a_silent_original():
+    gain, cos = inv._gain_and_cosine(np.ones((2, 3)), np.array([[0.0, 0, 0], [1, 2, 2]]), 1.0)
+    assert np.isnan(gain[0]) and np.isnan(cos[0])
+    assert gain[1] == pytest.approx(5 / 9) and cos[1] == pytest.approx(5 / (3 * 3 ** 0.5))
+    squared, _ = inv._gain_and_cosine(np.ones((1, 2)), np.array([[1.0, -2.0]]), 2.0)
+    assert squared[0] == pytest.approx((1 - 4) / (1 + 8))  # t = sign(o) o^2
+
+
+def test_labeled_grid_headers_row_labels_and_crisp_tiles():
+    from lucidax._files import image_grid
+    from lucidax.visualize.labeled_grid import labeled_grid
+
+    rng = np.random.default_rng(0)
+    tiles = rng.uniform(size=(6, 16, 16, 3)).astype(np.float32)
+    g = labeled_grid(tiles, cols=3, col_labels=["original", "conv1", "conv3"],
+                     row_labels=["cat", "dog"], scale=4)
+    bare = np.repeat(np.repeat(image_grid(tiles, cols=3), 4, 0), 4, 1)
+    assert g.top > 0 and g.left > 0 and g.image.shape == (bare.shape[0] + g.top,
+                                                          bare.shape[1] + g.left, 3)
+    np.testing.assert_array_equal(g.image[g.top:, g.left:],
+                                  np.round(bare * 255).astype(np.uint8))  # nearest: exact
+    assert g.col_labels == ("original", "conv1", "conv3") and g.row_labels == ("cat", "dog")
+    assert not g.vertical_headers
+    assert (g.image[:g.top, g.left:] < 128).any()  # text drawn in the header band
+    assert (g.image[g.top:, :g.left] < 128).any()  # and in the row-label band
+    narrow = labeled_grid(tiles, cols=3, col_labels=["original", "blocks.4.conv_pw", "x"],
+                          row_labels=["a" * 60, "b"])
+    assert narrow.vertical_headers and narrow.top > narrow.cell[0]
+    assert len(narrow.row_labels[0]) < 60 and "..." in narrow.row_labels[0]
+    assert labeled_grid(tiles, cols=3).image.shape == (*bare.shape[:2] // np.array(4), 3)
+    with pytest.raises(ValueError, match="row labels"):
+        labeled_grid(tiles, cols=3, row_labels=["a"])
 
 
 # --- files and the command-line runner ----------------------------------------------------------
@@ -196,7 +241,12 @@ def test_run_invert_cli_writes_grid_images_and_metrics(starter, photos, tmp_path
     run = inv.run_invert_cli(starter, layers="conv2", images=files,
                              out=tmp_path / "out", steps=2, progress=False, scale=2)
     grid = iio.imread(run.files["grid"])
-    assert grid.shape == (2 * (2 * 64 + 3 * 2), 2 * (2 * 64 + 3 * 2), 3)  # 2 rows, 2 columns
+    bare = 2 * (2 * 64 + 3 * 2)  # 2 rows, 2 columns, enlarged twice
+    assert grid.shape[0] > bare and grid.shape[1] > bare  # plus the header / row-label bands
+    top, left = grid.shape[0] - bare, grid.shape[1] - bare
+    assert (grid[:top, left:] < 128).any() and (grid[top:, :left] < 128).any()  # labels
+    np.testing.assert_array_equal(grid[top + 4:top + 4 + 128:2, left + 4:left + 4 + 128:2],
+                                  np.round(photos[0] * 255).astype(np.uint8))  # crisp original
     for stem in ("photo0", "wide"):
         for name in ("original", "conv2"):
             assert os.path.isfile(tmp_path / "out" / stem / f"{name}.png")

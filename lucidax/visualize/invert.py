@@ -53,7 +53,8 @@ from lucidax.models.base import Model, normalize_layers
 
 from .._files import _match_channels, _resize_np, load_image, save_json
 from .._memory import check_memory, estimate_inversion
-from .jobs import save_grid, save_images
+from .jobs import save_images
+from .labeled_grid import save_labeled_grid
 from .objectives import Objective, activation_dot, activation_match, total_variation
 from .param import Param, image
 from .render import RenderResult, _apply_layers, _apply_of, render
@@ -132,6 +133,35 @@ def _relative_error(acts: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.sum(np.square(a - t), 1) / np.maximum(np.sum(np.square(t), 1), 1e-12)
 
 
+def _gain_and_cosine(acts: np.ndarray, original: np.ndarray, power: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, for the caricature's target direction ``t = sign(o) |o|^power`` of the
+    original's activations ``o``: the gain ``<a, t> / <o, t>`` (how strongly ``a`` drives the
+    original's features, relative to the original: > 1 is exaggerated) and ``cos(a, t)``;
+    NaN for a row whose original activations are all zero."""
+    a = acts.reshape(len(acts), -1).astype(np.float64)
+    o = original.reshape(len(original), -1).astype(np.float64)
+    t = o if power == 1 else np.sign(o) * np.abs(o) ** power
+    den = np.sum(o * t, 1)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(t, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(den > 0, np.sum(a * t, 1) / np.where(den > 0, den, 1.0), np.nan)
+        cos = np.where(norms > 0, np.sum(a * t, 1) / np.where(norms > 0, norms, 1.0), np.nan)
+    return gain, np.where(np.any(t != 0, 1), cos, np.nan)
+
+
+def _mean(x: np.ndarray) -> float | None:
+    """Mean of the finite values (None when there is none: JSON-ready)."""
+    x = np.asarray(x, np.float64)
+    x = x[np.isfinite(x)]
+    return float(np.mean(x)) if x.size else None
+
+
+def _listed(x: np.ndarray) -> list:
+    """``x.tolist()`` with NaN/inf as None (strict JSON)."""
+    return [[float(v) if np.isfinite(v) else None for v in row] for row in np.asarray(x)]
+
+
 # ---------------------------------------------------------------------------------------------
 # results
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +177,12 @@ class InversionResult:
       mode: ``"invert"`` or ``"caricature"``.
       psnr, ssim: float ``[N, L]`` similarity of each result to its original (PSNR in dB).
       act_error: float ``[N, L]``: ``|a - t|^2 / |t|^2``, the relative error of the result's
-        activations ``a`` at its layer (un-transformed) to the original's ``t``.
+        activations ``a`` at its layer (un-transformed) to the original's ``t`` (what
+        :func:`invert` minimizes; reported for inversions only, see :meth:`metrics`).
+      act_gain, act_cosine: float ``[N, L]`` (caricatures; None for inversions): for the
+        caricature's target ``t = sign(o) |o|^power`` of the original's activations ``o``,
+        the gain ``<a, t> / <o, t>`` (> 1: the result drives the original's features harder
+        than the original does) and ``cos(a, t)`` (NaN where ``o`` is all zero).
       objective_values: float ``[N, L]``: the objective at the last step.
       finite: bool ``[N, L]``: False where the optimization produced NaN/inf.
       seconds: wall time of the whole call (compilation included).
@@ -165,6 +200,8 @@ class InversionResult:
     finite: np.ndarray
     seconds: float
     renders: tuple[RenderResult, ...]
+    act_gain: np.ndarray | None = None
+    act_cosine: np.ndarray | None = None
 
     def grid_images(self) -> np.ndarray:
         """``[N * (L + 1), h, w, C]``: for each image, the original then one result per layer
@@ -173,19 +210,25 @@ class InversionResult:
         return both.reshape((-1,) + both.shape[2:])
 
     def metrics(self) -> dict[str, Any]:
-        """Per-layer means and per-image values, JSON-ready."""
+        """Per-layer means and per-image values, JSON-ready: PSNR and SSIM to the original,
+        and the activation error (inversions) or the activation gain and cosine
+        (caricatures, which exaggerate the activations: their error is no measure)."""
+        if self.mode == "caricature" and self.act_gain is not None:
+            acts = {"act_gain": self.act_gain, "act_cosine": self.act_cosine}
+        else:
+            acts = {"act_error": self.act_error}
         per_layer = {
             lyr: {
                 "psnr": float(np.mean(self.psnr[:, j])),
                 "ssim": float(np.mean(self.ssim[:, j])),
-                "act_error": float(np.mean(self.act_error[:, j])),
+                **{k: _mean(v[:, j]) for k, v in acts.items()},
             }
             for j, lyr in enumerate(self.layers)
         }
         return {
             "mode": self.mode, "layers": list(self.layers), "per_layer": per_layer,
             "psnr": self.psnr.tolist(), "ssim": self.ssim.tolist(),
-            "act_error": self.act_error.tolist(), "finite": self.finite.tolist(),
+            **{k: _listed(v) for k, v in acts.items()}, "finite": self.finite.tolist(),
             "seconds": self.seconds,
         }
 
@@ -329,9 +372,15 @@ def _run(
     # how close are the results (images, and activations at their layer) to the originals
     got = _activations(model, model_params, out, layers)
     err = np.zeros(n * nl)
+    gain = cos = None
+    if mode == "caricature":
+        gain, cos = np.zeros(n * nl), np.zeros(n * nl)
     for j, lyr in enumerate(layers):
         rows = np.flatnonzero(row_layer == j)
         err[rows] = _relative_error(got[lyr][rows], acts[lyr][row_image[rows]])
+        if mode == "caricature":
+            gain[rows], cos[rows] = _gain_and_cosine(got[lyr][rows], acts[lyr][row_image[rows]],
+                                                     opts["power"])
     ref = originals[row_image]
     return InversionResult(
         originals=originals,
@@ -345,6 +394,8 @@ def _run(
         finite=finite.reshape(n, nl),
         seconds=time.perf_counter() - t0,
         renders=tuple(renders),
+        act_gain=None if gain is None else gain.reshape(n, nl),
+        act_cosine=None if cos is None else cos.reshape(n, nl),
     )
 
 
@@ -526,10 +577,25 @@ class InvertRun:
 
 
 def _table(result: InversionResult) -> str:
-    lines = [f"{'layer':<16} {'PSNR dB':>8} {'SSIM':>6} {'act err':>8}"]
+    caricature = result.mode == "caricature" and result.act_gain is not None
+    extra = f"{'act gain':>9} {'act cos':>8}" if caricature else f"{'act err':>8}"
+    lines = [f"{'layer':<16} {'PSNR dB':>8} {'SSIM':>6} {extra}"]
+
+    def num(v: float | None, width: int, fmt: str) -> str:
+        return f"{'-':>{width}}" if v is None else f"{v:{width}{fmt}}"
+
     for j, lyr in enumerate(result.layers):
-        lines.append(f"{lyr:<16} {np.mean(result.psnr[:, j]):8.2f} "
-                     f"{np.mean(result.ssim[:, j]):6.3f} {np.mean(result.act_error[:, j]):8.3f}")
+        row = f"{lyr:<16} {np.mean(result.psnr[:, j]):8.2f} {np.mean(result.ssim[:, j]):6.3f} "
+        if caricature:
+            row += (f"{num(_mean(result.act_gain[:, j]), 9, '.2f')} "
+                    f"{num(_mean(result.act_cosine[:, j]), 8, '.3f')}")
+        else:
+            row += f"{np.mean(result.act_error[:, j]):8.3f}"
+        lines.append(row)
+    if caricature:
+        lines.append("act gain = <a, t> / <o, t> (> 1: the original's features exaggerated), "
+                     "act cos = cos(a, t)\n  (a: the caricature's activations, o: the "
+                     "original's, t = o^power)")
     return "\n".join(lines)
 
 
@@ -564,9 +630,11 @@ def run_invert_cli(
 ) -> InvertRun:
     """``lucidax invert --model M --layers a,b,c --images f1.png f2.jpg --out O``.
 
-    Writes ``<out>/grid.png`` (one row per image: the original, then one column per layer),
-    ``<out>/<image>/<layer>.png`` and ``<out>/metrics.json`` (PSNR, SSIM and activation error
-    per image and layer, and the settings).
+    Writes ``<out>/grid.png`` (one row per image: the original, then one column per layer;
+    column headers and the images' names as row labels), ``<out>/<image>/<layer>.png`` and
+    ``<out>/metrics.json`` (PSNR, SSIM and the activation error, for caricatures the
+    activation gain and cosine instead (:meth:`InversionResult.metrics`), per image and
+    layer, and the settings).
 
     Args:
       model: registered model name or a Model; weights: checkpoint path (names only).
@@ -631,11 +699,13 @@ def run_invert_cli(
     else:
         result = caricature(model, model.params, originals, layers, **common)
     out = os.fspath(out)
-    files = {"grid": save_grid(os.path.join(out, "grid.png"), result.grid_images(),
-                               cols=len(result.layers) + 1, scale=scale)}
     used: set[str] = set()
-    for i, path in enumerate(paths):
-        stem = _stem(os.fspath(path).removeprefix("builtin:photos:"), used)
+    stems = [_stem(os.fspath(p).removeprefix("builtin:photos:"), used) for p in paths]
+    files = {"grid": save_labeled_grid(os.path.join(out, "grid.png"), result.grid_images(),
+                                       cols=len(result.layers) + 1, scale=scale,
+                                       col_labels=["original", *result.layers],
+                                       row_labels=stems)}
+    for i, stem in enumerate(stems):
         save_images(os.path.join(out, stem), np.concatenate([originals[i:i + 1],
                                                              result.images[i]]),
                     ["original", *(lyr.replace("/", "_") for lyr in result.layers)])
