@@ -137,6 +137,10 @@ def test_run_attribute_cli_writes_page_and_grids(tmp_path, starter):
     page = (out / "index.html").read_text()
     assert "&lt;b&gt;evil&amp;.png" in page and "<b>evil" not in page
     assert 'src="occlusion.png"' in page and "deletion AUC" in page
+    # a colour legend: the scaling, and a bar per colour scheme (occlusion's map is signed)
+    assert "Colour legend" in page and "99th percentile" in page
+    assert page.count("linear-gradient(") >= 2  # the legend section, and under the grid
+    assert "(against)" in page and "red = evidence for the target class" in page
     import imageio.v3 as iio
 
     grid = iio.imread(run.files["grid:occlusion"])
@@ -145,6 +149,30 @@ def test_run_attribute_cli_writes_page_and_grids(tmp_path, starter):
         run_attribute_cli(model, images=str(folder), methods="oclusion", out=out)
     with pytest.raises(FileNotFoundError):
         run_attribute_cli(model, images=str(tmp_path / "nope"), methods="random", out=out)
+
+
+def test_colour_legend_matches_the_overlay(tmp_path):
+    """The legend strip is the overlay of the scaled values -1..1 (0..1 unsigned) on grey: its
+    ends are blue / red (signed) and its middle shows the grey; figure.png has a colour-bar
+    row under the images."""
+    from lucidax.attribute.overlay import legend_css, legend_labels, legend_strip, save_figure
+
+    strip = legend_strip(True, width=5)[0]
+    assert strip[0, 2] > strip[0, 0] and strip[-1, 0] > strip[-1, 2]  # blue ... red
+    np.testing.assert_allclose(strip[2], 0.5, atol=1e-6)  # 0: the bare (grey) image
+    unsigned = legend_strip(False, width=3)[0]
+    np.testing.assert_allclose(unsigned[0], 0.5, atol=1e-6)
+    assert legend_labels(True)[0].startswith("-1") and legend_labels(False)[2].startswith("1")
+    assert legend_css(False, stops=3).count("%") == 3
+    import imageio.v3 as iio
+
+    img = np.full((2, 16, 16, 3), 0.5, np.float32)
+    maps = {"a": np.random.default_rng(0).normal(size=(2, 16, 16))}
+    save_figure(tmp_path / "f.png", img, maps, cell=1.0, dpi=50)
+    save_figure(tmp_path / "g.png", img[:1], {"a": maps["a"][:1]}, cell=1.0, dpi=50)
+    h2, h1 = iio.imread(tmp_path / "f.png").shape[0], iio.imread(tmp_path / "g.png").shape[0]
+    assert h2 - h1 == 50  # one more row of images: the bar row is there in both
+    assert h1 > 50 * 1.0 + 0.3 * 50  # taller than one row of images and the titles
 
 
 def test_parse_options():

@@ -5,6 +5,8 @@ shown with a sequential colormap (``inferno``); signed maps (integrated gradient
 LIME, KernelSHAP, LRP) are scaled by the 99th percentile of ``|map|`` and shown with a
 diverging one (``bwr``: red = evidence for the target, blue = against). The colour is blended
 over the image with an opacity that grows with ``|map|``, so unimportant pixels show the image.
+:func:`save_figure` draws a colour bar under each method's column; :func:`legend_strip`,
+:func:`legend_css` and :func:`legend_labels` give the same legend to other pictures and pages.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ import numpy as np
 
 from lucidax._files import image_grid, save_plot
 
-__all__ = ["attribution_grid", "colorize", "normalize_maps", "overlay", "save_figure"]
+__all__ = [
+    "attribution_grid", "colorize", "legend_css", "legend_labels", "legend_strip",
+    "normalize_maps", "overlay", "save_figure",
+]
+
+#: What the percentile scaling means, in words (figures and pages).
+SCALING_NOTE = ("each map is divided by the 99th percentile of its |values| (per image) and "
+                "clipped to [-1, 1] (unsigned maps: [0, 1]); the colour is blended over the "
+                "greyed image with an opacity growing with |value|")
 
 
 def _as_maps(maps: Any) -> np.ndarray:
@@ -72,11 +82,43 @@ def overlay(images: Any, maps: Any, *, cmap: str | None = None, alpha: float = 0
     v, signed = normalize_maps(maps, signed=signed)
     if v.shape != img.shape[:3]:
         raise ValueError(f"maps {v.shape} do not match images {img.shape[:3]}")
+    return _blend(img, v, signed, cmap, alpha)
+
+
+def _blend(img: np.ndarray, v: np.ndarray, signed: bool, cmap: str | None,
+           alpha: float) -> np.ndarray:
+    """Scaled maps ``v`` (in [-1, 1] or [0, 1]) coloured and blended over RGB ``img``."""
     cmap = cmap or ("bwr" if signed else "inferno")
     heat = colorize((v + 1) / 2 if signed else v, cmap)
     a = (alpha * np.abs(v))[..., None]
     gray = img.mean(-1, keepdims=True) * 0.6 + img * 0.4  # de-saturate so the colours read
     return (1 - a) * gray + a * heat
+
+
+def legend_strip(signed: bool, *, cmap: str | None = None, width: int = 256, height: int = 1,
+                 background: float = 0.5, alpha: float = 0.7) -> np.ndarray:
+    """``[height, width, 3]``: how the scaled values -1 (signed; else 0) ... +1, left to right,
+    look blended over a ``background`` grey, as :func:`overlay` shows them."""
+    ramp = np.linspace(-1.0 if signed else 0.0, 1.0, int(width), dtype=np.float32)
+    v = np.broadcast_to(ramp, (int(height), int(width)))
+    img = np.full((int(height), int(width), 3), background, np.float32)
+    return _blend(img, v, bool(signed), cmap, alpha)
+
+
+def legend_labels(signed: bool) -> tuple[str, str, str]:
+    """``(left, middle, right)`` captions of :func:`legend_strip`."""
+    if signed:
+        return "-1 (against)", "0", "+1 (for)"
+    return "0 (none)", "0.5", "1 (strongest)"
+
+
+def legend_css(signed: bool, *, cmap: str | None = None, stops: int = 11) -> str:
+    """A CSS ``linear-gradient`` of :func:`legend_strip` (for HTML legends)."""
+    strip = legend_strip(signed, cmap=cmap, width=stops)[0]
+    rgb = np.round(np.clip(strip, 0, 1) * 255).astype(int)
+    parts = [f"#{r:02x}{g:02x}{b:02x} {100 * i / (stops - 1):.0f}%"
+             for i, (r, g, b) in enumerate(rgb)]
+    return "linear-gradient(to right, " + ", ".join(parts) + ")"
 
 
 def attribution_grid(images: Any, maps: Mapping[str, Any], *, pad: int = 2,
@@ -103,7 +145,8 @@ def save_figure(path: str | os.PathLike, images: Any, maps: Mapping[str, Any], *
                 titles: Sequence[str] | None = None, row_labels: Sequence[str] | None = None,
                 dpi: int = 100, cell: float = 1.3) -> None:
     """Atomically write a matplotlib figure (PNG/SVG/PDF by extension): the image grid of
-    :func:`attribution_grid` with a title over each column and a label left of each row."""
+    :func:`attribution_grid` with a title over each column, a label left of each row and,
+    under each method's column, a colour bar of its map's scale (see the module docstring)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -113,9 +156,30 @@ def save_figure(path: str | os.PathLike, images: Any, maps: Mapping[str, Any], *
     n = len(img)
     names = ["image", *maps] if titles is None else list(titles)
     ncol = 1 + len(maps)
-    fig, axes = plt.subplots(n, ncol, figsize=(cell * ncol, cell * n + 0.3), squeeze=False)
+    bar = 0.62  # inches of the colour-bar row
+    fig = plt.figure(figsize=(max(cell * ncol, 3.2), cell * n + 0.3 + bar))
+    gs = fig.add_gridspec(n + 1, ncol, height_ratios=[cell] * n + [bar])
+    axes = np.array([[fig.add_subplot(gs[r, c]) for c in range(ncol)] for r in range(n)])
     tiles = [np.clip(img[..., :3] if img.shape[-1] >= 3 else np.repeat(img, 3, -1), 0, 1)]
-    tiles += [overlay(img, m) for m in maps.values()]
+    signs = []
+    for m in maps.values():
+        signs.append(normalize_maps(m)[1])
+        tiles.append(overlay(img, m))
+    for c, signed in enumerate(signs, start=1):
+        ax = fig.add_subplot(gs[n, c])
+        ax.imshow(legend_strip(signed, height=1), aspect="auto", interpolation="nearest",
+                  extent=(-1.0 if signed else 0.0, 1.0, 0, 1))
+        ax.set_box_aspect(0.14)
+        ax.set_yticks([])
+        ax.set_xticks([-1.0, 0.0, 1.0] if signed else [0.0, 1.0])
+        ax.set_xticklabels(["\u22121", "0", "+1"] if signed else ["0", "1"], fontsize=6)
+        ax.set_xlabel("blue: against, red: for" if signed else "|attribution|", fontsize=6,
+                      labelpad=1)
+        ax.tick_params(length=2, pad=1)
+    note = fig.add_subplot(gs[n, 0])
+    note.axis("off")
+    note.text(0.5, 0.5, "colour: map / its\n99th pct of |map|,\nper image", fontsize=6,
+              va="center", ha="center", transform=note.transAxes)
     for r in range(n):
         for c in range(ncol):
             ax = axes[r, c]

@@ -156,14 +156,32 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
+def _legend_html(signed: bool, methods: Sequence[str]) -> str:
+    """A colour bar of :func:`~.overlay.legend_strip` with its captions, for ``methods``."""
+    from .overlay import legend_css, legend_labels
+
+    left, mid, right = legend_labels(signed)
+    kind = ("signed: red = evidence for the target class, blue = against it" if signed
+            else "unsigned: importance, grey = none, yellow = strongest")
+    return (f'<div class="legend"><div class="bar" style="background:{legend_css(signed)}">'
+            f'</div><div class="ticks"><span>{_e(left)}</span><span>{_e(mid)}</span>'
+            f'<span>{_e(right)}</span></div><div class="muted">{_e(", ".join(methods))}: '
+            f"{_e(kind)}</div></div>")
+
+
 def _page(run_title: str, meta: Mapping[str, Any], methods: Sequence[str],
           metrics: Mapping[str, Mapping[str, float]], files: Mapping[str, str],
-          rows: Sequence[tuple[str, str]]) -> str:
+          rows: Sequence[tuple[str, str]], signed: Mapping[str, bool] | None = None) -> str:
+    from .overlay import SCALING_NOTE
+
     css = ("body{font-family:system-ui,sans-serif;margin:1.2em auto;max-width:1200px;"
            "padding:0 1em;color:#222;background:#fafafa}table{border-collapse:collapse;"
            "font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}"
            "th{background:#f0f0f0}img{image-rendering:pixelated;max-width:100%}"
-           ".muted{color:#777}")
+           ".muted{color:#777}.legend{display:inline-block;margin:.3em 2em .6em 0;"
+           "font-size:.85em;vertical-align:top}.legend .bar{width:280px;height:14px;"
+           "border:1px solid #bbb}.legend .ticks{display:flex;justify-content:space-between;"
+           "width:282px}")
     parts = [f"<h1>{_e(run_title)}</h1>", "<table>"]
     parts += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in meta.items()]
     parts.append("</table>")
@@ -176,6 +194,13 @@ def _page(run_title: str, meta: Mapping[str, Any], methods: Sequence[str],
             parts.append(f"<tr><td>{_e(m)}</td><td>{r['deletion_auc']:.4f}</td>"
                          f"<td>{r['insertion_auc']:.4f}</td><td>{r['seconds']:.2f}</td></tr>")
         parts.append("</table>")
+    signed = dict(signed or {})
+    if signed:
+        parts.append(f"<h2>Colour legend</h2><p class=muted>{_e(SCALING_NOTE)}.</p>")
+        for flag in (True, False):
+            group = [m for m in methods if signed.get(m) is flag]
+            if group:
+                parts.append(_legend_html(flag, group))
     if "figure" in files:
         parts.append(f'<h2>All methods</h2><img src="{quote(os.path.basename(files["figure"]))}"'
                      ' alt="attribution grid">')
@@ -187,6 +212,8 @@ def _page(run_title: str, meta: Mapping[str, Any], methods: Sequence[str],
         if f:
             parts.append(f"<h3>{_e(m)}</h3><img src=\"{quote(os.path.basename(f))}\" "
                          f"alt=\"{_e(m)}\">")
+            if m in signed:
+                parts.append("<br>" + _legend_html(signed[m], [m]))
     links = " &middot; ".join(f'<a href="{quote(os.path.basename(p))}">{_e(os.path.basename(p))}'
                               "</a>" for k, p in files.items() if k in ("json", "maps"))
     parts.append(f"<p>{links}</p>")
@@ -231,7 +258,7 @@ def run_attribute_cli(
     import jax.numpy as jnp
 
     from .evaluate import deletion_curve, insertion_curve
-    from .overlay import attribution_grid, save_figure
+    from .overlay import attribution_grid, normalize_maps, save_figure
 
     if isinstance(model, str):
         import lucidax.models as lm
@@ -288,8 +315,9 @@ def run_attribute_cli(
                               "targets": targets.tolist(), "metrics": metrics,
                               "curve_steps": steps if evaluate else None})
     files["html"] = os.path.join(out, "index.html")
+    signed = {m: normalize_maps(shown[m])[1] for m in names}
     atomic_write(files["html"], _page(f"Attribution: {model.name}", meta, names, metrics, files,
-                                      rows).encode())
+                                      rows, signed).encode())
     lines = [f"{'method':<16} {'deletion AUC':>12} {'insertion AUC':>13} {'seconds':>8}"]
     for m, r in metrics.items():
         lines.append(f"{m:<16} {r['deletion_auc']:>12.4f} {r['insertion_auc']:>13.4f} "
