@@ -4,6 +4,7 @@ detector units, concept sources (arrays, starter, folders), files and the CLI ru
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -22,6 +23,7 @@ from lucidax.probes.dissect import (
     StarterConcepts,
     _key_to_float,
     _ordered_key,
+    concept_colors,
     dissect,
     format_dissection,
     iou_counts,
@@ -207,6 +209,10 @@ def test_constructed_units_are_found(constructed, squares, tmp_path):
     assert strict.detectors() == ()
     assert strict.summary() == {"feat": {}}
     assert os.path.getsize(plot_dissection(strict, tmp_path / "none.png")) > 0  # empty plot
+    # two categories (a colour one among them) in one plot
+    mixed = dataclasses.replace(res, categories=("square",) * (len(res.concepts) - 1)
+                                + ("color",))
+    assert os.path.getsize(plot_dissection(mixed, tmp_path / "mixed.png")) > 0
     text = format_dissection(res)
     assert "square=red" in text and "skipped logits" in text
 
@@ -218,6 +224,35 @@ def test_redness_unit_detects_red_strokes_on_starter_data():
     assert red.concept == "color=red" and red.detector, red
     assert blue.concept == "color=blue" and blue.detector, blue
     assert not noise.detector
+
+
+def test_concept_colors_follow_the_category():
+    """The starter's concepts: a colour family per category, so digit=3 and color=red (and
+    digit=2 / color=green, ...) never look alike; concepts of a category are distinct shades
+    of one hue; colour concepts are greys (no hue to contradict their names)."""
+    import colorsys
+
+    concepts, categories = starter_concepts()
+    colors, family = concept_colors(concepts, categories)
+    assert set(colors) == set(concepts) and set(family) == set(categories)
+    assert len(set(family.values())) == len(family)  # categories: different colours
+    by_cat: dict[str, list] = {}
+    for c, k in zip(concepts, categories, strict=True):
+        by_cat.setdefault(k, []).append(np.asarray(colors[c][:3]))
+    for k, cs in by_cat.items():
+        assert len({tuple(c) for c in cs}) == len(cs), k  # concepts: different shades
+        others = [c for kk, v in by_cat.items() if kk != k for c in v]
+        # every pair of concepts of different categories differs clearly (in RGB)
+        assert min(np.abs(a - b).max() for a in cs for b in others) > 0.08, k
+    hues = [colorsys.rgb_to_hsv(*c)[0] for c in by_cat["digit"]]
+    assert max(hues) - min(hues) < 0.08  # one hue family
+    assert all(np.ptp(c) < 0.02 for c in by_cat["color"])  # greys
+    red, three = np.asarray(colors["color=red"][:3]), np.asarray(colors["digit=3"][:3])
+    assert np.abs(red - three).max() > 0.3
+    again, _ = concept_colors(concepts, categories)  # deterministic
+    assert again == colors
+    with pytest.raises(ValueError, match="categories"):
+        concept_colors(concepts, categories[:-1])
 
 
 def test_starter_concepts_masks():

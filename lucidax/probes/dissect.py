@@ -92,6 +92,7 @@ __all__ = [
     "dissect",
     "format_dissection",
     "iou_counts",
+    "concept_colors",
     "plot_dissection",
     "run_dissect_cli",
     "starter_concept_masks",
@@ -797,7 +798,10 @@ _CSV_COLUMNS = ("layer", "unit", "concept", "category", "iou", "threshold", "det
 
 def plot_dissection(result: Dissection, path: str | os.PathLike, *,
                     title: str | None = None) -> str:
-    """Stacked bars: detector units per layer, one colour per concept (grouped by category).
+    """Stacked bars: detector units per layer, one segment per concept, coloured by category
+    (:func:`concept_colors`: a colour family per category, a shade of it per concept), segments
+    tall enough labelled with their concept's value; the legend lists the categories, each
+    with its concepts.
 
     The format follows the extension (.png, .svg, .pdf); Agg canvas, atomic write.
     """
@@ -807,15 +811,22 @@ def plot_dissection(result: Dissection, path: str | os.PathLike, *,
     path = os.fspath(path)
     summary = result.summary()
     order = [c for c in result.concepts if any(c in summary[n] for n in result.layers)]
+    cat = dict(zip(result.concepts, result.categories, strict=True))
+    order.sort(key=lambda c: result.categories.index(cat[c]))  # grouped by category
     fig = Figure(figsize=(max(5.5, 0.9 * len(result.layers) + 4.0), 4.2), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(result.layers))
     bottom = np.zeros(len(x))
-    cmap = _concept_colors(order, result)
+    cmap, family = concept_colors(result.concepts, result.categories)
+    top = max(1.0, max((sum(d.values()) for d in summary.values()), default=0))
     for c in order:
         h = np.asarray([summary[n].get(c, 0) for n in result.layers], float)
-        ax.bar(x, h, bottom=bottom, color=cmap[c], label=c, edgecolor="0.2", linewidth=0.4)
+        ax.bar(x, h, bottom=bottom, color=cmap[c], edgecolor="0.2", linewidth=0.4)
+        for xi in np.flatnonzero(h >= 0.045 * top):  # tall enough: name the value
+            ink = "white" if _luminance(cmap[c]) < 0.5 else "black"
+            ax.text(xi, bottom[xi] + h[xi] / 2, _concept_value(c), ha="center", va="center",
+                    fontsize=6, color=ink, clip_on=True)
         bottom += h
     totals = [len(result.thresholds[n]) for n in result.layers]
     for xi, (b, t) in enumerate(zip(bottom, totals, strict=True)):
@@ -830,7 +841,21 @@ def plot_dissection(result: Dissection, path: str | os.PathLike, *,
                            f"top {100 * result.quantile:g}%) on {result.n_images} images"),
                  fontsize=9)
     if order:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+        from matplotlib.patches import Patch
+
+        handles, labels, heads = [], [], []
+        for category in dict.fromkeys(cat[c] for c in order):
+            heads.append(len(labels))
+            handles.append(Patch(color=family[category], ec="0.2", lw=0.4))
+            labels.append(category)
+            for c in (c for c in order if cat[c] == category):
+                handles.append(Patch(color=cmap[c], ec="0.2", lw=0.4))
+                labels.append("   " + (_concept_value(c) if c != category else c))
+        leg = ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                        fontsize=7, frameon=False, handlelength=1.4,
+                        ncol=1 + (len(labels) > 24))
+        for i in heads:  # the categories in bold, their concepts indented under them
+            leg.get_texts()[i].set_fontweight("bold")
     else:
         ax.text(0.5, 0.5, "no detectors", transform=ax.transAxes, ha="center")
     fig.tight_layout()
@@ -838,25 +863,58 @@ def plot_dissection(result: Dissection, path: str | os.PathLike, *,
     return path
 
 
-def _concept_colors(order: Sequence[str], result: Dissection) -> dict[str, Any]:
-    """Distinct colours (tab20/tab20b cycles); ``color=<name>`` concepts get that colour."""
-    from matplotlib import colormaps
-    from matplotlib.colors import is_color_like, to_rgba
+#: One colour family (a sequential matplotlib colormap) per category, in category order.
+_CATEGORY_FAMILIES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "YlOrBr", "PuRd",
+                      "BuGn", "RdPu", "YlGn")
+#: Colour concepts are greys: no hue of theirs suggests a colour (a green "red").
+_NEUTRAL_CATEGORIES = ("color", "colour")
 
-    palette = [colormaps["tab20"](i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18,
-                                                1, 3, 5, 7, 9, 11, 13, 15, 17, 19)]
-    palette += [colormaps["tab20b"](i) for i in range(20)]
-    cat = dict(zip(result.concepts, result.categories, strict=True))
-    out, i = {}, 0
-    for c in order:
-        value = c.split("=", 1)[1] if "=" in c else ""
-        if cat[c] in ("color", "colour") and is_color_like(value):
-            rgba = to_rgba(value)
-            out[c] = (0.88, 0.88, 0.88, 1.0) if min(rgba[:3]) > 0.95 else rgba
+
+def _concept_value(concept: str) -> str:
+    """``"color=red"`` -> ``"red"``; a name without ``=`` stays as it is."""
+    return concept.split("=", 1)[1] if "=" in concept else concept
+
+
+def _luminance(rgba: Any) -> float:
+    r, g, b = rgba[:3]
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def concept_colors(concepts: Sequence[str], categories: Sequence[str]
+                   ) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """``({concept: rgba}, {category: rgba})``: colours by category, so concepts of different
+    categories never look alike (``digit=3`` is an orange, ``color=red`` a grey): each
+    category gets its own colour family (:data:`_CATEGORY_FAMILIES`, in the order the
+    categories first appear; cycled past ten; greys for a ``color``/``colour`` category, whose
+    values name colours) and its concepts shades of it, light and dark alternating so
+    neighbours in a stack differ; the category's own colour is its family's middle shade.
+    Depends only on the concept list, so a concept keeps its colour whichever units detect
+    it."""
+    from matplotlib import colormaps
+
+    concepts, categories = list(concepts), list(categories)
+    if len(concepts) != len(categories):
+        raise ValueError(f"{len(concepts)} concepts but {len(categories)} categories")
+    members: dict[str, list[str]] = {}
+    for c, k in zip(concepts, categories, strict=True):
+        members.setdefault(k, []).append(c)
+    colors: dict[str, tuple] = {}
+    family: dict[str, tuple] = {}
+    i = 0
+    for k, cs in members.items():
+        if k.lower() in _NEUTRAL_CATEGORIES:
+            cm = colormaps["Greys"]
         else:
-            out[c] = palette[i % len(palette)]
+            cm = colormaps[_CATEGORY_FAMILIES[i % len(_CATEGORY_FAMILIES)]]
             i += 1
-    return out
+        family[k] = tuple(float(v) for v in cm(0.65))
+        n = len(cs)
+        shades = np.linspace(0.35, 0.9, n) if n > 1 else np.array([0.65])
+        half = (n + 1) // 2  # interleave the lighter and the darker half
+        order = [j // 2 if j % 2 == 0 else half + j // 2 for j in range(n)]
+        for c, j in zip(cs, order, strict=True):
+            colors[c] = tuple(float(v) for v in cm(float(shades[j])))
+    return colors, family
 
 
 def write_dissection(result: Dissection, out: str | os.PathLike) -> dict[str, str]:
