@@ -13,8 +13,10 @@ from typing import Any, BinaryIO
 import numpy as np
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "atomic_write", "image_grid", "json_default", "load_image", "save_json",
-    "save_plot", "save_png", "to_uint8",
+    "IMAGE_EXTENSIONS", "SkippedFilesWarning", "UnreadableImageError", "atomic_write",
+    "check_array_file", "check_image", "check_int", "image_grid", "json_default", "load_array",
+    "load_image", "prepare_out_dir", "read_images", "readable_images", "save_json", "save_plot",
+    "save_png", "to_uint8", "warn_skipped",
 ]
 
 
@@ -184,19 +186,244 @@ def _resize_np(img: np.ndarray, size: int) -> np.ndarray:
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
+class UnreadableImageError(ValueError):
+    """An image file that exists but cannot be decoded; the message names the file and the
+    reason in one line (``cannot read image 'x.png': ...``)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = os.fspath(path), reason
+        super().__init__(f"cannot read image {self.path!r}: {reason}")
+
+
+class SkippedFilesWarning(UserWarning):
+    """Unreadable files of a folder were skipped (the message counts and names them)."""
+
+
+def _reason(e: BaseException) -> str:
+    """One line saying why a file could not be decoded (the innermost cause, shortened)."""
+    chain: list[BaseException] = []
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for err in chain:
+        if type(err).__name__ == "UnidentifiedImageError" or "can not handle" in str(err):
+            return "not a readable image (corrupt, or not an image file)"
+    inner = chain[-1]
+    if isinstance(inner, ValueError) and type(inner) is ValueError:
+        lines = str(inner).strip().splitlines()  # ours: shape, channels, pixel values
+        return lines[0] if lines else "cannot be converted"
+    lines = str(inner).strip().splitlines()
+    text = lines[0] if lines else type(inner).__name__
+    text = text if len(text) <= 120 else text[:117] + "..."
+    return f"corrupt or truncated image data ({text})"
+
+
+def _check_file(path: str, what: str = "image file") -> None:
+    if os.path.isdir(path):
+        raise UnreadableImageError(path, "it is a folder, not an image file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such {what}: {path!r}")
+
+
 def load_image(path: str | os.PathLike, *, size: int, channels: int = 3) -> np.ndarray:
     """Read an image file as float32 ``[size, size, channels]`` in [0, 1].
 
-    Raises ValueError/OSError for files that cannot be decoded or converted.
+    Raises FileNotFoundError for a missing file and :class:`UnreadableImageError` (a
+    ValueError naming the file and the reason in one line) for one that cannot be decoded or
+    converted.
     """
     import imageio.v3 as iio
 
-    arr = np.asarray(iio.imread(os.fspath(path), plugin="pillow"))
-    if arr.ndim == 4:  # animated GIF / multi-page TIFF: first frame
-        arr = arr[0]
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1 or arr.shape[2] < 1:
-        raise ValueError(f"not a 2-D image (decoded shape {arr.shape})")
-    img = _match_channels(_to_unit_float(arr), channels)
+    path = os.fspath(path)
+    _check_file(path)
+    try:
+        if os.path.getsize(path) == 0:
+            raise UnreadableImageError(path, "empty file")
+        arr = np.asarray(iio.imread(path, plugin="pillow"))
+        if arr.ndim == 4:  # animated GIF / multi-page TIFF: first frame
+            arr = arr[0]
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1 or arr.shape[2] < 1:
+            raise ValueError(f"not a 2-D image (decoded shape {arr.shape})")
+        img = _match_channels(_to_unit_float(arr), channels)
+    except UnreadableImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure: one line naming the file
+        raise UnreadableImageError(path, _reason(e)) from None
     return _resize_np(img, size)
+
+
+def check_image(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a readable image (one line), or None when it looks fine.
+
+    Cheap: Pillow reads the header and verifies the file's structure (PNG chunk checksums,
+    ...) without decoding the pixels; :func:`load_image` can still fail on a file that
+    passes."""
+    from PIL import Image
+
+    path = os.fspath(path)
+    try:
+        _check_file(path)
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        with Image.open(path) as im:
+            im.verify()
+    except UnreadableImageError as e:
+        return e.reason
+    except Exception as e:  # noqa: BLE001 - any failure means "not readable"
+        return _reason(e)
+    return None
+
+
+def _names(bad: Sequence[tuple[str, str]], limit: int = 5, root: str | None = None) -> str:
+    """``a.png, b.jpg (why)`` (files with the same reason share it), at most ``limit``; names
+    relative to ``root`` (default: the file names)."""
+    shown = list(bad[:limit])
+    parts = []
+    for i, (p, r) in enumerate(shown):
+        same_next = i + 1 < len(shown) and shown[i + 1][1] == r
+        name = os.path.relpath(p, root) if root else os.path.basename(p)
+        parts.append(name + ("" if same_next else f" ({r})"))
+    more = f", ... and {len(bad) - limit} more" if len(bad) > limit else ""
+    return ", ".join(parts) + more
+
+
+def warn_skipped(bad: Sequence[tuple[str, str]], where: str, *,
+                 root: str | None = None) -> None:
+    """Warn (:class:`SkippedFilesWarning`, one line) that the unreadable files ``bad``
+    (``(path, reason)`` pairs) of ``where`` were skipped (named relative to ``root``, default:
+    by file name)."""
+    if bad:
+        import warnings
+
+        warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {where}: "
+                      f"{_names(bad, root=root)}", SkippedFilesWarning, stacklevel=3)
+
+
+def _none_left(bad: Sequence[tuple[str, str]], where: str) -> ValueError:
+    return ValueError(f"no readable image in {where}: all {len(bad)} image file(s) failed: "
+                      f"{_names(bad)}")
+
+
+def readable_images(paths: Sequence[str | os.PathLike], where: str) -> list[str]:
+    """The paths that pass :func:`check_image` (a cheap header check, before any expensive
+    work); the others are skipped with a :class:`SkippedFilesWarning` counting and naming
+    them. ValueError (one line) when none is left."""
+    good, bad = [], []
+    for p in paths:
+        why = check_image(p)
+        if why is None:
+            good.append(os.fspath(p))
+        else:
+            bad.append((os.fspath(p), why))
+    if paths and not good:
+        raise _none_left(bad, where)
+    warn_skipped(bad, where)
+    return good
+
+
+def read_images(paths: Sequence[str | os.PathLike], *, size: int, channels: int = 3,
+                where: str) -> tuple[np.ndarray, list[str]]:
+    """Decode the image files of a folder (``where`` names it in messages) with
+    :func:`load_image`: ``(images [N, size, size, channels], paths read)``. Unreadable files
+    are skipped with a :class:`SkippedFilesWarning` that counts and names them; ValueError
+    (one line) when none is readable."""
+    imgs, good, bad = [], [], []
+    for p in paths:
+        try:
+            imgs.append(load_image(p, size=size, channels=channels))
+            good.append(os.fspath(p))
+        except UnreadableImageError as e:
+            bad.append((e.path, e.reason))
+    if not imgs:
+        if bad:
+            raise _none_left(bad, where)
+        raise ValueError(f"no image files in {where}")
+    warn_skipped(bad, where)
+    return np.stack(imgs), good
+
+
+# ---------------------------------------------------------------------------------------------
+# user paths: output folders and arrays
+# ---------------------------------------------------------------------------------------------
+def prepare_out_dir(path: str | os.PathLike, *, flag: str = "--out") -> str:
+    """Check, before any work, that ``path`` can be an output folder: an existing folder, or
+    a path whose nearest existing parent is a writable folder. Nothing is created. Raises a
+    one-line ValueError naming ``flag`` otherwise; returns ``os.fspath(path)``."""
+    p = os.fspath(path)
+    if not p:
+        raise ValueError(f"{flag} is empty; give a folder path")
+    full = os.path.abspath(p)
+    probe = full
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.isdir(probe):
+        if not os.access(probe, os.W_OK | os.X_OK):
+            where = "the folder" if probe == full else f"its parent folder {probe!r}"
+            raise ValueError(f"{flag} {p!r}: {where} is not writable; give another folder")
+        return p
+    if probe == full:
+        raise ValueError(f"{flag} {p!r} is an existing file, not a folder; give a folder path "
+                         "(new or existing)")
+    raise ValueError(f"{flag} {p!r} cannot be created: {probe!r} is a file, not a folder")
+
+
+def load_array(path: str | os.PathLike, *, expect: str = "an array [N, H, W, C] in [0, 1]",
+               ) -> np.ndarray | dict[str, np.ndarray]:
+    """Read a user's ``.npy`` (an array) or ``.npz`` (``{name: array}``, read whole) safely
+    (``allow_pickle=False``). Any failure is one ValueError line: ``cannot read <path> as
+    .npz/.npy: <why> (expected <expect>)``; a missing file is FileNotFoundError."""
+    import zipfile
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"no such file: {p!r}")
+    try:
+        obj = np.load(p, allow_pickle=False)
+        if isinstance(obj, np.lib.npyio.NpzFile):
+            with obj:
+                return {k: obj[k] for k in obj.files}
+        return np.asarray(obj)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "pickle" in why or "Failed to interpret" in why:
+            why = "not a NumPy .npy/.npz file"
+        raise ValueError(f"cannot read {p!r} as .npz/.npy: {why} (expected {expect})") from None
+
+
+def check_int(value: Any, flag: str, *, minimum: int = 1, optional: bool = False) -> None:
+    """Refuse (one ValueError line naming ``flag``) a ``value`` that is not an int >=
+    ``minimum`` (None is fine with ``optional``). For sizes and counts, checked before work."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{flag} must be an integer >= {minimum}; got {value!r}")
+
+
+def check_array_file(path: str | os.PathLike, *,
+                     expect: str = "an array [N, H, W, C] in [0, 1]") -> None:
+    """A cheap look (the header only) at a user's ``.npy`` / ``.npz`` before any work: the
+    same one-line ValueError as :func:`load_array` when it is not a NumPy file."""
+    import zipfile
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"no such file: {p!r}")
+    try:
+        if zipfile.is_zipfile(p):
+            return
+        with open(p, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            if major == 1:
+                np.lib.format.read_array_header_1_0(f)
+            else:
+                np.lib.format.read_array_header_2_0(f)
+    except (ValueError, OSError, EOFError, SyntaxError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "magic" in why or "pickle" in why or "header" in why.lower():
+            why = "not a NumPy .npy/.npz file"
+        raise ValueError(f"cannot read {p!r} as .npz/.npy: {why} (expected {expect})") from None
