@@ -246,7 +246,7 @@ def _write_folder(folder, images):
     return str(folder)
 
 
-def test_run_tcav_cli_from_folders_writes_results(tiny, pools, tmp_path):
+def test_run_tcav_cli_from_folders_writes_results(tiny, pools, tmp_path, monkeypatch):
     import imageio.v3 as iio
 
     kw = dict(
@@ -275,6 +275,16 @@ def test_run_tcav_cli_from_folders_writes_results(tiny, pools, tmp_path):
     assert again.cache["gradient_cache_misses"] == []
     assert again.cache["feature_cache_misses"] == []
     assert again.results[0].scores == planted.scores
+    # one concept, one narrow panel: the title is wrapped to the figure, never cut at its sides
+    import importlib
+
+    tcav_mod = importlib.import_module("lucidax.probes.tcav")  # the package exports tcav()
+    figs = []
+    monkeypatch.setattr(tcav_mod, "save_plot", lambda path, fig, **kw: figs.append(fig))
+    tcav_mod.plot_tcav(run.results[:1], tmp_path / "one.png")
+    figs[0].canvas.draw()
+    box = figs[0]._suptitle.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= figs[0].bbox.width and "\n" in figs[0]._suptitle.get_text()
 
 
 def test_builtin_starter_sources_are_lazy_and_keyed():

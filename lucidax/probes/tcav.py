@@ -987,9 +987,15 @@ def plot_tcav(
         if j == 0:
             ax.legend(fontsize=6, loc="upper left", ncol=2, frameon=False)
     r0 = results[0]
-    fig.suptitle(title or f"TCAV for class {r0.target!r}: mean ± std over {r0.runs} runs; "
-                          f"{r0.test} t-test vs random, {r0.correction}-adjusted "
-                          f"(alpha={r0.alpha:g})", fontsize=9)
+    import textwrap
+
+    text = title or (f"TCAV for class {r0.target!r}: mean ± std over {r0.runs} runs; "
+                     f"{r0.test} t-test vs random, {r0.correction}-adjusted "
+                     f"(alpha={r0.alpha:g})")
+    # wrapped to the figure's width (~13 characters an inch at 9 pt): never cut at the sides
+    width = max(20, int(fig.get_figwidth() * 13))
+    fig.suptitle("\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) or text,
+                 fontsize=9)
     fig.tight_layout()
     save_plot(path, fig)
     return path
