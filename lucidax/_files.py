@@ -306,12 +306,16 @@ def _none_left(bad: Sequence[tuple[str, str]], where: str) -> ValueError:
                       f"{_names(bad)}")
 
 
-def readable_images(paths: Sequence[str | os.PathLike], where: str) -> list[str]:
+def readable_images(paths: Sequence[str | os.PathLike], where: str, *,
+                    limit: int | None = None) -> list[str]:
     """The paths that pass :func:`check_image` (a cheap header check, before any expensive
-    work); the others are skipped with a :class:`SkippedFilesWarning` counting and naming
-    them. ValueError (one line) when none is left."""
+    work), the first ``limit`` of them when given; the others are skipped with a
+    :class:`SkippedFilesWarning` counting and naming them. ValueError (one line) when none is
+    left."""
     good, bad = [], []
     for p in paths:
+        if limit is not None and len(good) >= limit:
+            break
         why = check_image(p)
         if why is None:
             good.append(os.fspath(p))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import inspect
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -21,13 +22,29 @@ from urllib.parse import quote
 
 import numpy as np
 
-from lucidax._files import IMAGE_EXTENSIONS, atomic_write, load_image, save_json, save_png
+from lucidax._files import (
+    IMAGE_EXTENSIONS,
+    UnreadableImageError,
+    atomic_write,
+    check_image,
+    check_int,
+    load_array,
+    load_image,
+    prepare_out_dir,
+    read_images,
+    readable_images,
+    save_json,
+    save_png,
+)
 from lucidax.models.base import Model, suggest
 
 from .methods import as_names, get_method
 from .targets import target_classes
 
-__all__ = ["AttributeRun", "load_images", "parse_options", "run_attribute_cli"]
+__all__ = [
+    "AttributeRun", "check_option", "load_images", "method_options", "parse_options",
+    "run_attribute_cli",
+]
 
 
 
@@ -92,25 +109,48 @@ def load_images(spec: str | os.PathLike, model: Model, *, n: int = 8, seed: int 
         raise FileNotFoundError(f"images not found: {s!r} (a folder of images, an image file, "
                                 f"a .npy array, builtin:starter[:test|:train] or "
                                 f"builtin:photos[:<source>])")
-    if s.endswith(".npy"):
-        arr = np.load(s, allow_pickle=False).astype(np.float32)
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.ndim != 4:
-            raise ValueError(f"{s}: expected an [N, H, W, C] array, got shape {arr.shape}")
-        arr = arr[:n]
+    if s.endswith((".npy", ".npz")):
+        arr = _load_npy(s)[:n]
         return _Images(arr, None, tuple(f"{i}" for i in range(len(arr))), s)
+    c = model.input_spec.channels
     if os.path.isdir(s):
-        files = sorted(f for f in os.listdir(s) if f.lower().endswith(IMAGE_EXTENSIONS))[:n]
+        files = sorted(f for f in os.listdir(s) if f.lower().endswith(IMAGE_EXTENSIONS))
         if not files:
             raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {s!r}")
-        paths = [os.path.join(s, f) for f in files]
+        where = f"--images folder {s!r}"
+        paths = readable_images([os.path.join(s, f) for f in files], where, limit=n)
+        images, paths = read_images(paths, size=side, channels=c, where=where)
     else:
-        paths = [s]
-    c = model.input_spec.channels
-    out = [load_image(p, size=side, channels=c) for p in paths]
-    return _Images(np.stack(out).astype(np.float32), None,
-                   tuple(os.path.basename(p) for p in paths), s)
+        images, paths = load_image(s, size=side, channels=c)[None], [s]
+    return _Images(images.astype(np.float32), None, tuple(os.path.basename(p) for p in paths),
+                   s)
+
+
+_NPY_EXPECT = "an array [N, H, W, C] (or one image [H, W, C]) in [0, 1]"
+
+
+def _load_npy(path: str) -> np.ndarray:
+    """A ``.npy`` of images ``[N, H, W, C]`` (or one ``[H, W, C]``) in [0, 1]; one-line
+    ValueError for anything else."""
+    arr = load_array(path, expect=_NPY_EXPECT)
+    if isinstance(arr, dict):
+        raise ValueError(f"cannot read {path!r} as images: it is a .npz archive "
+                         f"({', '.join(arr) or 'empty'}); expected a .npy with {_NPY_EXPECT}")
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or not (np.issubdtype(arr.dtype, np.floating)
+                             or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{path!r}: expected {_NPY_EXPECT}; got a {arr.dtype} array of shape "
+                         f"{arr.shape}")
+    if len(arr) == 0:
+        raise ValueError(f"{path!r} holds no images (shape {arr.shape})")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
+        raise ValueError(f"{path!r}: pixel values must be finite and in [0, 1]; got "
+                         f"[{np.nanmin(arr):g}, {np.nanmax(arr):g}]")
+    return arr
 
 
 def parse_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
@@ -126,13 +166,68 @@ def parse_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
         if not sep or not dot or not method or not key:
             raise ValueError(f"method option {item!r} must look like METHOD.OPTION=VALUE "
                              "(e.g. occlusion.patch=16)")
-        get_method(method.strip())
+        method, key = method.strip(), key.strip()
         try:
             parsed = json.loads(value)
         except ValueError:
             parsed = value
-        out.setdefault(method.strip(), {})[key.strip()] = parsed
+        check_option(method, key, parsed, given=str(item))
+        out.setdefault(method, {})[key] = parsed
     return out
+
+
+#: Keyword arguments of the methods that are not options (they change what a method returns).
+_NOT_OPTIONS = frozenset({"return_raw"})
+
+
+def method_options(method: str) -> dict[str, inspect.Parameter]:
+    """``{option: parameter}``: the keyword arguments ``--option method.<name>=`` can set."""
+    params = inspect.signature(get_method(method)).parameters
+    return {k: p for k, p in params.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in _NOT_OPTIONS}
+
+
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+          "tuple": (list, tuple), "list": (list, tuple), "None": (type(None),)}
+
+
+def check_option(method: str, key: str, value: Any, *, given: str | None = None) -> None:
+    """Refuse, in one line, an option ``method.key=value`` that ``method`` does not take (with
+    a "did you mean" and the valid options) or whose value has the wrong type."""
+    import difflib
+
+    what = given or f"{method}.{key}={value!r}"
+    valid = method_options(method)  # an unknown method raises with the valid methods
+    if key not in valid:
+        close = sorted((o for o in valid if o in key or key in o), key=len, reverse=True) \
+            or difflib.get_close_matches(key, list(valid), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"--option {what}: {method} has no option {key!r}; {hint}valid "
+                         f"options of {method}: {', '.join(valid) or 'none'}")
+    ann = valid[key].annotation
+    ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+    names = [t.strip().split("[")[0].split(".")[-1] for t in ann.split("|")]
+    if any(t not in _TYPES for t in names):  # Any, arrays, objects: the method checks
+        return
+    kinds = tuple(k for t in names for k in _TYPES[t])
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if not ok:
+        raise ValueError(f"--option {what}: {method}.{key} takes {ann.replace(' | ', ' or ')}; "
+                         f"got {value!r} ({type(value).__name__})")
+
+
+def _check_images_arg(images: Any) -> None:
+    """An ``--images`` file given explicitly is read (.npy) or checked (image) before the
+    model is loaded; folders are checked file by file when read."""
+    s = os.fspath(images)
+    if not os.path.isfile(s):
+        return
+    if s.endswith((".npy", ".npz")):
+        _load_npy(s)
+        return
+    why = check_image(s)
+    if why is not None:
+        raise UnreadableImageError(s, why)
 
 
 def _targets(model: Model, target: Any, src: _Images) -> np.ndarray:
@@ -260,6 +355,16 @@ def run_attribute_cli(
     from .evaluate import deletion_curve, insertion_curve
     from .overlay import attribution_grid, normalize_maps, save_figure
 
+    # Bad input fails here, in one line, before the model is loaded.
+    check_int(n, "--n")
+    check_int(steps, "--steps")
+    names = as_names(methods)
+    options = {m: dict(o) for m, o in (options or {}).items()}
+    for m, opts in options.items():
+        for k, v in opts.items():
+            check_option(m, k, v)
+    _check_images_arg(images)
+    prepare_out_dir(out)
     if isinstance(model, str):
         import lucidax.models as lm
 
@@ -268,8 +373,6 @@ def run_attribute_cli(
         raise ValueError("weights= is only used with a model name")
     if model.logits_layer is None:
         raise ValueError(f"{model.name} has no logits layer; lucidax attribute explains classes")
-    names = as_names(methods)
-    options = dict(options or {})
     src = load_images(images, model, n=n, seed=seed)
     x = jnp.asarray(src.images)
     targets = _targets(model, target, src)

@@ -16,6 +16,7 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 
+from lucidax._files import check_array_file, load_array, prepare_out_dir
 from lucidax.visualize.silence import SILENT_EPS, silent_on_data, stuck_renders
 
 from .config import (
@@ -315,6 +316,10 @@ def _builtin_dataset(config: GalleryConfig, model, spec: str,
     return data, f"builtin:starter:{builtin.split} (seed={config.seed})"
 
 
+_DATASET_EXPECT = ("a .npy array [N, H, W, C] in [0, 1], or a .npz with 'images' and "
+                   "optionally 'labels', 'label_names'")
+
+
 def _load_examples(config: GalleryConfig, model, dataset: Any,
                    progress: bool = False) -> _Examples | None:
     source = config.dataset
@@ -338,16 +343,13 @@ def _load_examples(config: GalleryConfig, model, dataset: Any,
                     f"dataset {source!r} is not a file; use 'auto', 'none', builtin:photos, "
                     "builtin:starter or a .npz/.npy path"
                 )
-            if path.suffix == ".npy":
-                dataset = np.load(path, allow_pickle=False)
-            elif path.suffix == ".npz":
-                with np.load(path, allow_pickle=False) as z:
-                    if "images" not in z:
-                        raise GalleryConfigError(
-                            f"{source}: a .npz dataset needs an 'images' array; it has "
-                            f"{', '.join(z.files)}"
-                        )
-                    dataset = {k: z[k] for k in z.files}
+            if path.suffix in (".npy", ".npz"):
+                dataset = load_array(path, expect=_DATASET_EXPECT)
+                if isinstance(dataset, dict) and "images" not in dataset:
+                    raise GalleryConfigError(
+                        f"{source}: a .npz dataset needs an 'images' array; it has "
+                        f"{', '.join(dataset) or 'none'}"
+                    )
             else:
                 raise GalleryConfigError(f"dataset {source!r}: expected a .npz or .npy file")
     else:
@@ -575,6 +577,11 @@ def _build(
 ) -> GalleryReport:
     if not isinstance(config, GalleryConfig):
         raise TypeError(f"build_gallery takes a GalleryConfig, got {type(config).__name__}")
+    # Bad paths fail here, in one line, before the model is loaded.
+    prepare_out_dir(config.out)
+    if dataset is None and config.dataset not in ("auto", "none") \
+            and not config.dataset.startswith("builtin:") and Path(config.dataset).is_file():
+        check_array_file(config.dataset, expect=_DATASET_EXPECT)
     t_start = time.perf_counter()
     pid, nproc = init_distributed(config) if config.distributed else (0, 1)
     tag = f"p{pid}"

@@ -300,6 +300,7 @@ class FolderConcepts:
         orphans = sorted({s for c in self.concepts for s in self.mask_paths[c]} - set(stems))
         if orphans:
             raise ValueError(f"masks without an image in {img_dir!r}: {orphans[:10]}")
+        stems = self._readable(stems, img_dir, mask_dir)
         self.stems = tuple(stems)
         has = np.asarray([[s in self.mask_paths[c] for c in self.concepts] for s in stems], bool)
         self.labeled = _labeled_from_presence(has, self.categories)
@@ -307,12 +308,45 @@ class FolderConcepts:
         self.mask_size = (self.size, self.size)
         self.description = f"{root} ({self.n} images, {len(self.concepts)} concepts)"
 
+    def _readable(self, stems: list[str], img_dir: str, mask_dir: str) -> list[str]:
+        """The stems whose image and masks pass a cheap header check, before any work; the
+        others are skipped with a warning naming the files (one line each for images and
+        masks). ValueError when none is left."""
+        from lucidax._files import check_image, readable_images, warn_skipped
+
+        good = set(readable_images([self.image_paths[s] for s in stems],
+                                   f"images folder {img_dir!r}"))
+        bad_masks = []
+        for c in self.concepts:
+            for s, p in self.mask_paths[c].items():
+                why = None if self.image_paths[s] not in good else check_image(p)
+                if why is not None:
+                    bad_masks.append((p, why))
+                    good.discard(self.image_paths[s])
+        keep = [s for s in stems if self.image_paths[s] in good]
+        if not keep:
+            raise ValueError(f"no image of {img_dir!r} has readable masks in {mask_dir!r}: "
+                             f"{len(bad_masks)} mask file(s) cannot be read, e.g. "
+                             f"{os.path.relpath(bad_masks[0][0], mask_dir)} "
+                             f"({bad_masks[0][1]})")
+        warn_skipped(bad_masks, f"masks folder {mask_dir!r} (their images are left out)",
+                     root=mask_dir)
+        dropped = set(stems) - set(keep)
+        if dropped:
+            self.image_paths = {s: p for s, p in self.image_paths.items() if s not in dropped}
+            self.mask_paths = {c: {s: p for s, p in m.items() if s not in dropped}
+                               for c, m in self.mask_paths.items()}
+        return keep
+
     def _mask(self, path: str) -> np.ndarray:
         import imageio.v3 as iio
 
-        from lucidax._files import _resize_np
+        from lucidax._files import UnreadableImageError, _reason, _resize_np
 
-        arr = np.asarray(iio.imread(path, plugin="pillow"))
+        try:
+            arr = np.asarray(iio.imread(path, plugin="pillow"))
+        except Exception as e:  # noqa: BLE001 - any decoder failure: one line naming the file
+            raise UnreadableImageError(path, _reason(e)) from None
         if arr.ndim == 4:
             arr = arr[0]
         if arr.ndim == 3:
@@ -1023,8 +1057,18 @@ def run_dissect_cli(
       out: output folder (results.json, units.csv, iou.npz, summary.png/.svg).
       memory_check: see :func:`dissect` (False: ``--no-memory-check``).
     """
+    from lucidax._files import check_int, prepare_out_dir
     from lucidax.models import photos
 
+    # Bad input fails here, in one line, before the model is loaded.
+    check_int(n, "--n")
+    check_int(batch_size, "--batch-size")
+    check_int(size, "--size", optional=True)
+    if not (isinstance(quantile, int | float) and 0.0 < float(quantile) < 1.0):
+        raise ValueError(f"--quantile must be in (0, 1) (0.005 = top 0.5%); got {quantile!r}")
+    if not (isinstance(iou_threshold, int | float) and 0.0 <= iou_threshold <= 1.0):
+        raise ValueError(f"--iou-threshold must be in [0, 1]; got {iou_threshold!r}")
+    prepare_out_dir(out)
     data = photos.resolve_auto(data, model, "dissect")  # before loading: a non-starter fails
     if isinstance(model, str):
         import lucidax.models as lm

@@ -52,7 +52,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lucidax._files import IMAGE_EXTENSIONS, load_image
+from lucidax._files import (
+    IMAGE_EXTENSIONS,
+    UnreadableImageError,
+    _none_left,
+    load_image,
+    warn_skipped,
+)
 from lucidax.models.base import Model, normalize_layers, suggest
 from lucidax.models.fastgrad import apply as fast_apply
 
@@ -318,6 +324,10 @@ def _atomic_write_text(path: str, text: str) -> None:
 # images
 # ----------------------------------------------------------------------------------------------
 def _short_reason(e: BaseException) -> str:
+    if isinstance(e, UnreadableImageError):
+        return e.reason
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
     msg = str(e).strip().splitlines()
     text = f"{type(e).__name__}: {msg[0] if msg else ''}".strip()
     return text[:300]
@@ -906,6 +916,10 @@ def _run(model, params, layers, red, dtype, batch_size, feed_size, listing, data
             bar.update(consumed)
         if pending is not None:
             write(*pending)
+        if not index_parts and skips.items:  # every file unreadable: nothing to cache
+            bad = sorted(skips.items, key=lambda s: s.index)
+            raise _none_left([(b.path, b.reason) for b in bad],
+                             f"data folder {listing.root if listing else 'the data'!r}")
         if not writers:  # nothing usable at all: empty files with the right widths
             side = img_size or model.input_spec.side or 64
             open_writers((batch_size, side, side, channels))
@@ -927,10 +941,8 @@ def _run(model, params, layers, red, dtype, batch_size, feed_size, listing, data
         if label_parts else {}
     )
     skipped = sorted(skips.items, key=lambda s: s.index)
-    if skipped and progress:
-        import sys
-
-        print(f"extract: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0].path}: "
-              f"{skipped[0].reason}", file=sys.stderr)
+    if skipped:
+        root = listing.root if listing is not None else "the data"
+        warn_skipped([(s.path, s.reason) for s in skipped], f"data folder {root!r}")
     return index, skipped, stream_labels
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from lucidax._files import check_int, prepare_out_dir
 from lucidax.models import photos as builtin_photos
-from lucidax.models.base import Model
+from lucidax.models.base import Model, suggest
 
 from .linear import DEFAULT_LAMBDAS, ProbeResult
 from .sweep import format_results, probe_layers
@@ -75,6 +76,41 @@ def load_data(data: str | os.PathLike, *, n: int = 2000, seed: int = 0,
     return _Data(spec, None, {}, spec)
 
 
+def _check_target(data: str, target: str | None,
+                  labels: dict[str, Any] | None = None) -> str | None:
+    """``--target`` against the label families of ``--data`` (``labels``: the families of
+    builtin data once made; before that, a missing target is checked against the families
+    it will have), before any extraction; the message names the flag, not the Python
+    argument."""
+    from lucidax.models import starter
+
+    from .extract import list_image_folder
+
+    builtin = builtin_photos.parse_builtin(data)
+    if labels is not None:
+        families = list(labels)
+    elif builtin is not None:
+        if target is not None:
+            return target  # checked once the data is made
+        families = ["source"] if builtin.kind == "photos" else list(starter.FAMILIES)
+    elif os.path.exists(data):
+        families = list(list_image_folder(data)[1])
+    else:
+        return target  # load_data says what is wrong
+    if not families:
+        raise ValueError(f"--data {data!r} has no labels to probe: use an image folder with "
+                         "one sub-folder per class, a folder with labels.csv, or a CSV "
+                         "filename,label[,...]")
+    if target is None:
+        if len(families) > 1:
+            raise ValueError(f"--data {data!r} has several label families: choose one with "
+                             f"--target; valid targets: {', '.join(families)}")
+        return families[0]
+    if target not in families:
+        raise ValueError("--target: " + suggest(target, families, what="target"))
+    return target
+
+
 def run_probe_cli(
     model: str | Model = "starter",
     *,
@@ -116,6 +152,16 @@ def run_probe_cli(
       memory_check: refuse, before anything is written, an extraction whose estimated
         memory need exceeds the available memory (False: ``--no-memory-check``).
     """
+    # Bad input fails here, in one line, before the model is loaded.
+    check_int(n, "--n")
+    check_int(batch_size, "--batch-size")
+    check_int(folds, "--folds", minimum=2)
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) \
+            or not 0 < test_size < 1:
+        raise ValueError(f"--test-size must be a share in (0, 1); got {test_size!r}")
+    out = prepare_out_dir(out)
+    if cache_dir is not None:
+        prepare_out_dir(cache_dir, flag="--cache-dir")
     if isinstance(model, str):
         import lucidax.models as lm
 
@@ -123,9 +169,11 @@ def run_probe_cli(
     elif weights is not None:
         raise ValueError("weights= is only used with a model name")
     data = builtin_photos.resolve_auto(data, model, "probe")
+    target = _check_target(os.fspath(data), target)
     src = load_data(data, n=n, seed=seed, side=model.input_spec.side,
                     channels=model.input_spec.channels, progress=progress)
-    out = os.fspath(out)
+    if src.labels is not None:
+        target = _check_target(os.fspath(data), target, src.labels)
     cache = os.path.join(out, "feature-cache") if cache_dir is None else os.fspath(cache_dir)
     results = probe_layers(
         model, model.params, src.data, src.labels, layers, target_name=target, reduce=reduce,

@@ -68,7 +68,15 @@ import numpy as np
 
 from lucidax.models.base import Model, normalize_layers, suggest
 
-from .._files import atomic_write, save_json, save_plot
+from .._files import (
+    UnreadableImageError,
+    atomic_write,
+    check_int,
+    prepare_out_dir,
+    readable_images,
+    save_json,
+    save_plot,
+)
 from .extract import (
     _array_key,
     _key,
@@ -147,18 +155,20 @@ class ImageSet:
         lst = _listing(path)
         if not lst.paths:
             raise ValueError(f"no images found in {path!r}")
-        paths = tuple(lst.paths)
+        # checked now (a cheap header check), before any expensive work; unreadable files
+        # are skipped with a warning naming them
+        paths = tuple(readable_images(lst.paths, f"image folder {path!r}"))
 
         def load() -> np.ndarray:
             imgs, bad = [], []
             for p in paths:
                 try:
                     imgs.append(load_image(p, size=size, channels=channels))
-                except (OSError, ValueError) as e:
-                    bad.append(f"{p}: {e}")
+                except UnreadableImageError as e:
+                    bad.append(f"{os.path.basename(e.path)} ({e.reason})")
             if bad:
-                raise ValueError(f"{len(bad)} unreadable image(s) in {path!r}, e.g. {bad[0]}; "
-                                 "remove them")
+                raise ValueError(f"{len(bad)} image file(s) in {path!r} cannot be decoded: "
+                                 f"{', '.join(bad[:5])}; remove them")
             return np.stack(imgs)
 
         key = f"folder:{_listing_key(lst)}:{size}:{channels}"
@@ -1126,6 +1136,17 @@ def run_tcav_cli(
       Others: see :func:`tcav`.
     """
     t0 = time.perf_counter()
+    # Bad input fails here, in one line, before the model is loaded.
+    for flag, v, least in (("--runs", runs, 2), ("--n-concept", n_concept, 2),
+                           ("--n-random", n_random, 2), ("--n-targets", n_targets, 1),
+                           ("--batch-size", batch_size, 1)):
+        check_int(v, flag, minimum=least)
+    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
+        raise ValueError(f"--alpha must be in (0, 1); got {alpha!r}")
+    if out is not None:
+        prepare_out_dir(out)
+    if cache_dir is not None:
+        prepare_out_dir(cache_dir, flag="--cache-dir")
     if isinstance(model, str):
         import lucidax.models as lm
 

@@ -51,7 +51,16 @@ import numpy as np
 
 from lucidax.models.base import Model, normalize_layers
 
-from .._files import _match_channels, _resize_np, load_image, save_json
+from .._files import (
+    UnreadableImageError,
+    _match_channels,
+    _resize_np,
+    check_image,
+    check_int,
+    load_image,
+    prepare_out_dir,
+    save_json,
+)
 from .._memory import check_memory, estimate_inversion
 from .jobs import save_images
 from .labeled_grid import save_labeled_grid
@@ -661,21 +670,40 @@ def run_invert_cli(
         from lucidax.models.base import suggest
 
         raise ValueError(suggest(mode, _MODES, what="mode"))
+    from lucidax.models import photos
+
+    # Bad input fails here, in one line, before the model is loaded.
+    check_int(steps, "--steps")
+    check_int(size, "--size", optional=True)
+    check_int(scale, "--scale")
+    check_int(jitter_px, "--jitter", minimum=0)
+    if not learning_rate > 0:
+        raise ValueError(f"--learning-rate must be > 0; got {learning_rate!r}")
+    paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    if photos.AUTO in paths and len(paths) != 1:
+        raise ValueError("--images: 'auto' stands alone (the model's images); give image "
+                         "files or builtin: arguments instead, or ./auto for a file named auto")
+    for p in paths:  # image files given explicitly: each must be readable
+        if os.fspath(p) != photos.AUTO and photos.parse_builtin(os.fspath(p)) is None:
+            if os.path.isdir(p):
+                raise ValueError(f"--images {os.fspath(p)!r} is a folder; give image files "
+                                 f"(e.g. {os.path.join(os.fspath(p), '*.png')}) or builtin: "
+                                 "images")
+            why = check_image(p)
+            if why is not None:
+                if not os.path.exists(p):
+                    raise FileNotFoundError(f"--images: no such image file: {os.fspath(p)!r}")
+                raise UnreadableImageError(p, why)
+    prepare_out_dir(out)
     if isinstance(model, str):
         import lucidax.models as lm
 
         model = lm.load(model, weights)
     elif weights is not None:
         raise ValueError("weights= is only used with a model name")
-    from lucidax.models import photos
 
     side = int(size or model.input_spec.side or 128)
-    paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     if photos.AUTO in paths:
-        if len(paths) != 1:
-            raise ValueError("images: 'auto' stands alone (the model's images); give image "
-                             "files or builtin: arguments instead, or ./auto for a file "
-                             "named auto")
         paths = list(photos.resolve_auto(photos.AUTO, model, "invert"))
     if memory_check:  # before the images are read at that size
         n_images = sum(_count_images(p) for p in paths)
