@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import image_grid, save_json, save_png
+from .._files import check_int, image_grid, prepare_out_dir, save_json, save_png
 from .._memory import check_memory, estimate_render
 from .objectives import channel
 from .param import Param, cppn, fft, image, maco, pixel
@@ -156,8 +156,14 @@ def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
 
     if job.param not in PARAMS:
         raise ValueError(f"Unknown param {job.param!r}; valid: {', '.join(PARAMS)}")
-    if job.steps < 1 or job.batch_size < 1:
-        raise ValueError("steps and batch_size must be >= 1")
+    # Bad input fails here, in one line, before the model is loaded.
+    check_int(job.steps, "--steps")
+    check_int(job.batch_size, "--batch-size")
+    check_int(job.size, "--size", optional=True)
+    if not job.learning_rate > 0:
+        raise ValueError(f"--learning-rate must be > 0; got {job.learning_rate!r}")
+    unit_list(job.units)  # a malformed --units fails now; the range check needs the model
+    prepare_out_dir(job.out)
     model = load(job.model, weights=job.weights)
     n = model.channels(job.layer)
     units = parse_units(job.units, n)
