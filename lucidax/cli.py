@@ -26,6 +26,11 @@ def _command(name: str):
     return deco
 
 
+_WEIGHTS_HELP = ("checkpoint file (.pth/.pt/.bin/.safetensors/.npz), or 'random' (default: the "
+                 "model's shipped weights; a model that ships none runs with random weights "
+                 "and says so)")
+
+
 # --- models ------------------------------------------------------------------------------------
 @_command("models")
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -83,7 +88,7 @@ def _model_row(name: str) -> dict[str, Any]:
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list models, or the layers of one model")
     p.add_argument("name", nargs="?", help="model to describe (omit to list the zoo)")
-    p.add_argument("--weights", help="checkpoint (.pth/.pt/.safetensors/.npz)")
+    p.add_argument("--weights", help=_WEIGHTS_HELP)
     p.add_argument("--pre-relu", action="store_true", help="also list *_pre_relu layers")
     p.add_argument("--shapes", action="store_true", help="compute activation shapes")
     p.add_argument("--side", type=int, help="input side for --shapes (default: model's)")
@@ -112,28 +117,37 @@ def _field_help(cls: type) -> dict[str, str]:
 
 def _add_dataclass_flags(
     p: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
-    presets: tuple[str, ...] = (),
+    presets: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """One flag per field of ``cls``; ``presets``: fields whose None default means "from the
-    model's preset"."""
+    """One flag per field of ``cls``; help from the field's ``metadata["help"]`` (else its
+    docstring entry). ``presets``: ``{family: {field: value}}`` for fields whose None default
+    means "from the model's preset" (their help lists the presets' values)."""
     helps = _field_help(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        text = helps.get(f.name, "").replace("``", "").replace("%", "%%")
+        text = f.metadata.get("help") or helps.get(f.name, "").replace("``", "")
+        text = text.replace("%", "%%")
         default = f.default
         if isinstance(default, bool):
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                           default=default, help=text)
+                           default=default, help=f"{text} (default: {'on' if default else 'off'})")
             continue
         kind = type(default) if default is not None and not isinstance(default, tuple) else str
         if default is None:  # Optional field: take the type from the annotation's first type
             ann = str(f.type).strip()
             kind = int if ann.startswith("int") else float if ann.startswith("float") else str
-        shown = "the model's preset" if default is None and f.name in presets else default
+        if default is None and presets and any(f.name in v for v in presets.values()):
+            shown = "the model's preset: " + "; ".join(
+                f"{family}: {values[f.name]}" for family, values in presets.items())
+        elif default is None:
+            shown = None
+        else:
+            shown = default
+        suffix = f" (default: {shown})" if shown is not None and "(default:" not in text else ""
         p.add_argument(flag, dest=f.name, type=kind, default=default,
-                       help=f"{text} (default: {shown})")
+                       help=f"{text}{suffix}".replace("%%%%", "%%"))
 
 
 def _dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
@@ -198,7 +212,7 @@ def _add_invert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("invert", help="reconstruct images from a layer's activations (feature "
                                       "inversion) or draw caricatures; writes a side-by-side grid")
     p.add_argument("--model", default="starter", help="registered model name (default: starter)")
-    p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
+    p.add_argument("--weights", help=_WEIGHTS_HELP)
     p.add_argument("--layers", required=True,
                    help="comma-separated layer names, one grid column each (e.g. conv1,conv3)")
     p.add_argument("--images", nargs="+", default="auto",
@@ -249,7 +263,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 def _add_probe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="linear probes of every layer for a label family")
     p.add_argument("--model", default="starter", help="registered model name (default: starter)")
-    p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
+    p.add_argument("--weights", help=_WEIGHTS_HELP)
     p.add_argument("--layers", default="all",
                    help="'all' (every layer except *_pre_relu) or comma-separated names")
     p.add_argument("--data", default="auto",
@@ -298,7 +312,7 @@ def _add_tcav(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tcav", help="TCAV: does a concept push a class logit up? (CAVs + significance test)")
     p.add_argument("--model", default="starter", help="registered model name (default: starter)")
-    p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
+    p.add_argument("--weights", help=_WEIGHTS_HELP)
     p.add_argument("--layers", default="all",
                    help="'all' (every layer except *_pre_relu and the logits) or "
                         "comma-separated names")
@@ -369,7 +383,7 @@ def _add_dissect(sub: argparse._SubParsersAction) -> None:
         "--iou-threshold is a detector of that concept (NetDissect, Bau et al. 2017).",
     )
     p.add_argument("--model", default="starter", help="registered model name (default: starter)")
-    p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
+    p.add_argument("--weights", help=_WEIGHTS_HELP)
     p.add_argument("--layers", default="all",
                    help="'all' (every conv layer except *_pre_relu; dense layers are skipped) "
                         "or comma-separated conv layer names")
@@ -421,7 +435,7 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
         "grids, figure.png, maps.npz, results.json and index.html to --out.",
     )
     p.add_argument("--model", default="starter", help="registered model name (default: starter)")
-    p.add_argument("--weights", help="checkpoint path (default: the model's own weights)")
+    p.add_argument("--weights", help=_WEIGHTS_HELP)
     p.add_argument("--images", default="auto",
                    help="auto (builtin:starter:test for starter, builtin:photos for other RGB "
                         "models), builtin:starter[:test|:train], builtin:photos[:<source>] "
@@ -474,8 +488,7 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
 
 
 def _add_gallery(sub: argparse._SubParsersAction) -> None:
-    from lucidax.gallery import GalleryConfig
-    from lucidax.gallery.config import PRESET_FIELDS
+    from lucidax.gallery import PRESETS, GalleryConfig
 
     p = sub.add_parser(
         "gallery",
@@ -487,7 +500,9 @@ def _add_gallery(sub: argparse._SubParsersAction) -> None:
         "their top examples among crops of the built-in photos; --layers all renders the "
         "whole network, --model starter the small starter model.",
     )
-    _add_dataclass_flags(p, GalleryConfig, presets=PRESET_FIELDS)
+    _add_dataclass_flags(p, GalleryConfig, presets={
+        "efficientnet_lite0/1/2": PRESETS["efficientnet_lite0"],
+        "other models": PRESETS["starter"]})
     p.add_argument("--dry-run", action="store_true",
                    help="print the layers and units the command would render, the settings "
                         "and how many units are already done, then stop (renders nothing)")
@@ -509,7 +524,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _PARSERS:
         add(sub)
+    for command in sub.choices.values():
+        _show_defaults(command)
     return parser
+
+
+def _show_defaults(p: argparse.ArgumentParser) -> None:
+    """Every flag's help ends with its default, unless it says it already."""
+    for action in p._actions:
+        default = action.default
+        if (not action.help or action.help == argparse.SUPPRESS or "(default:" in action.help
+                or default in (None, False, argparse.SUPPRESS) or not action.option_strings):
+            continue
+        shown = "on" if default is True else ",".join(default) if isinstance(
+            default, (list, tuple)) else default
+        action.help = f"{action.help} (default: {shown})"
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -19,7 +19,8 @@ from .render import render
 from .silence import stuck_renders, zero_steps
 
 __all__ = [
-    "PARAMS", "RenderJob", "parse_units", "render_job", "save_grid", "save_images", "unit_list",
+    "PARAMS", "RenderJob", "default_init_sd", "parse_units", "render_job", "save_grid",
+    "save_images", "unit_list",
 ]
 
 PARAMS = {
@@ -105,6 +106,27 @@ def parse_units(spec: str | Sequence[int] | None, n: int) -> list[int]:
     return units
 
 
+
+def default_init_sd(model_name: str, *, rescue: bool = False) -> float:
+    """The random start's std when none is given, for ``lucidax render`` (``rescue=False``) and
+    the gallery presets (``rescue=True``: the gallery re-renders silent units from a
+    high-contrast start).
+
+    Lucid's flat grey 0.01 for EfficientNet-Lite. Other models (the starter model) can have
+    whole layers silent on flat grey: 0.5, faint noise, when silent units get a rescue; 2.0
+    without one (measured, starter, 256 steps, 32 units: conv2 20 silent renders from 0.5, 10
+    from 2.0; conv4 12 from either).
+    """
+    if model_name.startswith("efficientnet_lite"):
+        return 0.01
+    return 0.5 if rescue else 2.0
+
+
+def _flag(default: Any, text: str) -> Any:
+    """A dataclass field with its command-line help (``--flag`` vocabulary) as metadata."""
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
 @dataclasses.dataclass(frozen=True)
 class RenderJob:
     """What ``lucidax render`` does: channel renders of some units of one layer, to PNGs.
@@ -114,8 +136,8 @@ class RenderJob:
       weights: checkpoint path, or None for the model's default weights.
       layer: layer whose channels are rendered.
       units: ``all`` or ranges like ``0-15,20``.
-      out: output folder (``<out>/<layer>/<unit>.png``, ``<out>/<layer>.png`` grid,
-        ``<out>/<layer>/render.json``).
+      out: output folder (``<out>/<layer>/<unit>.png`` named by the unit's 4-digit number,
+        ``<out>/<layer>.png`` grid, ``<out>/<layer>/render.json``).
       steps: optimization steps.
       size: render side in pixels (None: the model's input side, at most 128).
       param: image parameterization: image (Lucid's decorrelated FFT), fft, pixel, maco, cppn.
@@ -123,26 +145,37 @@ class RenderJob:
       seed: random seed (a unit renders the same in any batch).
       learning_rate: Adam learning rate.
       init_sd: std of the random start (image/fft/pixel params). Lucid uses 0.01, a flat grey
-        start; small models trained on high-contrast images (the starter model) have whole
-        layers silent on flat grey, so their renders never leave it: 2.0 starts from noise.
-        None: 2.0 for the starter model, Lucid's 0.01 for the others (ImageNet networks).
+        start; models trained on high-contrast images (the starter model) have whole layers
+        silent on flat grey, so their renders never leave it: 2.0 starts from noise.
+        None: :func:`default_init_sd` (0.01 for EfficientNet-Lite, 2.0 for the others).
       memory_check: refuse, before anything is written, a job whose estimated memory need
         exceeds the available memory (``--no-memory-check`` tries anyway).
     """
 
-    model: str = "starter"
-    weights: str | None = None
-    layer: str = "conv4"
-    units: str = "0-7"
-    out: str = "renders"
-    steps: int = 256
-    size: int | None = None  # None: the model's input side when <= 128, else 128
-    param: str = "image"
-    batch_size: int = 32
-    seed: int = 0
-    learning_rate: float = 0.05
-    init_sd: float | None = None
-    memory_check: bool = True
+    model: str = _flag("starter", "registered model name (lucidax models lists them)")
+    weights: str | None = _flag(
+        None, "checkpoint file, or 'random' (default: the model's shipped weights; "
+              "models that ship none run with random weights and say so)")
+    layer: str = _flag("conv4", "layer whose channels are rendered (lucidax models NAME lists "
+                                "the layers)")
+    units: str = _flag("0-7", "'all' or ranges such as 0-15,20")
+    out: str = _flag("renders", "output folder: <out>/<layer>/<unit>.png (unit number, 4 "
+                                "digits), <out>/<layer>.png (grid), <out>/<layer>/render.json")
+    steps: int = _flag(256, "optimization steps")
+    size: int | None = _flag(None, "render side in pixels (default: the model's input side, "
+                                   "at most 128)")
+    param: str = _flag("image", "image parameterization: image (Lucid's decorrelated FFT), fft, "
+                                "pixel, maco, cppn")
+    batch_size: int = _flag(32, "units rendered at once (one batched program)")
+    seed: int = _flag(0, "random seed (a unit renders the same in any batch)")
+    learning_rate: float = _flag(0.05, "Adam learning rate")
+    init_sd: float | None = _flag(
+        None, "std of the random start of image/fft/pixel (default: 0.01, Lucid's flat grey, "
+              "for EfficientNet-Lite; 2.0, noise, for the other models, whose layers can be "
+              "silent on flat grey)")
+    memory_check: bool = _flag(
+        True, "refuse, before anything is written, a job whose estimated memory need exceeds "
+              "the available memory (--no-memory-check tries anyway)")
 
 
 def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
@@ -168,7 +201,7 @@ def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
     n = model.channels(job.layer)
     units = parse_units(job.units, n)
     size = job.size or min(model.input_spec.side or 128, 128)
-    init_sd = job.init_sd if job.init_sd is not None else (2.0 if job.model == "starter" else 0.01)
+    init_sd = job.init_sd if job.init_sd is not None else default_init_sd(job.model)
     param: Param = PARAMS[job.param](init_sd)
     if job.memory_check:  # + every unit's image, kept for the grid, and the grid
         at_once = min(job.batch_size, len(units))
