@@ -170,6 +170,30 @@ class Model:
         self.labels = tuple(labels) if labels is not None else None
         self.weights_source = weights_source
         self.early_stop = early_stop
+        # Compiled programs of this architecture, shared by every with_params copy (the dict
+        # is copied by reference) and freed with the last copy: see `program`.
+        self._programs: dict[Any, Callable[..., Any]] = {}
+
+    def program(self, key: Any, build: Callable[[Model], Callable[..., Any]]) -> Callable:
+        """The compiled program ``key`` of this architecture: ``jax.jit(build(shell))``, made
+        once and reused.
+
+        The one policy of lucidax for "a compiled program per model" (render, attribution,
+        extraction, TCAV, dissection and the gallery use it):
+
+        - ``shell`` is this model without parameters (``with_params(None)``): ``build`` must
+          return a function that takes the parameters as an argument, so they are traced, and
+          new weights (a ``with_params`` copy, a randomized model) reuse the program;
+        - ``key`` names the static configuration (layers, options, shapes that change the
+          program): hashable, without arrays;
+        - the programs live with the model: every ``with_params`` copy shares them, and they
+          are freed with the last copy (nothing global holds a model alive).
+        """
+        fn = self._programs.get(key)
+        if fn is None:
+            fn = jax.jit(build(self.with_params(None)))
+            self._programs[key] = fn
+        return fn
 
     def __repr__(self) -> str:
         n = sum(int(np.prod(np.shape(p))) for p in jax.tree_util.tree_leaves(self.params))
