@@ -6,7 +6,8 @@
 >>> acts = model.apply(model.params, images, layers=("conv3", "logits"))
 """
 
-from .base import InputSpec, LayerInfo, Model, Taps, UnknownLayerError
+from ._wrap import wrap
+from .base import InputSpec, LayerInfo, Model, Taps, UnknownLayerError, normalize_layers, suggest
 from .convert import CheckpointMismatchError
 from .hooks import apply_perturbed, apply_with_relu
 from .io import UnsafeCheckpointError, load_params, read_checkpoint, save_params
@@ -15,12 +16,12 @@ from .registry import (
     ModelEntry,
     RandomWeightsWarning,
     UnknownModelError,
+    get_entry,
     list_models,
     load,
     register,
     weights_sha256,
 )
-from .wrap import wrap
 
 __all__ = [
     "CheckpointMismatchError",
@@ -36,12 +37,15 @@ __all__ = [
     "UnsafeCheckpointError",
     "apply_perturbed",
     "apply_with_relu",
+    "get_entry",
     "list_models",
     "load",
     "load_params",
+    "normalize_layers",
     "read_checkpoint",
     "register",
     "save_params",
+    "suggest",
     "weights_sha256",
     "wrap",
 ]

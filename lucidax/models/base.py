@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 __all__ = [
     "InputSpec",
@@ -275,26 +276,17 @@ class Model:
 
 def flatten_params(params: Mapping[str, Any], sep: str = "/") -> dict[str, np.ndarray]:
     """Nested dict of arrays -> flat ``{"a/b/kernel": array}`` (the on-disk layout)."""
-    flat: dict[str, np.ndarray] = {}
-
-    def rec(prefix: str, node: Any) -> None:
-        if isinstance(node, Mapping):
-            for k, v in node.items():
-                rec(f"{prefix}{sep}{k}" if prefix else str(k), v)
-        else:
-            flat[prefix] = np.asarray(node)
-
-    rec("", params)
-    return flat
+    flat = traverse_util.flatten_dict(_as_dict(params), sep=sep)
+    return {k: np.asarray(v) for k, v in flat.items()}
 
 
 def unflatten_params(flat: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
     """Inverse of :func:`flatten_params`."""
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        parts = key.split(sep)
-        node = tree
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
+    return traverse_util.unflatten_dict(dict(flat), sep=sep)
+
+
+def _as_dict(tree: Any) -> Any:
+    """Mappings of any kind as plain dicts (``flatten_dict`` walks dicts and FrozenDicts)."""
+    if isinstance(tree, Mapping):
+        return {k: _as_dict(v) for k, v in tree.items()}
     return tree

@@ -19,6 +19,7 @@ __all__ = [
     "ModelEntry",
     "RandomWeightsWarning",
     "UnknownModelError",
+    "get_entry",
     "list_models",
     "load",
     "register",
@@ -87,6 +88,7 @@ def list_models() -> list[str]:
 
 
 def get_entry(name: str) -> ModelEntry:
+    """The :class:`ModelEntry` registered as ``name`` (:class:`UnknownModelError` otherwise)."""
     if name not in _REGISTRY:
         raise UnknownModelError(suggest(name, list_models(), what="model"))
     return _REGISTRY[name]
