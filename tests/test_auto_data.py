@@ -93,7 +93,7 @@ def test_help_says_auto():
             assert act.default == "auto" and "auto (" in act.help
             assert act.help.endswith("(default: auto)"), (cmd, dest)
     inv = next(a for a in sub["invert"]._actions if a.dest == "images").help
-    from lucidax.visualize.invert import STARTER_IMAGES
+    from lucidax.visualize._invert import STARTER_IMAGES
 
     assert ", ".join(s.removeprefix("builtin:photos:") for s in FIRST4) in inv
     assert f"{STARTER_IMAGES} builtin:starter:test images" in inv
@@ -101,7 +101,7 @@ def test_help_says_auto():
 
 # -- one CLI run per command, stopped before the heavy work ------------------------------------
 def test_cli_probe_auto(lite, monkeypatch):
-    run = importlib.import_module("lucidax.probes.run")
+    run = importlib.import_module("lucidax.probes._probe_job")
 
     seen: list = []
     _stub(monkeypatch, run, "load_data", seen)
@@ -118,7 +118,7 @@ def test_cli_probe_auto(lite, monkeypatch):
 
 
 def test_cli_tcav_auto(lite, monkeypatch):
-    tcav = importlib.import_module("lucidax.probes.tcav")  # the package exports tcav()
+    tcav = importlib.import_module("lucidax.probes._tcav_job")
 
     seen: list = []
     _stub(monkeypatch, tcav, "tcav", seen)
@@ -140,7 +140,7 @@ def test_cli_tcav_auto(lite, monkeypatch):
 
 
 def test_cli_attribute_auto(lite, monkeypatch):
-    run = importlib.import_module("lucidax.attribute.run")
+    run = importlib.import_module("lucidax.attribute._job")
 
     seen: list = []
     _stub(monkeypatch, run, "load_images", seen, call_through=True)
@@ -153,7 +153,7 @@ def test_cli_attribute_auto(lite, monkeypatch):
 
 
 def test_cli_invert_auto(lite, monkeypatch):
-    inv = importlib.import_module("lucidax.visualize.invert")
+    from lucidax.visualize import _invert as inv
 
     seen: list = []
     _stub(monkeypatch, inv, "invert", seen)
@@ -168,11 +168,11 @@ def test_cli_invert_auto(lite, monkeypatch):
         cli.main(["invert", "--model", "efficientnet_lite0", "--layers", "conv1"])
     assert [list(a[0]) for a, _, _ in read] == [["builtin:starter:test"], list(FIRST4)]
     with pytest.raises(ValueError, match="'auto' stands alone"):
-        inv.run_invert_cli(lite, layers="conv1", images=["auto", "x.png"])
+        inv.run_invert(inv.InvertJob(lite, layers="conv1", images=["auto", "x.png"]))
 
 
 def test_cli_dissect_auto(monkeypatch, capsys):
-    dis = importlib.import_module("lucidax.probes.dissect")  # the package exports dissect()
+    dis = importlib.import_module("lucidax.probes._dissect_job")
 
     def no_load(*a, **k):
         raise AssertionError("the model is not loaded before the data is known")

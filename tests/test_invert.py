@@ -1,6 +1,5 @@
 """Feature inversion and caricatures on the real, shipped starter model."""
 
-import importlib
 import json
 import os
 
@@ -13,13 +12,13 @@ from hypothesis import strategies as st
 from skimage.metrics import structural_similarity
 
 import lucidax.models as lm
+from lucidax import visualize as viz
 from lucidax.models import starter as starter_pkg
 from lucidax.models.base import UnknownLayerError
+from lucidax.visualize import _invert as inv
+from lucidax.visualize import _render as render_mod
 from lucidax.visualize import objectives as ob
 
-inv = importlib.import_module("lucidax.visualize.invert")  # the package exports the function
-
-render_mod = importlib.import_module("lucidax.visualize.render")
 LAYERS = ("conv1", "conv3", "conv5")
 
 
@@ -207,7 +206,7 @@ def test_caricature_gain_is_nan_for_a_silent_original():
 
 def test_labeled_grid_headers_row_labels_and_crisp_tiles():
     from lucidax._files import image_grid
-    from lucidax.visualize.labeled_grid import labeled_grid
+    from lucidax.visualize._labeled_grid import labeled_grid
 
     rng = np.random.default_rng(0)
     tiles = rng.uniform(size=(6, 16, 16, 3)).astype(np.float32)
@@ -232,14 +231,14 @@ def test_labeled_grid_headers_row_labels_and_crisp_tiles():
 
 
 # --- files and the command-line runner ----------------------------------------------------------
-def test_run_invert_cli_writes_grid_images_and_metrics(starter, photos, tmp_path):
+def test_run_invert_writes_grid_images_and_metrics(starter, photos, tmp_path):
     photo = tmp_path / "photo0.png"
     iio.imwrite(photo, np.round(photos[0] * 255).astype(np.uint8))
     wide = tmp_path / "wide.png"  # not square: centre-cropped and resized
     iio.imwrite(wide, np.zeros((40, 100, 3), np.uint8))
     files = [str(photo), str(wide)]
-    run = inv.run_invert_cli(starter, layers="conv2", images=files,
-                             out=tmp_path / "out", steps=2, progress=False, scale=2)
+    run = viz.run_invert(viz.InvertJob(starter, layers="conv2", images=files,
+                                       out=tmp_path / "out", steps=2, scale=2), progress=False)
     grid = iio.imread(run.files["grid"])
     bare = 2 * (2 * 64 + 3 * 2)  # 2 rows, 2 columns, enlarged twice
     assert grid.shape[0] > bare and grid.shape[1] > bare  # plus the header / row-label bands
@@ -259,7 +258,8 @@ def test_run_invert_cli_writes_grid_images_and_metrics(starter, photos, tmp_path
     assert set(metrics["per_layer"]) == {"conv2"}
     assert "conv2" in run.table
     with pytest.raises(ValueError, match="mode"):
-        inv.run_invert_cli(starter, layers="conv1", images=files, out=tmp_path, mode="dream")
+        viz.run_invert(viz.InvertJob(starter, layers="conv1", images=files, out=tmp_path,
+                                     mode="dream"))
     with pytest.raises(FileNotFoundError):
-        inv.run_invert_cli(starter, layers="conv1", images=[str(tmp_path / "nope.png")],
-                           out=tmp_path)
+        viz.run_invert(viz.InvertJob(starter, layers="conv1",
+                                     images=[str(tmp_path / "nope.png")], out=tmp_path))

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lucidax.visualize import param as P
+from lucidax.visualize import _param as P
 
 B, H, W = 2, 12, 11  # odd width on purpose
 FAST = settings(max_examples=5, deadline=None, derandomize=True)

@@ -3,7 +3,6 @@ early errors, NaN reporting, resizing/crops, thresholds, multi-device sharding."
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -19,8 +18,7 @@ import pytest
 
 import lucidax.models as lm
 from lucidax import visualize as viz
-
-render_mod = importlib.import_module("lucidax.visualize.render")
+from lucidax.visualize import _render as render_mod
 
 SIDE = 32
 STEPS = 24
@@ -100,6 +98,19 @@ def test_second_render_with_other_units_does_not_recompile(model, batched):
     assert render_mod._TRACE_COUNT["chunk"] == before
     assert not np.allclose(r2.images, r.images)
     np.testing.assert_array_equal(r2.unit_ids, [4, 5, 6, 7])
+
+
+def test_with_params_copy_reuses_the_program(model, batched):
+    """The chunk program lives with the model (Model.program): a with_params copy (new
+    weights) and a later call on the original reuse it; the new weights are used."""
+    before = render_mod._TRACE_COUNT["chunk"]
+    other = model.with_params(jax.tree.map(lambda p: p * 1.5, model.params))
+    r_other = viz.render(other, viz.channel("conv2", [0, 1, 2, 3]), **KW)
+    r_again = viz.render(model, viz.channel("conv2", [0, 1, 2, 3]), **KW)
+    assert render_mod._TRACE_COUNT["chunk"] == before
+    r, _ = batched
+    np.testing.assert_allclose(r_again.images, r.images, atol=1e-5)
+    assert not np.allclose(r_other.images, r.images)
 
 
 def test_batched_equals_unbatched_per_image(model, batched):
@@ -237,9 +248,8 @@ def test_no_python_warnings_from_donation(model):
 
 def test_fast_grads_match_standard_gradients():
     """The render loop's conv / max-pool input gradients equal JAX's standard ones."""
+    from lucidax.models import fastgrad
     from lucidax.models import layers as L
-
-    fastgrad = importlib.import_module("lucidax.models.fastgrad")
 
     class Net(nn.Module):
         @nn.compact

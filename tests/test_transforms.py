@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lucidax.visualize import transforms as T
+from lucidax.visualize import _transforms as T
 
 B, S = 4, 16
 FAST = settings(max_examples=6, deadline=None, derandomize=True)

@@ -10,15 +10,29 @@ feature inversion / caricatures (:func:`invert`, :func:`caricature`) built on it
 """
 
 from . import objectives
-from .invert import (
+from ._invert import (
     InversionResult,
+    InvertJob,
     InvertRun,
     caricature,
     invert,
     psnr,
-    run_invert_cli,
+    run_invert,
     shift,
     ssim,
+)
+from ._param import Param, SizedParams, cppn, estimate_spectrum, fft, image, maco, pixel
+from ._render import DEFAULT_OPTIMIZER, NonFiniteRenderWarning, RenderResult, render
+from ._transforms import (
+    Transform,
+    compose,
+    jitter,
+    pad,
+    random_crops,
+    random_rotate,
+    random_scale,
+    resize,
+    standard_transforms,
 )
 from .jobs import RenderJob, render_job, save_grid, save_images
 from .objectives import (
@@ -41,24 +55,12 @@ from .objectives import (
     neuron,
     total_variation,
 )
-from .param import Param, SizedParams, cppn, estimate_spectrum, fft, image, maco, pixel
-from .render import DEFAULT_OPTIMIZER, NonFiniteRenderWarning, RenderResult, render
-from .transforms import (
-    Transform,
-    compose,
-    jitter,
-    pad,
-    random_crops,
-    random_rotate,
-    random_scale,
-    resize,
-    standard_transforms,
-)
 
 __all__ = [
     "DEFAULT_OPTIMIZER",
     "INPUT",
     "InversionResult",
+    "InvertJob",
     "InvertRun",
     "NonFiniteRenderWarning",
     "Objective",
@@ -101,7 +103,7 @@ __all__ = [
     "render",
     "render_job",
     "resize",
-    "run_invert_cli",
+    "run_invert",
     "save_grid",
     "save_images",
     "shift",

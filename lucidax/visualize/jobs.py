@@ -13,9 +13,9 @@ import numpy as np
 
 from .._files import check_int, image_grid, prepare_out_dir, save_json, save_png
 from .._memory import check_memory, estimate_render
+from ._param import Param, cppn, fft, image, maco, pixel
+from ._render import render
 from .objectives import channel
-from .param import Param, cppn, fft, image, maco, pixel
-from .render import render
 from .silence import stuck_renders, zero_steps
 
 __all__ = [

@@ -40,7 +40,7 @@ import numpy as np
 from lucidax._files import IMAGE_EXTENSIONS
 from lucidax.models.base import suggest
 
-from .transforms import _draw
+from ._common import draw
 
 __all__ = [
     "COLOR_CORRELATION",
@@ -217,7 +217,7 @@ class _Pixel:
 
     def init(self, key, shape):
         b, h, w, c = _check_shape(shape)
-        return self.sd * _draw(key, b, (h, w, c), lambda k, n: jax.random.normal(k, (n,)))
+        return self.sd * draw(key, b, (h, w, c), lambda k, n: jax.random.normal(k, (n,)))
 
     def to_image(self, params):
         return to_valid_rgb(params.astype(jnp.float32), decorrelate=self.decorrelate,
@@ -234,7 +234,7 @@ class _FFT:
     def init(self, key, shape):
         b, h, w, c = _check_shape(shape)
         wf = w // 2 + 1
-        coeffs = self.sd * _draw(key, b, (h, wf, c, 2),
+        coeffs = self.sd * draw(key, b, (h, wf, c, 2),
                                  lambda k, n: jax.random.normal(k, (n,)))
         return SizedParams(coeffs, (h, w))
 
@@ -473,10 +473,10 @@ class _Maco:
         b, h, w, c = _check_shape(shape)
         shp = (h, w // 2 + 1, c)
         if self.sd is None:
-            phase = _draw(key, b, shp, lambda k, n: jax.random.uniform(
+            phase = draw(key, b, shp, lambda k, n: jax.random.uniform(
                 k, (n,), minval=-math.pi, maxval=math.pi))
         else:
-            phase = self.sd * _draw(key, b, shp, lambda k, n: jax.random.normal(k, (n,)))
+            phase = self.sd * draw(key, b, shp, lambda k, n: jax.random.normal(k, (n,)))
         return SizedParams(phase, (h, w))
 
     def field(self, params: SizedParams) -> jax.Array:
@@ -589,7 +589,7 @@ class _CPPN:
         n_b = self.num_layers * self.hidden + c
         # one draw for the whole network (cheap to compile): truncated normals, scaled to
         # variance-scaling weights (fan in) and 0.1-std biases, as Lucid's slim.conv2d setup
-        flat = _draw(key, b, (n_w + n_b,),
+        flat = draw(key, b, (n_w + n_b,),
                      lambda k, n: jax.random.truncated_normal(k, -2.0, 2.0, (n,)))
         wflat, bflat = flat[:, :n_w], 0.1 * flat[:, n_w:]
         layers, wo, bo = [], 0, 0

@@ -32,7 +32,6 @@ import math
 import os
 import time
 import warnings
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,9 +46,9 @@ from lucidax._memory import check_memory, estimate_render
 from lucidax.models import fastgrad as _fastgrad
 from lucidax.models.base import Model
 
+from ._param import Param, image
+from ._transforms import Compose, Transform, compose, resize, standard_transforms
 from .objectives import INPUT, Objective
-from .param import Param, image
-from .transforms import Compose, Transform, compose, resize, standard_transforms
 
 __all__ = ["DEFAULT_OPTIMIZER", "NonFiniteRenderWarning", "RenderResult", "render"]
 
@@ -107,9 +106,9 @@ class RenderResult:
 # ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _Config:
-    """Everything static about a render program (hashable: it is the jit cache key)."""
+    """Everything static about a render program (hashable: with the model, it names the
+    compiled program: see :func:`_chunk_program`)."""
 
-    apply: Callable  # Model.apply bound to a parameter-less copy of the model
     model_layers: tuple[str, ...]
     param: Any
     transforms: Any  # callable or None
@@ -139,16 +138,15 @@ def _apply_transforms(cfg: _Config, keys: jax.Array, images: jax.Array) -> jax.A
     return images
 
 
-def _apply_layers(apply, layers, model_params, x):
-    return apply(model_params, x, layers)
-
-
-def _values(cfg: _Config, image_params, keys, model_params, objective: Objective, redirect):
+def _values(cfg: _Config, apply: Callable, image_params, keys, model_params,
+            objective: Objective, redirect):
     images = cfg.param.to_image(image_params)
     acts: dict[str, jax.Array] = {}
     if cfg.model_layers:
         x = _apply_transforms(cfg, keys, images)
-        fn = functools.partial(_apply_layers, cfg.apply, cfg.model_layers)
+        def fn(p, im):
+            return apply(p, im, cfg.model_layers)
+
         model_params = jax.lax.stop_gradient(model_params)  # only the image is optimized
         if cfg.fast_grads or cfg.redirect:
             acts.update(_fastgrad.call(fn, model_params, x, fast=cfg.fast_grads,
@@ -159,12 +157,12 @@ def _values(cfg: _Config, image_params, keys, model_params, objective: Objective
     return objective(acts), images
 
 
-def _run_chunk(cfg: _Config, state, model_params, objective, step_keys, start, thresholds,
-               redirect_steps):
+def _run_chunk(cfg: _Config, apply: Callable, state, model_params, objective, step_keys, start,
+               thresholds, redirect_steps):
     _TRACE_COUNT["chunk"] += 1  # Python side effect: runs once per trace (= compilation)
 
     def loss(p, keys, redirect):
-        vals, images = _values(cfg, p, keys, model_params, objective, redirect)
+        vals, images = _values(cfg, apply, p, keys, model_params, objective, redirect)
         return -jnp.sum(vals), (vals, images)
 
     def body(carry, step):
@@ -184,7 +182,21 @@ def _run_chunk(cfg: _Config, state, model_params, objective, step_keys, start, t
     return jax.lax.scan(body, state, steps)
 
 
-_chunk = jax.jit(_run_chunk, static_argnums=0, donate_argnums=1)
+def _chunk_program(model: Model, cfg: _Config) -> Callable:
+    """The jitted chunk of ``cfg`` on ``model``'s architecture, made once by
+    :meth:`Model.program` (shared by every ``with_params`` copy of the model, freed with the
+    last one): ``f(state, model_params, objective, step_keys, start, thresholds,
+    redirect_steps)``, its ``state`` (image parameters, optimizer state, snapshots) donated.
+
+    ``Model.program`` jits what ``build`` returns without donation; ``build`` returns the
+    donating jit itself, which the stored program wraps (``__wrapped__``): called directly,
+    its buffers are donated (a jit nested in another would not donate them).
+    """
+
+    def build(shell: Model) -> Callable:
+        return jax.jit(functools.partial(_run_chunk, cfg, shell.apply), donate_argnums=0)
+
+    return model.program(("lucidax.visualize.render", cfg), build).__wrapped__
 
 
 def _keys(key, ids):
@@ -349,19 +361,6 @@ def _place(tree: Any, mesh: Mesh | None, batched_rows: int | None):
         return jax.device_put(a, shard if batched else rep)
 
     return jax.tree.map(put, tree)
-
-
-_SHELLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _apply_of(model: Model) -> Callable:
-    """``model.apply`` of a parameter-less copy, cached per model: the compiled-program cache
-    keys on it without keeping the model's parameters alive."""
-    shell = _SHELLS.get(model)
-    if shell is None:
-        shell = model.with_params(None)
-        _SHELLS[model] = shell
-    return shell.apply
 
 
 def _host(tree: Any, b: int):
@@ -539,7 +538,6 @@ def render(
                      f"rendering {b} images at {h}x{w} px", hint="lower size or the batch")
 
     cfg = _Config(
-        apply=_apply_of(model),
         model_layers=objective.model_layers,
         param=param,
         transforms=transforms,
@@ -586,8 +584,8 @@ def render(
         while done < steps:
             n = min(chunk, steps - done)
             run_cfg = cfg if n == chunk else dataclasses.replace(cfg, length=n)
-            state, vals = _chunk(run_cfg, state, model_params, obj_arg, step_keys,
-                                 jnp.int32(done), thr_arr, redirect_arr)
+            state, vals = _chunk_program(model, run_cfg)(
+                state, model_params, obj_arg, step_keys, jnp.int32(done), thr_arr, redirect_arr)
             vals_np = np.asarray(vals)[:, :b]
             vals_chunks.append(vals_np)
             done += n

@@ -9,7 +9,7 @@
   features the layer detects in the image, exaggerated.
 
 Both build one :class:`~lucidax.visualize.objectives.Objective` and call
-:func:`~lucidax.visualize.render.render` (its parameterizations, transforms and jitted loop).
+:func:`~lucidax.visualize.render` (its parameterizations, transforms and jitted loop).
 The target activations are computed once, before the loop, and enter the objective as array
 leaves (:func:`~lucidax.visualize.objectives.activation_match`), so other images of the same
 size reuse the compiled program.
@@ -45,7 +45,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -62,12 +61,12 @@ from .._files import (
     save_json,
 )
 from .._memory import check_memory, estimate_inversion
+from ._labeled_grid import save_labeled_grid
+from ._param import Param, image
+from ._render import RenderResult, render
+from ._transforms import compose, jitter, pad
 from .jobs import save_images
-from .labeled_grid import save_labeled_grid
 from .objectives import Objective, activation_dot, activation_match, total_variation
-from .param import Param, image
-from .render import RenderResult, _apply_layers, _apply_of, render
-from .transforms import compose, jitter, pad
 
 __all__ = [
     "InversionResult",
@@ -76,7 +75,8 @@ __all__ = [
     "invert",
     "load_images",
     "psnr",
-    "run_invert_cli",
+    "InvertJob",
+    "run_invert",
     "shift",
     "ssim",
 ]
@@ -288,7 +288,10 @@ def _as_priors(priors: Any, hw: tuple[int, int], c: int) -> tuple[Objective, ...
     return priors
 
 
-_targets_jit = jax.jit(_apply_layers, static_argnums=(0, 1))
+def _targets_program(model: Model, layers: tuple[str, ...]):
+    """``model.apply(params, images, layers)`` jitted once per architecture and layers."""
+    return model.program(("lucidax.visualize.invert.targets", layers),
+                         lambda shell: lambda p, x: shell.apply(p, x, layers))
 
 
 def _activations(model: Model, params: Any, images: np.ndarray, layers: tuple[str, ...],
@@ -296,7 +299,7 @@ def _activations(model: Model, params: Any, images: np.ndarray, layers: tuple[st
     """``model.apply`` in chunks, on the host (the targets: computed once, outside the loop)."""
     out: dict[str, list[np.ndarray]] = {name: [] for name in layers}
     for s in range(0, len(images), chunk):
-        acts = _targets_jit(_apply_of(model), layers, params, jnp.asarray(images[s:s + chunk]))
+        acts = _targets_program(model, layers)(params, jnp.asarray(images[s:s + chunk]))
         for name in layers:
             out[name].append(np.asarray(acts[name], np.float32))
     return {name: np.concatenate(v) for name, v in out.items()}
@@ -520,7 +523,7 @@ def load_images(paths: str | os.PathLike | Sequence[str | os.PathLike], *, size:
     return np.stack([load_image(p, size=size, channels=channels) for p in paths])
 
 
-#: Images of one ``builtin:starter[:train|:test]`` argument of :func:`run_invert_cli`.
+#: Images of one ``builtin:starter[:train|:test]`` argument of :func:`run_invert`.
 STARTER_IMAGES = 4
 
 
@@ -577,7 +580,7 @@ def _count_images(item: str | os.PathLike) -> int:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class InvertRun:
-    """What :func:`run_invert_cli` produced: the result, the files written, a printable table."""
+    """What :func:`run_invert` produced: the result, the files written, a printable table."""
 
     result: InversionResult
     out: str
@@ -618,34 +621,22 @@ def _stem(path: Any, used: set[str]) -> str:
     return name
 
 
-def run_invert_cli(
-    model: str | Model = "starter",
-    *,
-    weights: str | os.PathLike | None = None,
-    layers: str | Sequence[str],
-    images: str | os.PathLike | Sequence[str | os.PathLike] = "auto",
-    out: str | os.PathLike = "invert-out",
-    steps: int = 256,
-    mode: str = "invert",
-    loss: str = "l2",
-    size: int | None = None,
-    seed: int = 0,
-    learning_rate: float = 0.05,
-    tv: float = _DEFAULT_TV,
-    jitter_px: int = 0,
-    scale: int = 2,
-    progress: bool = True,
-    memory_check: bool = True,
-) -> InvertRun:
-    """``lucidax invert --model M --layers a,b,c --images f1.png f2.jpg --out O``.
+def _field(default: Any, text: str) -> Any:
+    """A dataclass field with its command-line help (``--flag`` vocabulary) as metadata."""
+    return dataclasses.field(default=default, metadata={"help": text})
 
-    Writes ``<out>/grid.png`` (one row per image: the original, then one column per layer;
-    column headers and the images' names as row labels), ``<out>/<image>/<layer>.png`` and
-    ``<out>/metrics.json`` (PSNR, SSIM and the activation error, for caricatures the
-    activation gain and cosine instead (:meth:`InversionResult.metrics`), per image and
-    layer, and the settings).
 
-    Args:
+@dataclasses.dataclass(frozen=True)
+class InvertJob:
+    """What ``lucidax invert`` does: invert (or caricature) images from some layers, to PNGs.
+
+    ``run_invert(job)`` writes ``<out>/grid.png`` (one row per image: the original, then one
+    column per layer; column headers and the images' names as row labels),
+    ``<out>/<image>/<layer>.png`` and ``<out>/metrics.json`` (PSNR, SSIM and the activation
+    error, for caricatures the activation gain and cosine instead
+    (:meth:`InversionResult.metrics`), per image and layer, and the settings).
+
+    Attributes:
       model: registered model name or a Model; weights: checkpoint path (names only).
       layers: comma-separated names (or a sequence).
       images: ``"auto"`` (the model's images: for the starter model
@@ -666,19 +657,63 @@ def run_invert_cli(
         reading the images or writing anything, a run whose estimated memory need exceeds
         the available memory; False (``--no-memory-check``): try anyway.
     """
-    if mode not in _MODES:
-        from lucidax.models.base import suggest
 
-        raise ValueError(suggest(mode, _MODES, what="mode"))
+    model: str | Model = _field("starter", "registered model name")
+    weights: str | None = _field(
+        None, "checkpoint file (.pth/.pt/.bin/.safetensors/.npz), or 'random' (default: the "
+              "model's shipped weights; a model that ships none runs with random weights and "
+              "says so)")
+    layers: str | Sequence[str] = _field(
+        None, "comma-separated layer names, one grid column each (e.g. conv1,conv3)")
+    images: str | os.PathLike | Sequence[str | os.PathLike] = _field(
+        "auto", "auto (the model's images: starter: 4 builtin:starter:test images; other RGB "
+                "models: the whole photos astronaut, chelsea, coffee, rocket), or image files "
+                "(centre-cropped to a square and resized to --size), builtin:photos (every "
+                "photo shipped in installed packages), builtin:photos:<source> (one, e.g. "
+                "builtin:photos:chelsea) or builtin:starter[:test|:train] (its first 4 images)")
+    out: str | os.PathLike = _field(
+        "invert-out", "output folder: grid.png, <image>/<layer>.png, metrics.json")
+    mode: str = _field("invert", "invert: match the activations; caricature: exaggerate them")
+    loss: str = _field("l2", "inversion loss")
+    steps: int = _field(256, "optimization steps")
+    size: int | None = _field(None, "image side (default: the model's input side)")
+    seed: int = _field(0, "random seed")
+    learning_rate: float = _field(0.05, "Adam")
+    tv: float = _field(_DEFAULT_TV, "total-variation prior weight per pixel value (0: off)")
+    jitter_px: int = _field(0, "random shift of up to this many px per step")
+    scale: int = _field(2, "grid PNG enlargement")
+    memory_check: bool = _field(
+        True, "refuse, before anything is written, a job whose estimated memory need exceeds "
+              "the available memory (--no-memory-check tries anyway)")
+
+    def validate(self) -> InvertJob:
+        """Check the settings that need neither the model nor the images (bad input fails
+        here, in one line naming the flag); returns ``self``."""
+        if self.layers is None:
+            raise ValueError("--layers is required (comma-separated layer names)")
+        if self.mode not in _MODES:
+            from lucidax.models.base import suggest
+
+            raise ValueError(suggest(self.mode, _MODES, what="mode"))
+        check_int(self.steps, "--steps")
+        check_int(self.size, "--size", optional=True)
+        check_int(self.scale, "--scale")
+        check_int(self.jitter_px, "--jitter", minimum=0)
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning-rate must be > 0; got {self.learning_rate!r}")
+        return self
+
+
+def run_invert(job: InvertJob, *, progress: bool = True) -> InvertRun:
+    """Run ``job`` (``lucidax invert``): everything :class:`InvertJob` says, checked before
+    the model is loaded."""
+    job.validate()
+    model, weights, layers, images, out = job.model, job.weights, job.layers, job.images, job.out
+    steps, mode, loss, size, seed = job.steps, job.mode, job.loss, job.size, job.seed
+    learning_rate, tv, jitter_px, scale = job.learning_rate, job.tv, job.jitter_px, job.scale
+    memory_check = job.memory_check
     from lucidax.models import photos
 
-    # Bad input fails here, in one line, before the model is loaded.
-    check_int(steps, "--steps")
-    check_int(size, "--size", optional=True)
-    check_int(scale, "--scale")
-    check_int(jitter_px, "--jitter", minimum=0)
-    if not learning_rate > 0:
-        raise ValueError(f"--learning-rate must be > 0; got {learning_rate!r}")
     paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     if photos.AUTO in paths and len(paths) != 1:
         raise ValueError("--images: 'auto' stands alone (the model's images); give image "

@@ -43,6 +43,8 @@ import numpy as np
 
 from lucidax.models.base import suggest
 
+from ._common import draw, is_key_batch
+
 __all__ = [
     "Transform",
     "compose",
@@ -65,17 +67,11 @@ _MODES = ("constant", "nearest", "reflect")
 # ---------------------------------------------------------------------------------------------
 # keys
 # ---------------------------------------------------------------------------------------------
-def _is_key_batch(key: Key) -> bool:
-    """True for a batch of per-image keys ([B] typed keys or [B, 2] raw keys)."""
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key.ndim == 1
-    return key.ndim == 2
-
 
 def per_image_keys(key: Key, n: int) -> Key:
     """One key per image: ``fold_in(key, i)`` for a single key, or ``key`` itself if it is
     already a batch of ``n`` keys (raises if the batch has another length)."""
-    if _is_key_batch(key):
+    if is_key_batch(key):
         if key.shape[0] != n:
             raise ValueError(
                 f"Got a batch of {key.shape[0]} per-image keys for {n} images; pass one key or "
@@ -87,7 +83,7 @@ def per_image_keys(key: Key, n: int) -> Key:
 
 def _split(key: Key, n: int) -> list[Key]:
     """``n`` keys from ``key``; a batch of per-image keys is split per image."""
-    if _is_key_batch(key):
+    if is_key_batch(key):
         ks = jax.vmap(lambda k: jax.random.split(k, n))(key)  # [B, n(, 2)]
         return [ks[:, i] for i in range(n)]
     ks = jax.random.split(key, n)
@@ -96,34 +92,18 @@ def _split(key: Key, n: int) -> list[Key]:
 
 def _expand_keys(key: Key, factor: int) -> Key:
     """Per-image keys for a batch that grew ``factor``-fold (image ``b`` -> ``b*factor + j``)."""
-    if factor == 1 or not _is_key_batch(key):
+    if factor == 1 or not is_key_batch(key):
         return key
     idx = jnp.arange(factor, dtype=jnp.uint32)
     ks = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(idx))(key)
     return ks.reshape((-1,) + ks.shape[2:])
 
 
-def _draw(
-    key: Key, b: int, shape: tuple[int, ...], fn: Callable[[Key, int], jax.Array]
-) -> jax.Array:
-    """Per-image random values of shape ``(b,) + shape``. ``fn(k, n)`` draws a flat vector of
-    ``n`` values (flat draws compile several times faster on XLA:CPU than high-rank ones). One
-    key: a single batched draw; a batch of ``b`` keys: image ``i`` drawn from ``key[i]`` alone."""
-    size = int(np.prod(shape, dtype=np.int64))
-    if _is_key_batch(key):
-        if key.shape[0] != b:
-            raise ValueError(
-                f"Got a batch of {key.shape[0]} per-image keys for {b} images; pass one key or "
-                f"exactly one key per image."
-            )
-        return jax.vmap(lambda k: fn(k, size).reshape(shape))(key)
-    return fn(key, b * size).reshape((b,) + shape)
-
 
 def _randint(key: Key, b: int, shape: tuple[int, ...], n: int) -> jax.Array:
     """Uniform integers in ``{0, ..., n-1}``, shape ``(b,) + shape``. Built on one ``uniform``
     draw (``jax.random.randint`` makes two, doubling the compile time of a transform)."""
-    u = _draw(key, b, shape, lambda k, m: jax.random.uniform(k, (m,)))
+    u = draw(key, b, shape, lambda k, m: jax.random.uniform(k, (m,)))
     return jnp.minimum(jnp.floor(u * n).astype(jnp.int32), n - 1)
 
 
@@ -464,7 +444,7 @@ class RandomCrops(Transform):
         lo, hi = self.size_range
 
         # one draw per call: (fraction, top, left) uniforms for every crop of every image
-        u = _draw(key, b, (self.n, 3), lambda k, n: jax.random.uniform(k, (n,)))
+        u = draw(key, b, (self.n, 3), lambda k, n: jax.random.uniform(k, (n,)))
         u = u.reshape(b * self.n, 3)
         f = lo + (hi - lo) * u[:, 0]
         top, left = u[:, 1] * (1.0 - f) * h, u[:, 2] * (1.0 - f) * w
@@ -480,9 +460,9 @@ class RandomCrops(Transform):
         b = nb // self.n
         # Horama's noise: noise * (N(0, 1) + U(-0.5, 0.5)); both from one uniform draw, with a
         # key independent of the crop geometry's
-        key = jax.vmap(lambda k: jax.random.fold_in(k, 1))(key) if _is_key_batch(key) \
+        key = jax.vmap(lambda k: jax.random.fold_in(k, 1))(key) if is_key_batch(key) \
             else jax.random.fold_in(key, 1)
-        u = _draw(key, b, (2, self.n, oh, ow, c),
+        u = draw(key, b, (2, self.n, oh, ow, c),
                   lambda k, n: jax.random.uniform(k, (n,), minval=1e-7, maxval=1.0))
         u = jnp.moveaxis(u, 1, 0).reshape(2, nb, oh, ow, c)
         noise = jax.scipy.special.ndtri(u[0]) + u[1] - 0.5
