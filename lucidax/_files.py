@@ -15,8 +15,8 @@ import numpy as np
 __all__ = [
     "IMAGE_EXTENSIONS", "SkippedFilesWarning", "UnreadableImageError", "atomic_write",
     "check_array_file", "check_image", "check_int", "image_grid", "json_default", "load_array",
-    "load_image", "prepare_out_dir", "read_images", "readable_images", "save_json", "save_plot",
-    "save_png", "to_uint8", "warn_skipped",
+    "load_image", "png_bytes", "prepare_out_dir", "read_images", "readable_images", "save_json",
+    "save_plot", "save_png", "to_uint8", "warn_skipped",
 ]
 
 
@@ -75,35 +75,67 @@ def json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def to_uint8(image: Any) -> np.ndarray:
-    """Float image in [0, 1] (HW, HWC with C in {1, 3, 4}) -> uint8; other C -> first 3 channels."""
+def to_uint8(image: Any, *, nan: float | None = None, rgb: bool = False) -> np.ndarray:
+    """Float image(s) in [0, 1] -> uint8, the one conversion of lucidax.
+
+    ``image`` is ``HW`` or ``[..., H, W, C]`` (channels last). Values are clipped to [0, 1]
+    and rounded. Channels: with ``rgb=False`` C in {3, 4} is kept, C = 1 becomes a
+    grayscale ``HW`` image, C = 2 gets a zero third channel and C > 4 keeps the first 3;
+    with ``rgb=True`` the result always has 3 channels (grayscale repeated, extra channels
+    such as alpha dropped).
+
+    NaN / inf policy: by default a non-finite pixel is an error (ValueError): a file that
+    a user asked for is never silently filled. ``nan=v`` replaces non-finite pixels by ``v``
+    instead: the gallery passes 0.5, because a unit whose render diverged is recorded as
+    ``failed`` in its manifest and still shown, as a grey tile, so every page keeps its
+    layout.
+    """
     arr = np.asarray(image, dtype=np.float32)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("image contains NaN or inf; refusing to write it")
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    elif arr.ndim == 3 and arr.shape[-1] not in (3, 4):
-        arr = arr[..., :3] if arr.shape[-1] > 3 else np.concatenate(
-            [arr, np.zeros(arr.shape[:2] + (3 - arr.shape[-1],), arr.dtype)], axis=-1)
+    if nan is None:
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("image contains NaN or inf; refusing to write it")
+    else:
+        arr = np.where(np.isfinite(arr), arr, np.float32(nan))
+    if arr.ndim >= 3:
+        c = arr.shape[-1]
+        if c == 1:
+            arr = np.repeat(arr, 3, axis=-1) if rgb else arr[..., 0]
+        elif c == 2:
+            arr = np.concatenate([arr, np.zeros_like(arr[..., :1])], axis=-1)
+        elif c > 3 and (rgb or c != 4):
+            arr = arr[..., :3]
+    elif rgb:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
     return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def png_bytes(image: Any) -> bytes:
+    """PNG file content of a uint8 image (a float [0, 1] one goes through :func:`to_uint8`)."""
+    import imageio.v3 as iio
+
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = to_uint8(arr)
+    buf = io.BytesIO()
+    iio.imwrite(buf, arr, extension=".png")
+    return buf.getvalue()
 
 
 def save_png(path: str | os.PathLike, image: Any) -> None:
     """Atomically write a float [0, 1] (or uint8) image as PNG with imageio."""
-    import imageio.v3 as iio
-
-    arr = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
-    buf = io.BytesIO()
-    iio.imwrite(buf, np.asarray(arr), extension=".png")
-    atomic_write(path, buf.getvalue())
+    atomic_write(path, png_bytes(image))
 
 
 def image_grid(
     images: Sequence[Any] | np.ndarray, *, cols: int | None = None, pad: int = 2,
     fill: float = 1.0,
 ) -> np.ndarray:
-    """Tile same-sized float images [N, H, W, C] into one image (row-major), ``pad`` px apart."""
-    arr = np.asarray(images, dtype=np.float32)
+    """Tile same-sized images [N, H, W, C] into one image (row-major), ``pad`` px apart and
+    around, on ``fill``; the one grid builder of lucidax. uint8 images give a uint8 grid
+    (``fill`` then in 0..255), anything else a float32 one."""
+    arr = np.asarray(images)
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32)
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim != 4 or len(arr) == 0:
@@ -111,7 +143,7 @@ def image_grid(
     n, h, w, c = arr.shape
     cols = cols or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
-    out = np.full((rows * h + (rows + 1) * pad, cols * w + (cols + 1) * pad, c), fill, np.float32)
+    out = np.full((rows * h + (rows + 1) * pad, cols * w + (cols + 1) * pad, c), fill, arr.dtype)
     for i in range(n):
         r, q = divmod(i, cols)
         y, x = pad + r * (h + pad), pad + q * (w + pad)

@@ -108,6 +108,37 @@ def test_invert_images_folder_or_missing_file(capsys, tmp_path, no_model):
            f"no such image file: {missing!r}")
 
 
+def test_one_uint8_conversion_and_its_nan_policy(tmp_path):
+    img = np.full((4, 5, 3), 0.25, np.float32)
+    img[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):  # user-facing saves refuse NaN
+        _files.save_png(tmp_path / "x.png", img)
+    assert not os.path.exists(tmp_path / "x.png")
+    grey = _files.to_uint8(img, nan=0.5)  # the gallery: a failed unit is a grey tile
+    assert grey[0, 0].tolist() == [128, 128, 128] and grey[1, 1].tolist() == [64] * 3
+    batch = np.stack([img, img])[..., :1]  # [2, 4, 5, 1]
+    assert _files.to_uint8(batch, nan=0.5, rgb=True).shape == (2, 4, 5, 3)
+    assert _files.to_uint8(img[..., :1], nan=0.5).shape == (4, 5)  # grayscale PNG
+    rgba = np.concatenate([img, np.ones_like(img[..., :1])], -1)
+    assert _files.to_uint8(rgba, nan=0.0).shape == (4, 5, 4)
+    assert _files.to_uint8(rgba, nan=0.0, rgb=True).shape == (4, 5, 3)
+    grid = _files.image_grid(np.zeros((3, 2, 2, 3), np.uint8), cols=2, pad=1, fill=238)
+    assert grid.dtype == np.uint8 and grid.shape == (7, 7, 3) and grid[0, 0, 0] == 238
+
+
+def test_pad_batch_keeps_one_shape():
+    from lucidax._batching import pad_batch, valid_mask
+
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    edge = pad_batch(x, 5)
+    assert edge.shape == (5, 2) and (edge[3:] == x[-1]).all()
+    assert (pad_batch(x, 5, fill="zeros")[3:] == 0).all()
+    assert pad_batch(x, 3) is x
+    assert valid_mask(3, 5).tolist() == [True, True, True, False, False]
+    with pytest.raises(ValueError):
+        pad_batch(x, 2)
+
+
 def test_load_image_errors_name_the_file(tmp_path, bad_files):
     for path in (bad_files["png"], bad_files["jpg"]):
         with pytest.raises(_files.UnreadableImageError, match="bad.png|text.jpg") as e:
@@ -175,7 +206,7 @@ def test_tcav_checks_its_image_folders_before_the_work(capsys, tmp_path, bad_fil
                                                        monkeypatch):
     import importlib
 
-    tcav_mod = importlib.import_module("lucidax.probes.tcav")
+    tcav_mod = importlib.import_module("lucidax.probes._tcav_job")
 
     def tcav(*a, **k):
         raise AssertionError("tcav started before its folders were checked")
@@ -190,7 +221,7 @@ def test_tcav_checks_its_image_folders_before_the_work(capsys, tmp_path, bad_fil
 
 
 def test_tcav_folder_skips_unreadable_files(tmp_path, bad_files):
-    from lucidax.probes.tcav import ImageSet
+    from lucidax.probes import ImageSet
 
     folder = tmp_path / "c"
     _png(folder / "a.png")
@@ -202,7 +233,7 @@ def test_tcav_folder_skips_unreadable_files(tmp_path, bad_files):
 
 
 def test_dissect_folder_skips_unreadable_images_and_masks(capsys, tmp_path, bad_files):
-    from lucidax.probes.dissect import FolderConcepts
+    from lucidax.probes import FolderConcepts
 
     root = tmp_path / "d"
     for i in range(3):
@@ -369,7 +400,7 @@ def test_probe_without_target_names_the_flag(capsys, tmp_path, monkeypatch):
 
 
 def test_probe_library_still_names_the_python_argument():
-    from lucidax.probes.sweep import resolve_target
+    from lucidax.probes import resolve_target
 
     feats = type("F", (), {"labels": {"a": np.zeros(2), "b": np.zeros(2)}, "label_names": {},
                            "n_seen": 2, "index": np.arange(2)})()

