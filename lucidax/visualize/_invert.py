@@ -97,7 +97,7 @@ _DEFAULT = object()
 
 
 # ---------------------------------------------------------------------------------------------
-# image similarity (NumPy; no scikit-image in the library)
+# image similarity (NumPy)
 # ---------------------------------------------------------------------------------------------
 def psnr(a: Any, b: Any, *, data_range: float = 1.0) -> np.ndarray:
     """Peak signal-to-noise ratio (dB) of images ``[..., h, w, C]`` (one value per image)."""

@@ -209,8 +209,6 @@ class Objective:
         """The layers read from the model (``layers`` without ``"input"``)."""
         return tuple(name for name in self.layers if name != INPUT)
 
-    layers_without_input = model_layers
-
     @property
     def max_unit(self) -> dict[str, int]:
         out: dict[str, int] = {}
