@@ -29,6 +29,18 @@ def _line(**kw) -> None:
           flush=True)
 
 
+def _names(spec: str) -> list[str]:
+    """``"all"`` or comma-separated method names, checked against the registry."""
+    from lucidax.attribute import get_method, method_names
+
+    if spec == "all":
+        return list(method_names())
+    names = list(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))
+    for m in names:
+        get_method(m)  # raises with the valid names
+    return names
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=64, help="images for the AUC table")
@@ -47,15 +59,20 @@ def main(argv=None) -> int:
     import jax
 
     import lucidax.models as lm
-    from lucidax.attribute.adversarial import eps_needed, pgd
-    from lucidax.attribute.evaluate import deletion_curve, insertion_curve, randomization_check
-    from lucidax.attribute.methods import as_names, get_method
+    from lucidax.attribute import (
+        deletion_curve,
+        eps_needed,
+        get_method,
+        insertion_curve,
+        pgd,
+        randomization_check,
+    )
     from lucidax.models import starter
 
     model = lm.load("starter")
     p = model.params
     data = starter.dataset(max(args.n, args.n_random, args.n_adv), split="test", seed=args.seed)
-    names = [m for m in as_names(args.methods) if m != "random"] + ["random"]
+    names = [m for m in _names(args.methods) if m != "random"] + ["random"]
     _line(kind="setup", jax=jax.__version__, backend=jax.default_backend(), methods=names,
           n=args.n, n_random=args.n_random, n_adv=args.n_adv)
 
@@ -87,7 +104,7 @@ def main(argv=None) -> int:
                   insertion_auc=i.mean_auc, insertion_sem=sem(i.auc), on_digit_top10=float(on),
                   seconds=dt, seconds_per_image=dt / args.n)
         if args.figure:
-            from lucidax.attribute.overlay import save_figure
+            from lucidax.attribute import save_figure
 
             show = [m for m in rows if m not in ("random", "digit_mask")]
             k = 6
@@ -97,7 +114,7 @@ def main(argv=None) -> int:
 
     if "random" not in skip:
         sub = data.subset(slice(0, args.n_random))
-        methods = [m for m in as_names(args.random_methods)]
+        methods = [m for m in _names(args.random_methods)]
         t0 = time.perf_counter()
         r = randomization_check(model, p, sub.images, sub.labels["digit"], methods, key=1)
         for m, row in r.table().items():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lucidax.models as lm
-from lucidax.attribute.adversarial import eps_needed, fgsm, pgd
+from lucidax.attribute import eps_needed, fgsm, pgd
 from lucidax.models.base import InputSpec
 
 

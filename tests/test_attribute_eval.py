@@ -13,16 +13,16 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import lucidax.models as lm
-from lucidax.attribute.evaluate import (
+from lucidax.attribute import (
     deletion_curve,
     insertion_curve,
+    occlusion,
+    random_map,
     randomization_check,
     randomize_params,
     spearman,
     ssim,
 )
-from lucidax.attribute.methods import random_map
-from lucidax.attribute.occlusion import occlusion
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,32 @@ def test_spearman_invariant_to_increasing_maps(a):
     for v, row in zip(r, a, strict=True):
         if np.unique(row).size > 1:
             assert v == pytest.approx(1.0)
+
+
+def _loop_ranks(x):
+    """The ranks spearman used before scipy.stats.rankdata: 0-based, ties share their mean."""
+    out = np.empty_like(x, dtype=np.float64)
+    for idx in np.ndindex(x.shape[:-1]):
+        row = x[idx]
+        order = np.argsort(row, kind="stable")
+        srt = row[order]
+        first = np.r_[True, srt[1:] != srt[:-1]]
+        starts = np.flatnonzero(first)
+        ends = np.r_[starts[1:], len(row)]
+        r = np.empty(len(row))
+        r[order] = ((starts + ends - 1) / 2.0)[np.cumsum(first) - 1]
+        out[idx] = r
+    return out
+
+
+def test_ranks_equal_the_former_loop_with_ties():
+    from lucidax.attribute._evaluate import _rank
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, size=(3, 4, 50)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(_rank(x), _loop_ranks(x))
+    y = rng.normal(size=(2, 7))
+    np.testing.assert_array_equal(_rank(y), _loop_ranks(y))
 
 
 def test_ssim_identical_and_different():
@@ -116,7 +142,7 @@ def test_randomization_check_separates_model_dependent_maps(starter):
 
 
 def test_run_attribute_cli_writes_page_and_grids(tmp_path, starter):
-    from lucidax.attribute.run import run_attribute_cli
+    from lucidax.attribute import run_attribute_cli
 
     model, data = starter
     folder = tmp_path / "imgs"
@@ -155,7 +181,8 @@ def test_colour_legend_matches_the_overlay(tmp_path):
     """The legend strip is the overlay of the scaled values -1..1 (0..1 unsigned) on grey: its
     ends are blue / red (signed) and its middle shows the grey; figure.png has a colour-bar
     row under the images."""
-    from lucidax.attribute.overlay import legend_css, legend_labels, legend_strip, save_figure
+    from lucidax.attribute import save_figure
+    from lucidax.attribute._overlay import legend_css, legend_labels, legend_strip
 
     strip = legend_strip(True, width=5)[0]
     assert strip[0, 2] > strip[0, 0] and strip[-1, 0] > strip[-1, 2]  # blue ... red
@@ -176,7 +203,7 @@ def test_colour_legend_matches_the_overlay(tmp_path):
 
 
 def test_parse_options():
-    from lucidax.attribute.run import parse_options
+    from lucidax.attribute import parse_options
 
     assert parse_options(["occlusion.patch=16", "lime.baseline=blur", "occlusion.stride=8"]) == {
         "occlusion": {"patch": 16, "stride": 8}, "lime": {"baseline": "blur"}}

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from jax import lax
 
+import lucidax.attribute as G
 import lucidax.models as lm
-from lucidax.attribute import gradients as G
+from lucidax.attribute._common import TRACE_COUNT
 from lucidax.models.hooks import apply_perturbed, apply_with_relu
 from lucidax.visualize import objectives as obj
 
@@ -147,13 +148,35 @@ def test_bad_arguments_say_what_is_wrong(tiny, images):
 def test_compiled_once_per_shape(tiny, images):
     """New images, classes and params of the same shapes reuse the compiled program."""
     G.gradient_x_input(tiny, tiny.params, images, 0)
-    before = G._TRACE_COUNT["gradient_x_input"]
+    before = TRACE_COUNT["gradient_x_input"]
     other = tiny.with_params(_tiny_params(5))
     G.gradient_x_input(other, other.params, images * 0.5, [1, 2, 3])
     G.gradient_x_input(tiny, tiny.params, 1 - images, 2)
-    assert G._TRACE_COUNT["gradient_x_input"] == before
+    assert TRACE_COUNT["gradient_x_input"] == before
     G.gradient_x_input(tiny, tiny.params, images[:2], 2)  # a new batch size compiles again
-    assert G._TRACE_COUNT["gradient_x_input"] == before + 1
+    assert TRACE_COUNT["gradient_x_input"] == before + 1
+
+
+@pytest.mark.parametrize("method, key", [
+    ("vanilla_gradient", "gradient"), ("smoothgrad", "smoothgrad"),
+    ("integrated_gradients", "integrated_gradients"), ("gradcam", "gradcam"),
+    ("guided_backprop", "guided_backprop"), ("lrp", "lrp"),
+])
+def test_every_method_reuses_its_program(tiny, images, method, key):
+    """A second call, and a with_params copy with randomized weights (the randomization check),
+    reuse the model's program: no new trace."""
+    from lucidax.attribute import randomize_params
+
+    fn = getattr(G, method)
+    opts = {"n_samples": 2} if method == "smoothgrad" else {}
+    opts = {"steps": 2} if method == "integrated_gradients" else opts
+    fn(tiny, tiny.params, images, 0, **opts)
+    before = TRACE_COUNT[key]
+    fn(tiny, tiny.params, 1 - images, [1, 2, 3], **opts)
+    rand = randomize_params(tiny.params, ["c2"], key=3)
+    copy = tiny.with_params(rand)
+    fn(copy, copy.params, images, 2, **opts)
+    assert TRACE_COUNT[key] == before
 
 
 # ---------------------------------------------------------------------------------------------

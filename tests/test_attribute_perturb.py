@@ -10,13 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lucidax.models as lm
-from lucidax.attribute.methods import METHODS, get_method, method_names
-from lucidax.attribute.occlusion import occlusion, patch_masks
-from lucidax.attribute.surrogate import (
+from lucidax.attribute import (
+    METHODS,
+    get_method,
     kernel_shap,
     kernel_shap_values,
     lime,
     lime_coefficients,
+    method_names,
+    occlusion,
+    patch_masks,
     superpixels,
 )
 from lucidax.models.base import InputSpec
@@ -73,6 +76,36 @@ def test_occlusion_linear_model_any_baseline(linear, base):
     model, w, x = linear
     maps = np.asarray(occlusion(model, model.params, x, 2, patch=1, stride=1, baseline=base))
     np.testing.assert_allclose(maps, ((x - base) * w[..., 2]).sum(-1), rtol=1e-3, atol=1e-3)
+
+
+def test_perturbation_methods_reuse_their_programs(linear):
+    """Occlusion, LIME, KernelSHAP, the curves and PGD compile one program of the model each:
+    a second call (other images, classes) and a with_params copy reuse it."""
+    from lucidax.attribute import deletion_curve, pgd
+
+    model, w, x = linear
+    calls = {
+        "occlusion": lambda m, im, t: occlusion(m, m.params, im, t, patch=4),
+        "lime": lambda m, im, t: lime(m, m.params, im, t, samples=16, superpixel="grid"),
+        "kernelshap": lambda m, im, t: kernel_shap(m, m.params, im, t, samples=16,
+                                                   superpixel="grid"),
+        "curve": lambda m, im, t: deletion_curve(m, m.params, im, im[..., 0], t, steps=4),
+        "pgd": lambda m, im, t: pgd(m, m.params, im, t, eps=0.1, steps=2),
+    }
+    copy = model.with_params({"w": -w})
+
+    def programs(m):
+        return {k: f for k, f in m._programs.items() if k[0] == "attribute"}
+
+    for name, call in calls.items():
+        call(model, x, 1)
+        before = programs(model)
+        sizes = {k: f._cache_size() for k, f in before.items()}
+        call(model, 1 - x, [0, 1, 2])
+        call(copy, x, 3)
+        after = programs(copy)
+        assert after.keys() == before.keys(), name  # shared by the copy, no new program
+        assert {k: f._cache_size() for k, f in after.items()} == sizes, name  # no new trace
 
 
 def test_occlusion_patch_average_matches_loop(linear):

@@ -1,4 +1,4 @@
-"""lucidax.attribute.targets: class / per-image / predicted / objective targets."""
+"""lucidax.attribute.resolve_target: class / per-image / predicted / objective targets."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 
 import lucidax.models as lm
 from lucidax import visualize as viz
-from lucidax.attribute.targets import resolve_target
+from lucidax.attribute import resolve_target
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_target_errors(starter):
 
 
 def test_target_classes_one_class_per_image(starter, batch):
-    from lucidax.attribute.targets import target_classes
+    from lucidax.attribute import target_classes
 
     x, acts = batch
     assert target_classes(starter, 3, 4).tolist() == [3, 3, 3, 3]

@@ -3,8 +3,6 @@ operations, the starter model."""
 
 from __future__ import annotations
 
-import importlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,11 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
 
+import lucidax.attribute as G
 import lucidax.models as lm
-from lucidax.attribute import gradients as G
+from lucidax.attribute._common import TRACE_COUNT
 from lucidax.visualize import objectives as obj
 
-L = importlib.import_module("lucidax.attribute.lrp")  # the package exports the function lrp
+L = G
 
 _DN = ("NHWC", "HWIO", "NHWC")
 LAYERS = ("conv1", "conv2", "logits")
@@ -195,9 +194,9 @@ def test_objective_target_and_compiled_once(tiny, images):
     act = tiny.apply(tiny.params, images, ("conv2",))["conv2"][..., 3].mean((1, 2))
     np.testing.assert_allclose(r.scores, act, rtol=1e-5)
     np.testing.assert_allclose(r.raw.sum((1, 2, 3)), act, rtol=1e-3, atol=1e-5)
-    before = G._TRACE_COUNT["lrp"]
+    before = TRACE_COUNT["lrp"]
     L.lrp(tiny, tiny.params, 1 - images, obj.channel("conv2", 5), epsilon=0.0)
-    assert G._TRACE_COUNT["lrp"] == before
+    assert TRACE_COUNT["lrp"] == before
 
 
 def test_unsupported_operations_are_refused(images):

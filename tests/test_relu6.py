@@ -5,7 +5,6 @@ convolutions (stride 2 with TF's asymmetric SAME padding) in all of these."""
 from __future__ import annotations
 
 import functools
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -13,13 +12,13 @@ import numpy as np
 import pytest
 from jax import lax
 
+import lucidax.attribute as G
 import lucidax.models as lm
-from lucidax.attribute import gradients as G
 from lucidax.models import fastgrad
 from lucidax.models import hooks as H
 from lucidax.models.layers import same_padding
 
-L = importlib.import_module("lucidax.attribute.lrp")  # the package exports the function lrp
+L = G
 
 _DN = ("NHWC", "HWIO", "NHWC")
 LAYERS = ("conv1", "dw", "logits")

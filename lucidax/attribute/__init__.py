@@ -3,7 +3,8 @@
 Every method is ``method(model, params, images, target, **opts) -> maps [N, H, W]``, one
 jitted, batched program per (model, method, static options):
 
-* gradients: :func:`vanilla_gradient`, :func:`gradient_x_input`, :func:`smoothgrad`,
+* gradients (one private module per method, shared code in ``_common``):
+  :func:`vanilla_gradient`, :func:`gradient_x_input`, :func:`smoothgrad`,
   :func:`integrated_gradients` (with a completeness check), :func:`gradcam`,
   :func:`guided_backprop`; :func:`lrp` (epsilon and alpha-beta rules).
 * perturbations: :func:`occlusion`, :func:`lime`, :func:`kernel_shap` over superpixels.
@@ -16,8 +17,9 @@ jitted, batched program per (model, method, static options):
 of :mod:`lucidax.visualize` (a unit, a channel); see :func:`resolve_target`.
 """
 
-from .adversarial import NORMS, AttackResult, eps_needed, fgsm, pgd
-from .evaluate import (
+from ._adversarial import NORMS, AttackResult, eps_needed, fgsm, pgd
+from ._common import REDUCTIONS, Attribution, reduce_channels
+from ._evaluate import (
     CurveResult,
     RandomizationResult,
     deletion_curve,
@@ -27,25 +29,18 @@ from .evaluate import (
     spearman,
     ssim,
 )
-from .gradients import (
-    IG_RULES,
-    REDUCTIONS,
-    Attribution,
-    gradcam,
-    gradient_x_input,
-    guided_backprop,
-    guided_relu,
-    integrated_gradients,
-    reduce_channels,
-    smoothgrad,
-    vanilla_gradient,
-)
-from .lrp import LRP_RULES, LRPUnsupportedError, lrp, lrp_layer_relevance
-from .methods import METHODS, get_method, method_names, random_map
-from .occlusion import occlusion, patch_masks
-from .overlay import attribution_grid, colorize, normalize_maps, overlay, save_figure
-from .run import AttributeRun, load_images, parse_options, run_attribute_cli
-from .surrogate import (
+from ._gradcam import gradcam
+from ._gradient import gradient_x_input, vanilla_gradient
+from ._guided_backprop import guided_backprop, guided_relu
+from ._integrated_gradients import IG_RULES, integrated_gradients
+from ._job import AttributeRun, load_images, parse_options, run_attribute_cli
+from ._lrp import LRP_RULES, LRPUnsupportedError, lrp, lrp_layer_relevance
+from ._occlusion import occlusion, patch_masks
+from ._overlay import attribution_grid, colorize, normalize_maps, overlay, save_figure
+from ._random import random_map
+from ._registry import METHODS, get_method, method_names
+from ._smoothgrad import smoothgrad
+from ._surrogate import (
     SUPERPIXEL_METHODS,
     kernel_shap,
     kernel_shap_values,
@@ -53,7 +48,7 @@ from .surrogate import (
     lime_coefficients,
     superpixels,
 )
-from .targets import PREDICTED, resolve_target
+from ._targets import PREDICTED, resolve_target, target_classes
 
 __all__ = [
     "IG_RULES",
@@ -106,5 +101,6 @@ __all__ = [
     "spearman",
     "ssim",
     "superpixels",
+    "target_classes",
     "vanilla_gradient",
 ]

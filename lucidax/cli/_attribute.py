@@ -44,7 +44,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 @command("attribute", add)
 def run(args: argparse.Namespace) -> int:
-    from lucidax.attribute.run import parse_options, run_attribute_cli
+    from lucidax.attribute import parse_options, run_attribute_cli
 
     run = run_attribute_cli(
         args.model, weights=args.weights, images=args.images, methods=args.methods,

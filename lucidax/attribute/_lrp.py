@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -68,14 +67,15 @@ from lucidax.models import Model
 from lucidax.models.base import suggest
 from lucidax.models.hooks import bind_equation, is_relu, relu6_input, relu_input
 
-from .gradients import (
-    _TRACE_COUNT,
+from ._common import (
     REDUCTIONS,
+    TRACE_COUNT,
     Attribution,
-    _check_reduce,
-    _finish,
-    _prepare,
-    _score,
+    check_reduce,
+    finish,
+    prepare,
+    program,
+    score,
 )
 
 __all__ = ["LRP_RULES", "LRPUnsupportedError", "lrp", "lrp_layer_relevance"]
@@ -446,13 +446,13 @@ def _interpret(fn: Callable, args: tuple, tainted_arg: int, ctx: _Ctx) -> list:
     return outs
 
 
-def _relevance_fn(ref, spec, rule: _Rule, params, tdata, probes: list | None, ctx_out: list):
+def _relevance_fn(model: Model, spec, rule: _Rule, params, tdata, probes: list | None,
+                  ctx_out: list):
     """``x -> [N]`` target values whose vjp (at cotangent f(x)) is the relevance.
 
     The model runs with ``rule``; the target (an objective of the activations: a class logit,
     a channel mean...) with LRP-0, so that the relevance entering the model's layers sums to
     the target's value."""
-    model = ref.model
     layers = spec.layers
 
     def f(x):
@@ -461,7 +461,7 @@ def _relevance_fn(ref, spec, rule: _Rule, params, tdata, probes: list | None, ct
                           (params, x), 1, ctx)
         acts = dict(zip(layers, acts, strict=True))
         ctx_obj = _Ctx(_Rule("epsilon", 0.0, 1.0, 0.0), None)
-        (out,) = _interpret(lambda a, td: _score(spec, td, a, x), (acts, tdata), 0, ctx_obj)
+        (out,) = _interpret(lambda a, td: score(spec, td, a, x), (acts, tdata), 0, ctx_obj)
         unsupported = ctx.unsupported + ctx_obj.unsupported
         if unsupported:
             ops = ", ".join(f"{k} (x{v})" for k, v in sorted(unsupported.items()))
@@ -489,13 +489,18 @@ def _check_rule(rule: str, epsilon: float, alpha: float, beta: float) -> _Rule:
     return _Rule(rule, float(epsilon), float(alpha), float(beta))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _lrp_jit(ref, spec, rule, reduce, params, x, tdata):
-    _TRACE_COUNT["lrp"] += 1
-    f = _relevance_fn(ref, spec, rule, params, tdata, None, [])
-    s, vjp = jax.vjp(f, x)
-    (raw,) = vjp(s)
-    return REDUCTIONS[reduce](raw), raw, s
+def _lrp_program(model: Model, spec, rule: _Rule, reduce: str):
+    def build(shell):
+        def run(params, x, tdata):
+            TRACE_COUNT["lrp"] += 1
+            f = _relevance_fn(shell, spec, rule, params, tdata, None, [])
+            s, vjp = jax.vjp(f, x)
+            (raw,) = vjp(s)
+            return REDUCTIONS[reduce](raw), raw, s
+
+        return run
+
+    return program(model, ("lrp", spec, rule, reduce), build)
 
 
 def lrp(
@@ -521,21 +526,27 @@ def lrp(
       LRPUnsupportedError: the model computes operations with no LRP rule (listed).
     """
     cfg = _check_rule(rule, epsilon, alpha, beta)
-    ref, x, spec, tdata = _prepare(model, params, images, target)
-    maps, raw, s = _lrp_jit(ref, spec, cfg, _check_reduce(reduce), params, x, tdata)
-    return _finish(maps, raw, s, return_raw=return_raw, method="lrp")
+    x, spec, tdata = prepare(model, params, images, target)
+    maps, raw, s = _lrp_program(model, spec, cfg, check_reduce(reduce))(params, x, tdata)
+    return finish(maps, raw, s, return_raw=return_raw, method="lrp")
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _layers_jit(ref, spec, rule, n_probes, params, x, tdata, probes):
-    _TRACE_COUNT["lrp_layers"] += 1
-    def f(xx, pr):
-        return _relevance_fn(ref, spec, rule, params, tdata, list(pr), [])(xx)
+def _layers_program(model: Model, spec, rule: _Rule, n_probes: int):
+    def build(shell):
+        def run(params, x, tdata, probes):
+            TRACE_COUNT["lrp_layers"] += 1
 
-    s, vjp = jax.vjp(f, x, probes)
-    raw, rprobes = vjp(s)
-    n = x.shape[0]
-    return s, raw.reshape(n, -1).sum(1), [r.reshape(n, -1).sum(1) for r in rprobes]
+            def f(xx, pr):
+                return _relevance_fn(shell, spec, rule, params, tdata, list(pr), [])(xx)
+
+            s, vjp = jax.vjp(f, x, probes)
+            raw, rprobes = vjp(s)
+            n = x.shape[0]
+            return s, raw.reshape(n, -1).sum(1), [r.reshape(n, -1).sum(1) for r in rprobes]
+
+        return run
+
+    return program(model, ("lrp_layers", spec, rule, n_probes), build)
 
 
 def lrp_layer_relevance(
@@ -551,12 +562,12 @@ def lrp_layer_relevance(
     ``f(x)``; a bias absorbs ``sum_j b_j R_j / z_j`` of the relevance at its layer.
     """
     cfg = _check_rule(rule, epsilon, alpha, beta)
-    ref, x, spec, tdata = _prepare(model, params, images, target)
+    x, spec, tdata = prepare(model, params, images, target)
     ctxs: list[_Ctx] = []
-    jax.eval_shape(_relevance_fn(ref, spec, cfg, params, tdata, None, ctxs), x)
+    jax.eval_shape(_relevance_fn(model, spec, cfg, params, tdata, None, ctxs), x)
     shapes = ctxs[0].shapes
     probes = [jnp.zeros(sd.shape, sd.dtype) for _, sd in shapes]
-    s, r_in, r_layers = _layers_jit(ref, spec, cfg, len(probes), params, x, tdata, probes)
+    s, r_in, r_layers = _layers_program(model, spec, cfg, len(probes))(params, x, tdata, probes)
     out = {"input": r_in}
     out.update({label: r for (label, _), r in zip(shapes, r_layers, strict=True)})
     out["output"] = s

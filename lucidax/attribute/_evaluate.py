@@ -4,7 +4,7 @@
   insert) pixels from most to least important, in ``steps`` equal chunks, and record the
   target score (class probability by default). A faithful map makes the deletion curve drop
   fast (low AUC) and the insertion curve rise fast (high AUC). Compare with
-  :func:`lucidax.attribute.methods.random_map`.
+  :func:`lucidax.attribute.random_map`.
 * :func:`randomization_check` (Adebayo et al. 2018, "Sanity checks for saliency maps"):
   re-initialize the layers from the top down (cascading) and measure how similar each
   method's maps stay to the maps of the trained model (Spearman rank correlation of the maps
@@ -21,18 +21,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
 from lucidax.models.base import Model, suggest
-from lucidax.visualize.invert import ssim as _image_ssim
+from lucidax.visualize import ssim as _image_ssim
 
-from .methods import (
+from ._common import (
     baseline_images,
-    cached_jit,
     check_images,
     chunked_scores,
-    get_method,
     make_scorer,
+    program,
 )
+from ._registry import get_method
 
 __all__ = [
     "CurveResult",
@@ -84,9 +85,9 @@ def _curve(mode, model, params, images, maps, target, *, steps, baseline, score,
                          params=params, images=images)
     base = baseline_images(images, baseline)
     counts = np.round(np.linspace(0, h * w, t)).astype(np.int32)
-    key = ("curve", mode, model, scorer.key, n, h, w, t, batch)
+    key = ("curve", mode, scorer.key, n, h, w, t, batch)
 
-    def build():
+    def build(shell):
         k = jnp.asarray(counts)
 
         def run(params, images, base, maps, classes):
@@ -101,12 +102,12 @@ def _curve(mode, model, params, images, maps, target, *, steps, baseline, score,
                     return jnp.where(m, base[img], images[img]), img
                 return jnp.where(m, images[img], base[img]), img
 
-            return chunked_scores(model, params, scorer, compose, n * t, batch,
+            return chunked_scores(shell, params, scorer, compose, n * t, batch,
                                   classes).reshape(n, t)
 
         return run
 
-    scores = np.asarray(cached_jit(key, build)(params, images, base, maps,
+    scores = np.asarray(program(model, key, build)(params, images, base, maps,
                                                jnp.asarray(scorer.classes)))
     fr = counts / float(h * w)
     auc = np.trapezoid(scores, fr, axis=1) if hasattr(np, "trapezoid") else np.trapz(
@@ -146,22 +147,8 @@ def insertion_curve(
 
 # -- similarity --------------------------------------------------------------------------------
 def _rank(x: np.ndarray) -> np.ndarray:
-    """Average ranks along the last axis (ties share their mean rank)."""
-    x = np.asarray(x, np.float64)
-    out = np.empty_like(x)
-    for idx in np.ndindex(x.shape[:-1]):
-        row = x[idx]
-        order = np.argsort(row, kind="stable")
-        srt = row[order]
-        first = np.r_[True, srt[1:] != srt[:-1]]
-        group = np.cumsum(first) - 1
-        starts = np.flatnonzero(first)
-        ends = np.r_[starts[1:], len(row)]
-        mean_rank = (starts + ends - 1) / 2.0
-        r = np.empty(len(row))
-        r[order] = mean_rank[group]
-        out[idx] = r
-    return out
+    """Average ranks ``0 .. n-1`` along the last axis (ties share their mean rank)."""
+    return scipy.stats.rankdata(np.asarray(x, np.float64), axis=-1) - 1.0
 
 
 def spearman(a: Any, b: Any) -> np.ndarray:

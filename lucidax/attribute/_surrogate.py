@@ -28,7 +28,7 @@ import numpy as np
 
 from lucidax.models.base import Model, suggest
 
-from .methods import baseline_images, cached_jit, check_images, chunked_scores, make_scorer
+from ._common import baseline_images, check_images, chunked_scores, make_scorer, program
 
 __all__ = [
     "SUPERPIXEL_METHODS",
@@ -40,14 +40,6 @@ __all__ = [
 ]
 
 SUPERPIXEL_METHODS = ("auto", "slic", "grid")
-
-
-def _have_skimage() -> bool:
-    try:
-        import skimage.segmentation  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _grid_labels(h: int, w: int, n_segments: int) -> np.ndarray:
@@ -66,8 +58,8 @@ def superpixels(
 
     Args:
       images: float ``[N, H, W, C]`` in ``[0, 1]``.
-      method: ``"slic"`` (``skimage.segmentation.slic``), ``"grid"`` (regular blocks, no
-        dependency) or ``"auto"`` (SLIC when scikit-image is installed, else the grid).
+      method: ``"slic"`` (``skimage.segmentation.slic``), ``"grid"`` (regular blocks) or
+        ``"auto"`` (SLIC).
       n_segments: approximate number of superpixels per image.
       compactness, sigma: SLIC's colour/space trade-off and pre-smoothing.
     """
@@ -80,14 +72,11 @@ def superpixels(
         raise ValueError(f"n_segments must be a positive int, got {n_segments!r}")
     n, h, w, c = arr.shape
     if method == "auto":
-        method = "slic" if _have_skimage() else "grid"
+        method = "slic"
     if method == "grid":
         return np.broadcast_to(_grid_labels(h, w, n_segments), (n, h, w)).copy()
-    try:
-        from skimage.segmentation import slic
-    except ImportError as e:
-        raise ValueError("superpixel method 'slic' needs scikit-image (pip install "
-                         "scikit-image); method='grid' needs nothing") from e
+    from skimage.segmentation import slic
+
     out = np.empty((n, h, w), np.int32)
     for i in range(n):
         img = arr[i] if c in (1, 3) else arr[i, ..., :3]
@@ -189,10 +178,10 @@ def _surrogate(kind, model, params, images, target, *, segments, superpixel, n_s
     batch = max(1, min(int(batch_size), n * samples))
     scorer = make_scorer(model, target, n, batch=batch, params=params, images=images)
     base = baseline_images(images, baseline)
-    cache_key = (kind, model, scorer.key, n, h, w, k_max, samples, batch,
+    cache_key = (kind, scorer.key, n, h, w, k_max, samples, batch,
                  float(kernel_width), float(ridge))
 
-    def build():
+    def build(shell):
         sample = _sample_lime if kind == "lime" else _sample_shap
 
         def run(params, images, base, classes, seg, n_active, key):
@@ -205,7 +194,7 @@ def _surrogate(kind, model, params, images, target, *, segments, superpixel, n_s
                 m = m.reshape(len(ix), h, w, 1)
                 return images[img] * m + base[img] * (1 - m), img
 
-            y = chunked_scores(model, params, scorer, compose, n * samples, batch, classes)
+            y = chunked_scores(shell, params, scorer, compose, n * samples, batch, classes)
             y = y.reshape(n, samples)
             if kind == "lime":
                 coef, icpt = jax.vmap(lambda zz, yy, a: _fit_lime(zz, yy, a, kernel_width,
@@ -218,7 +207,7 @@ def _surrogate(kind, model, params, images, target, *, segments, superpixel, n_s
 
         return run
 
-    fn = cached_jit(cache_key, build)
+    fn = program(model, cache_key, build)
     maps, coef, icpt = fn(params, images, base, jnp.asarray(scorer.classes), jnp.asarray(seg),
                           jnp.asarray(n_active, jnp.int32), _key(key))
     return maps, coef, icpt, seg

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucidax.models.base import Model, suggest
-from lucidax.visualize.objectives import INPUT, Objective, class_logit
+from lucidax.visualize import INPUT, Objective, class_logit
 
 __all__ = ["PREDICTED", "resolve_target", "target_classes"]
 

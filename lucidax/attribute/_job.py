@@ -2,7 +2,7 @@
 methods, score them (deletion / insertion AUC against a random map), write overlay grids and
 an ``index.html`` page.
 
->>> from lucidax.attribute.run import run_attribute_cli
+>>> from lucidax.attribute import run_attribute_cli
 >>> run = run_attribute_cli("starter", images="builtin:starter:test", methods="ig,gradcam",
 ...                         out="runs/attribution")
 >>> run = run_attribute_cli("efficientnet_lite0", methods="ig")  # images: builtin:photos
@@ -38,8 +38,8 @@ from lucidax._files import (
 )
 from lucidax.models.base import Model, suggest
 
-from .methods import as_names, get_method
-from .targets import target_classes
+from ._registry import as_names, get_method
+from ._targets import target_classes
 
 __all__ = [
     "AttributeRun", "check_option", "load_images", "method_options", "parse_options",
@@ -232,7 +232,7 @@ def _check_images_arg(images: Any) -> None:
 
 def _targets(model: Model, target: Any, src: _Images) -> np.ndarray:
     """``--target``: ``label`` (the builtin labels), a class index given as text, or anything
-    :func:`~lucidax.attribute.targets.target_classes` takes (``predicted``, a class label)."""
+    :func:`~lucidax.attribute.target_classes` takes (``predicted``, a class label)."""
     if target == "label":
         if src.labels is None:
             raise ValueError("target 'label' needs labelled images (builtin:starter); use "
@@ -253,7 +253,7 @@ def _e(x: Any) -> str:
 
 def _legend_html(signed: bool, methods: Sequence[str]) -> str:
     """A colour bar of :func:`~.overlay.legend_strip` with its captions, for ``methods``."""
-    from .overlay import legend_css, legend_labels
+    from ._overlay import legend_css, legend_labels
 
     left, mid, right = legend_labels(signed)
     kind = ("signed: red = evidence for the target class, blue = against it" if signed
@@ -267,7 +267,7 @@ def _legend_html(signed: bool, methods: Sequence[str]) -> str:
 def _page(run_title: str, meta: Mapping[str, Any], methods: Sequence[str],
           metrics: Mapping[str, Mapping[str, float]], files: Mapping[str, str],
           rows: Sequence[tuple[str, str]], signed: Mapping[str, bool] | None = None) -> str:
-    from .overlay import SCALING_NOTE
+    from ._overlay import SCALING_NOTE
 
     css = ("body{font-family:system-ui,sans-serif;margin:1.2em auto;max-width:1200px;"
            "padding:0 1em;color:#222;background:#fafafa}table{border-collapse:collapse;"
@@ -352,8 +352,8 @@ def run_attribute_cli(
     """
     import jax.numpy as jnp
 
-    from .evaluate import deletion_curve, insertion_curve
-    from .overlay import attribution_grid, normalize_maps, save_figure
+    from ._evaluate import deletion_curve, insertion_curve
+    from ._overlay import attribution_grid, normalize_maps, save_figure
 
     # Bad input fails here, in one line, before the model is loaded.
     check_int(n, "--n")

@@ -16,7 +16,7 @@ import numpy as np
 
 from lucidax.models.base import Model
 
-from .methods import baseline_images, cached_jit, check_images, chunked_scores, make_scorer
+from ._common import baseline_images, check_images, chunked_scores, make_scorer, program
 
 __all__ = ["occlusion", "patch_masks"]
 
@@ -78,9 +78,9 @@ def occlusion(
     batch = max(1, min(int(batch_size), n * p))
     scorer = make_scorer(model, target, n, batch=batch, params=params, images=images)
     base = baseline_images(images, baseline)
-    key = ("occlusion", model, scorer.key, n, h, w, masks.tobytes().__hash__(), batch)
+    key = ("occlusion", scorer.key, n, h, w, masks.tobytes().__hash__(), batch)
 
-    def build():
+    def build(shell):
         m = jnp.asarray(masks)
         count = jnp.maximum(m.sum(0), 1.0)
 
@@ -90,12 +90,12 @@ def occlusion(
                 mk = m[j][..., None]
                 return images[img] * (1 - mk) + base[img] * mk, img
 
-            s0 = chunked_scores(model, params, scorer, lambda ix: (images[ix], ix), n, batch,
+            s0 = chunked_scores(shell, params, scorer, lambda ix: (images[ix], ix), n, batch,
                                 classes)
-            s = chunked_scores(model, params, scorer, compose, n * p, batch, classes)
+            s = chunked_scores(shell, params, scorer, compose, n * p, batch, classes)
             drop = s0[:, None] - s.reshape(n, p)
             return jnp.einsum("np,phw->nhw", drop, m) / count
 
         return run
 
-    return cached_jit(key, build)(params, images, base, jnp.asarray(scorer.classes))
+    return program(model, key, build)(params, images, base, jnp.asarray(scorer.classes))

@@ -30,8 +30,8 @@ import numpy as np
 
 from lucidax.models.base import Model, suggest
 
-from .methods import cached_jit, check_images, make_scorer
-from .targets import target_classes
+from ._common import check_images, make_scorer, program
+from ._targets import target_classes
 
 __all__ = ["NORMS", "AttackResult", "eps_needed", "fgsm", "pgd"]
 
@@ -170,12 +170,12 @@ def pgd(
     if not np.isscalar(step_size) or step_size <= 0:
         raise ValueError(f"step_size must be a positive number, got {step_size!r}")
     lo, hi = model.input_spec.value_range
-    cache_key = ("pgd", model, okey, images.shape, norm, int(steps), bool(random_start),
+    cache_key = ("pgd", okey, images.shape, norm, int(steps), bool(random_start),
                  float(change))
 
-    def build():
+    def build(shell):
         def objective(params, x, cls):
-            return obj(model.apply(params, x, layers), cls)
+            return obj(shell.apply(params, x, layers), cls)
 
         def value_and_grad(params, x, cls):
             o, vjp = jax.vjp(lambda xx: objective(params, xx, cls), x)
@@ -227,12 +227,12 @@ def pgd(
             first = jnp.where(ok, steps, first)
             done = done | ok
             best = jnp.where(done[:, None, None, None], best, x)
-            acts = model.apply(params, jnp.concatenate([images, best]), layers)
+            acts = shell.apply(params, jnp.concatenate([images, best]), layers)
             return best, done, already, first, acts
 
         return run
 
-    fn = cached_jit(cache_key, build)
+    fn = program(model, cache_key, build)
     if isinstance(key, (int, np.integer)):
         key = jax.random.key(int(key))
     best, done, already, first, acts = fn(params, images, jnp.asarray(classes, jnp.int32),
