@@ -140,7 +140,7 @@ def test_cli_tcav_auto(lite, monkeypatch):
 
 
 def test_cli_attribute_auto(lite, monkeypatch):
-    run = importlib.import_module("lucidax.attribute.run")
+    run = importlib.import_module("lucidax.attribute._job")
 
     seen: list = []
     _stub(monkeypatch, run, "load_images", seen, call_through=True)

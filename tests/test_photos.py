@@ -184,7 +184,7 @@ def test_run_tcav_cli_with_photos(starter, tmp_path):
 
 
 def test_attribution_on_photos(starter, tmp_path):
-    from lucidax.attribute.run import load_images, run_attribute_cli
+    from lucidax.attribute import load_images, run_attribute_cli
 
     src = load_images("builtin:photos", starter, n=2, seed=0)
     assert src.images.shape == (2, 64, 64, 3) and src.labels is None
