@@ -44,7 +44,7 @@ def sklearn_probe(x, y, lambdas, *, test_size, folds, seed, tol, max_iter, warm_
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from lucidax.probes.linear import stratified_folds, stratified_split
+    from lucidax.probes import stratified_folds, stratified_split
 
     train_idx, test_idx = stratified_split(y, test_size, seed=seed)
     x_tr, y_tr = x[train_idx].astype(np.float64), y[train_idx]
@@ -99,7 +99,7 @@ def main() -> None:
     import jax
 
     from lucidax.probes import DEFAULT_LAMBDAS, fit_probe
-    from lucidax.probes.linear import _LAST_STATS
+    from lucidax.probes._linear import _LAST_STATS  # solver diagnostics of the last fit
 
     lambdas = list(DEFAULT_LAMBDAS)
     x, y = make_data(args.n, args.d, args.classes, signal=args.signal, seed=args.seed)

@@ -29,16 +29,16 @@ import time
 
 def _one(args: argparse.Namespace, repeat: int) -> list[dict]:
     t0 = time.perf_counter()
-    from lucidax.probes.tcav import run_tcav_cli
+    from lucidax.probes import TCAVJob, run_tcav
 
     t_import = time.perf_counter() - t0
     out = []
     for i in range(repeat):
         t1 = time.perf_counter()
-        run = run_tcav_cli(
+        run = run_tcav(TCAVJob(
             "starter", layers=args.layers, concepts=[args.concept], target_class=args.target,
             runs=args.runs, n_concept=args.n, n_random=args.n, n_targets=args.n_targets,
-            out=None, cache_dir=args.cache, progress=False)
+            out=None, cache_dir=args.cache), progress=False)
         wall = time.perf_counter() - t1
         r0 = run.results[0]
         out.append({

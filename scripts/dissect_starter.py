@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from lucidax.probes.dissect import run_dissect_cli
+from lucidax.probes import DissectJob, run_dissect
 
 
 def main() -> None:
@@ -31,9 +31,9 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    run = run_dissect_cli("starter", layers=args.layers, data="builtin:starter:test", n=args.n,
-                          seed=args.seed, out=args.out, batch_size=args.batch_size,
-                          progress=not args.quiet)
+    job = DissectJob("starter", layers=args.layers, data="builtin:starter:test", n=args.n,
+                     seed=args.seed, out=args.out, batch_size=args.batch_size)
+    run = run_dissect(job, progress=not args.quiet)
     wall = time.perf_counter() - t0
     res = run.result
     if args.plot:

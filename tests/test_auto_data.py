@@ -101,7 +101,7 @@ def test_help_says_auto():
 
 # -- one CLI run per command, stopped before the heavy work ------------------------------------
 def test_cli_probe_auto(lite, monkeypatch):
-    run = importlib.import_module("lucidax.probes.run")
+    run = importlib.import_module("lucidax.probes._probe_job")
 
     seen: list = []
     _stub(monkeypatch, run, "load_data", seen)
@@ -118,7 +118,7 @@ def test_cli_probe_auto(lite, monkeypatch):
 
 
 def test_cli_tcav_auto(lite, monkeypatch):
-    tcav = importlib.import_module("lucidax.probes.tcav")  # the package exports tcav()
+    tcav = importlib.import_module("lucidax.probes._tcav_job")
 
     seen: list = []
     _stub(monkeypatch, tcav, "tcav", seen)
@@ -172,7 +172,7 @@ def test_cli_invert_auto(lite, monkeypatch):
 
 
 def test_cli_dissect_auto(monkeypatch, capsys):
-    dis = importlib.import_module("lucidax.probes.dissect")  # the package exports dissect()
+    dis = importlib.import_module("lucidax.probes._dissect_job")
 
     def no_load(*a, **k):
         raise AssertionError("the model is not loaded before the data is known")

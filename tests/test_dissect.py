@@ -17,22 +17,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lucidax.models as lm
-from lucidax.probes.dissect import (
+from lucidax.probes import (
     ArrayConcepts,
+    DissectJob,
     FolderConcepts,
     StarterConcepts,
-    _key_to_float,
-    _ordered_key,
     concept_colors,
     dissect,
     format_dissection,
     iou_counts,
     plot_dissection,
-    run_dissect_cli,
+    run_dissect,
     starter_concept_masks,
     starter_concepts,
     unit_thresholds,
 )
+from lucidax.probes._dissect import _key_to_float, _ordered_key
 
 SIDE = 32
 
@@ -322,7 +322,7 @@ def test_folder_concepts_and_cli_runner(tmp_path, constructed, squares):
     np.testing.assert_allclose(batch.images, np.round(images * 255) / 255, atol=1e-6)
 
     out = tmp_path / "out"
-    run = run_dissect_cli(constructed, data=root, out=out, batch_size=8, progress=False)
+    run = run_dissect(DissectJob(constructed, data=root, out=out, batch_size=8), progress=False)
     red = run.result.unit("feat", 0)
     assert red.concept == "square=red" and red.detector
     for kind in ("json", "csv", "npz", "png", "svg"):
@@ -342,9 +342,10 @@ def test_folder_concepts_and_cli_runner(tmp_path, constructed, squares):
 
 def test_cli_runner_data_errors(tmp_path, constructed):
     with pytest.raises(ValueError, match="builtin:starter"):
-        run_dissect_cli(constructed, data="builtin:other", out=tmp_path, progress=False)
+        run_dissect(DissectJob(constructed, data="builtin:other", out=tmp_path), progress=False)
     with pytest.raises(FileNotFoundError, match="images/"):
-        run_dissect_cli(constructed, data=tmp_path / "nope", out=tmp_path, progress=False)
+        run_dissect(DissectJob(constructed, data=tmp_path / "nope", out=tmp_path),
+                    progress=False)
     os.makedirs(tmp_path / "empty" / "images")
     with pytest.raises(FileNotFoundError, match="masks"):
         FolderConcepts(tmp_path / "empty", size=SIDE)
@@ -353,8 +354,8 @@ def test_cli_runner_data_errors(tmp_path, constructed):
 
 
 def test_starter_model_conv1(tmp_path):
-    run = run_dissect_cli("starter", layers="conv1", n=16, batch_size=16, out=tmp_path,
-                          progress=False)
+    run = run_dissect(DissectJob("starter", layers="conv1", n=16, batch_size=16, out=tmp_path),
+                      progress=False)
     res = run.result
     assert res.layers == ("conv1",) and len(res.units) == 24
     assert res.n_images == 16 and len(res.concepts) == 27
@@ -363,3 +364,28 @@ def test_starter_model_conv1(tmp_path):
     fired = np.asarray([u.coverage for u in res.units]) * (16 * 64 * 64)
     assert np.all(fired >= 328) and np.median(fired) == 328
     assert sum(res.summary()["conv1"].values()) == len(res.detectors("conv1"))
+
+
+def test_dissection_compiles_once_per_architecture(constructed, squares, monkeypatch):
+    """``Model.program``: a second dissection and one of a ``with_params`` copy trace nothing
+    new (threshold passes and the IoU pass)."""
+    import lucidax.probes._dissect as dm
+
+    traces = []
+    real = dm.fast_apply
+
+    def counting(*a, **k):
+        traces.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(dm, "fast_apply", counting)
+    images, masks, concepts = squares
+    src = ArrayConcepts(images, masks, concepts)
+    first = dissect(constructed, src, batch_size=5)
+    n = len(traces)
+    assert n >= 4  # three threshold passes and the IoU pass
+    dissect(constructed, src, batch_size=5)
+    copy = constructed.with_params(jax.tree.map(lambda a: a * 0.5, constructed.params))
+    halved = dissect(copy, src, batch_size=5)
+    assert len(traces) == n
+    assert [u.threshold for u in first.units] != [u.threshold for u in halved.units]

@@ -130,8 +130,7 @@ def test_parse_builtin_and_errors():
 
 # -- the consumers ------------------------------------------------------------------------------
 def test_probe_on_photos(starter, tmp_path):
-    from lucidax.probes import run_probe_cli
-    from lucidax.probes.run import load_data
+    from lucidax.probes import ProbeJob, load_data, run_probe
 
     d = load_data("builtin:photos", n=8, seed=0, side=SMALL)
     assert d.data.shape == (8, SMALL, SMALL, 3) and set(d.labels) == {"source"}
@@ -139,18 +138,19 @@ def test_probe_on_photos(starter, tmp_path):
     sources = "builtin:photos:chelsea"
     assert load_data(sources, n=3).data.shape == (3, 224, 224, 3)
     # source labels, crops at the model's side (64 px)
-    run = run_probe_cli(starter, layers="conv1", data="builtin:photos", n=4 * 20, folds=2,
-                        test_size=0.5, out=tmp_path / "p", progress=False)
+    run = run_probe(ProbeJob(starter, layers="conv1", data="builtin:photos", n=4 * 20,
+                             folds=2, test_size=0.5, out=tmp_path / "p"), progress=False)
     r = run.results[0]
     assert r.layer == "conv1" and r.target == "source" and r.n_test == 40
     doc = json.loads((tmp_path / "p" / "results.json").read_text())
     assert doc["class_names"] == list(P.SOURCE_NAMES)
     with pytest.raises(ValueError, match="builtin:photos"):
-        run_probe_cli(starter, data="builtin:foo", out=tmp_path / "q", progress=False)
+        run_probe(ProbeJob(starter, data="builtin:foo", out=tmp_path / "q"), progress=False)
 
 
 def test_tcav_sources_accept_photos(starter):
-    from lucidax.probes.tcav import ImageSet, _parse_source
+    from lucidax.probes import ImageSet
+    from lucidax.probes._tcav_job import _parse_source
 
     name, s = _parse_source("builtin:photos", model=starter, n=5, split_default="test",
                             seed=7, what="random")
@@ -172,13 +172,13 @@ def test_tcav_sources_accept_photos(starter):
     assert r.images.shape == (40, 64, 64, 3)
 
 
-def test_run_tcav_cli_with_photos(starter, tmp_path):
-    from lucidax.probes import run_tcav_cli
+def test_run_tcav_with_photos(starter, tmp_path):
+    from lucidax.probes import TCAVJob, run_tcav
 
-    run = run_tcav_cli(starter, layers="conv1", concepts=["builtin:photos:grass"],
-                       target_class=0, random="builtin:photos",
-                       targets="builtin:photos:chelsea", runs=2, n_concept=6, n_random=6,
-                       n_targets=4, out=None, progress=False)
+    run = run_tcav(TCAVJob(starter, layers="conv1", concepts=["builtin:photos:grass"],
+                           target_class=0, random="builtin:photos",
+                           targets="builtin:photos:chelsea", runs=2, n_concept=6, n_random=6,
+                           n_targets=4, out=None), progress=False)
     (r,) = run.results
     assert r.concept == "photos:grass" and r.layer == "conv1" and r.n_targets == 4
 

@@ -16,12 +16,13 @@ import pytest
 import lucidax.models as lm
 from lucidax.probes import (
     Features,
+    ProbeJob,
     extract,
     format_results,
     list_image_folder,
     load_image,
     probe_layers,
-    run_probe_cli,
+    run_probe,
 )
 
 SIDE = 32
@@ -288,8 +289,8 @@ def test_probe_layers_writes_results(tiny, images, tmp_path):
 
 
 def test_run_probe_cli_folder_and_builtin(tiny, images, folder, tmp_path, monkeypatch):
-    run = run_probe_cli(tiny, layers="conv1", data=str(folder), out=tmp_path / "f", folds=2,
-                        test_size=0.5, progress=False)
+    run = run_probe(ProbeJob(tiny, layers="conv1", data=str(folder), out=tmp_path / "f",
+                             folds=2, test_size=0.5), progress=False)
     assert run.results[0].layer == "conv1" and run.results[0].n_test == 6
     assert all(os.path.isfile(p) for p in run.files.values()) and "conv1" in run.table
     doc = json.loads((tmp_path / "f" / "results.json").read_text())
@@ -312,17 +313,17 @@ def test_run_probe_cli_folder_and_builtin(tiny, images, folder, tmp_path, monkey
         )
 
     monkeypatch.setattr(starter, "dataset", fake_dataset)
-    run = run_probe_cli(tiny, layers="conv1", data="builtin:starter", target="color", n=400,
-                        out=tmp_path / "b", progress=False)
+    run = run_probe(ProbeJob(tiny, layers="conv1", data="builtin:starter", target="color",
+                             n=400, out=tmp_path / "b"), progress=False)
     assert calls == {"n": 400, "split": "test", "seed": 0}
     assert run.results[0].target == "color" and run.results[0].accuracy > 0.9
     doc = json.loads((tmp_path / "b" / "results.json").read_text())
     assert doc["class_names"] == ["red", "green", "blue", "yellow"]
     with pytest.raises(ValueError, match="Valid targets: color, digit"):
-        run_probe_cli(tiny, layers="conv1", data="builtin:starter", target="colour", n=400,
-                      out=tmp_path / "c", progress=False)
+        run_probe(ProbeJob(tiny, layers="conv1", data="builtin:starter", target="colour",
+                           n=400, out=tmp_path / "c"), progress=False)
     with pytest.raises(ValueError, match="Valid: builtin:starter"):
-        run_probe_cli(tiny, data="builtin:imagenet", out=tmp_path / "d", progress=False)
+        run_probe(ProbeJob(tiny, data="builtin:imagenet", out=tmp_path / "d"), progress=False)
 
 
 def test_features_summary_is_json(tiny, folder):
@@ -330,3 +331,29 @@ def test_features_summary_is_json(tiny, folder):
     assert isinstance(f, Features)
     s = json.loads(json.dumps(f.summary()))
     assert s["n"] == 12 and s["n_skipped"] == 4 and s["shapes"]["fc"] == [12, N_CLASSES]
+
+
+def test_a_second_extraction_and_a_params_copy_reuse_the_compiled_forward(tiny, images,
+                                                                          monkeypatch):
+    """One program per architecture (``Model.program``): no new trace for a second call or
+    for a ``with_params`` copy (new weights)."""
+    import lucidax.probes._extract as ex
+
+    traces = []
+    real = ex.fast_apply
+
+    def counting(*a, **k):
+        traces.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ex, "fast_apply", counting)
+    x = images[0][:20]
+    kw = dict(reduce="max", batch_size=7, dtype="float16", progress=False)
+    first = extract(tiny, tiny.params, x, ["conv1"], **kw)
+    n = len(traces)
+    assert n >= 1
+    extract(tiny, tiny.params, x, ["conv1"], **kw)
+    copy = tiny.with_params(jax.tree.map(lambda a: a * 0.5, tiny.params))
+    halved = extract(copy, copy.params, x, ["conv1"], **kw)
+    assert len(traces) == n
+    assert not np.allclose(np.asarray(first["conv1"]), np.asarray(halved["conv1"]))

@@ -219,7 +219,7 @@ def test_hand_written_gradient_matches_autodiff():
     import jax
     import jax.numpy as jnp
 
-    from lucidax.probes.linear import _group_value_grad, _objective
+    from lucidax.probes._solver import _group_value_grad, _objective
 
     rng = np.random.default_rng(6)
     n, d, k, p = 50, 6, 3, 4
@@ -238,7 +238,7 @@ def test_hand_written_gradient_matches_autodiff():
     assert np.allclose(gw1, gw2, atol=1e-5) and np.allclose(gb1, gb2, atol=1e-5)
 
     # the bf16x3 product path (CPUs with AMX) agrees with float32 to ~1e-5
-    from lucidax.probes.linear import _split_bf16
+    from lucidax.probes._solver import _split_bf16
 
     xs = (x, *_split_bf16(x))
     f3, (gw3, gb3) = jax.jit(_group_value_grad)(params, xs, y, w, lam, mu, sd)
@@ -248,7 +248,7 @@ def test_hand_written_gradient_matches_autodiff():
 @pytest.mark.parametrize("bf16x3", [False, True])
 def test_probe_is_the_same_with_either_product_precision(clean_result, monkeypatch, bf16x3):
     """fit_probe picks bf16x3 products on AMX CPUs and float32 elsewhere: same answer."""
-    import lucidax.probes.linear as linear
+    import lucidax.probes._linear as linear
 
     x, y, ref = clean_result
     monkeypatch.setattr(linear, "_bf16x3_default", lambda: bf16x3)

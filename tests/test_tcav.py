@@ -11,18 +11,20 @@ import csv
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lucidax.models import InputSpec, apply_perturbed, wrap
-from lucidax.probes.stats import adjust_pvalues
-from lucidax.probes.tcav import (
+from lucidax.probes import (
     CAVs,
     ImageSet,
+    TCAVJob,
+    adjust_pvalues,
     fit_cavs,
     layer_gradients,
-    run_tcav_cli,
+    run_tcav,
     tcav,
     tcav_from_features,
     tcav_scores,
@@ -255,8 +257,8 @@ def test_run_tcav_cli_from_folders_writes_results(tiny, pools, tmp_path, monkeyp
                   "other=" + _write_folder(tmp_path / "rc", pools["random_concept"])],
         random=_write_folder(tmp_path / "random", pools["random"]),
         targets=_write_folder(tmp_path / "class_a", pools["targets"]),
-        correction="bh", progress=False)
-    run = run_tcav_cli(tiny, out=tmp_path / "o", **kw)
+        correction="bh")
+    run = run_tcav(TCAVJob(tiny, out=tmp_path / "o", **kw), progress=False)
     assert [(r.concept, r.layer) for r in run.results] == [("stripes", "conv"),
                                                           ("other", "conv")]
     planted, other = run.results
@@ -271,17 +273,17 @@ def test_run_tcav_cli_from_folders_writes_results(tiny, pools, tmp_path, monkeyp
     assert iio.imread(run.files["png"]).shape[0] > 100
     assert os.path.getsize(run.files["svg"]) > 0
     assert "stripes" in run.table and "ns" in run.table
-    again = run_tcav_cli(tiny, out=tmp_path / "o", **kw)
+    again = run_tcav(TCAVJob(tiny, out=tmp_path / "o", **kw), progress=False)
     assert again.cache["gradient_cache_misses"] == []
     assert again.cache["feature_cache_misses"] == []
     assert again.results[0].scores == planted.scores
     # one concept, one narrow panel: the title is wrapped to the figure, never cut at its sides
     import importlib
 
-    tcav_mod = importlib.import_module("lucidax.probes.tcav")  # the package exports tcav()
+    plots = importlib.import_module("lucidax.probes._plots")
     figs = []
-    monkeypatch.setattr(tcav_mod, "save_plot", lambda path, fig, **kw: figs.append(fig))
-    tcav_mod.plot_tcav(run.results[:1], tmp_path / "one.png")
+    monkeypatch.setattr(plots, "save_plot", lambda path, fig, **kw: figs.append(fig))
+    plots.plot_tcav(run.results[:1], tmp_path / "one.png")
     figs[0].canvas.draw()
     box = figs[0]._suptitle.get_window_extent()
     assert 0 <= box.x0 and box.x1 <= figs[0].bbox.width and "\n" in figs[0]._suptitle.get_text()
@@ -302,9 +304,32 @@ def test_builtin_starter_sources_are_lazy_and_keyed():
 
 def test_run_tcav_cli_rejects_bad_specs():
     with pytest.raises(ValueError, match="color"):
-        run_tcav_cli("starter", concepts=["colour:red"], out=None, progress=False)
+        run_tcav(TCAVJob("starter", concepts=["colour:red"], out=None), progress=False)
     with pytest.raises(ValueError, match="red"):
-        run_tcav_cli("starter", concepts=["color:reed"], out=None, progress=False)
+        run_tcav(TCAVJob("starter", concepts=["color:reed"], out=None), progress=False)
     with pytest.raises(ValueError, match="class labels: 0, 1, 2"):
-        run_tcav_cli("starter", concepts=["color:red"], target_class="ten", out=None,
-                     progress=False)
+        run_tcav(TCAVJob("starter", concepts=["color:red"], target_class="ten", out=None),
+                 progress=False)
+
+
+def test_gradients_compile_once_per_architecture(tiny, pools, monkeypatch):
+    """``Model.program``: a second call and a ``with_params`` copy trace nothing new."""
+    import lucidax.probes._gradients as gr
+
+    traces = []
+    real = gr.apply_perturbed
+
+    def counting(*a, **k):
+        traces.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(gr, "apply_perturbed", counting)
+    x = pools["targets"][:9]
+    g1 = layer_gradients(tiny, tiny.params, x, "conv", "a", batch_size=9)
+    n = len(traces)
+    assert n >= 1
+    layer_gradients(tiny, tiny.params, x, "conv", "a", batch_size=9)
+    copy = tiny.with_params(jax.tree.map(lambda a: a * 2.0, tiny.params))
+    g2 = layer_gradients(copy, copy.params, x, "conv", "a", batch_size=9)
+    assert len(traces) == n
+    assert not np.allclose(g1["conv"], g2["conv"])

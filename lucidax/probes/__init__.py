@@ -5,45 +5,45 @@
 * :func:`fit_probe` / :func:`fit_ridge`: cross-validated L2 logistic / ridge probes (one compiled
   program: the folds of a lambda solved together, lambdas along the regularization path).
 * :func:`probe_layers`: both, for every layer, with results.json / .csv and a plot.
-* :func:`run_probe_cli`: what ``lucidax probe`` calls.
 * :func:`tcav`: concept activation vectors and TCAV scores with t-tests against random
-  concepts, corrected for multiple comparisons; :func:`run_tcav_cli` is ``lucidax tcav``.
-* :func:`dissect`: network dissection (which units detect which concept masks, by IoU);
-  :func:`run_dissect_cli` is ``lucidax dissect``.
+  concepts, corrected for multiple comparisons.
+* :func:`dissect`: network dissection (which units detect which concept masks, by IoU).
+* :class:`ProbeJob` / :func:`run_probe`, :class:`TCAVJob` / :func:`run_tcav`,
+  :class:`DissectJob` / :func:`run_dissect`: what ``lucidax probe``, ``lucidax tcav`` and
+  ``lucidax dissect`` run (a configuration dataclass and its entry point).
 """
 
-from .dissect import (
-    BUILTIN_DISSECT_DATA,
-    DEFAULT_IOU_THRESHOLD,
-    DEFAULT_QUANTILE,
+from ._cav import CAVs, fit_cavs, tcav_scores
+from ._concepts import (
     ArrayConcepts,
     ConceptBatch,
-    Dissection,
-    DissectRun,
     FolderConcepts,
     StarterConcepts,
-    UnitDissection,
     concept_category,
-    dissect,
-    format_dissection,
-    iou_counts,
-    plot_dissection,
-    run_dissect_cli,
     starter_concept_masks,
     starter_concepts,
-    unit_thresholds,
-    write_dissection,
 )
-from .extract import (
+from ._data import (
+    BUILTIN_DATA,
     IMAGE_EXTENSIONS,
-    REDUCTIONS,
-    Features,
-    Skipped,
-    extract,
+    ImageSet,
     list_image_folder,
+    load_data,
     load_image,
 )
-from .linear import (
+from ._dissect import (
+    DEFAULT_IOU_THRESHOLD,
+    DEFAULT_QUANTILE,
+    Dissection,
+    UnitDissection,
+    dissect,
+    iou_counts,
+    unit_thresholds,
+)
+from ._dissect_job import BUILTIN_DISSECT_DATA, DissectJob, DissectRun, run_dissect
+from ._extract import REDUCTIONS, Features, Skipped, extract
+from ._gradients import FEATURE_SPACES, layer_gradients
+from ._linear import (
     DEFAULT_LAMBDAS,
     LogisticFit,
     ProbeConvergenceWarning,
@@ -56,33 +56,21 @@ from .linear import (
     stratified_split,
     wilson_interval,
 )
-from .run import BUILTIN_DATA, ProbeRun, load_data, run_probe_cli
-from .stats import CORRECTIONS, TTest, adjust_pvalues, ttest_ind
-from .sweep import (
+from ._plots import concept_colors, plot_dissection, plot_results, plot_tcav
+from ._probe_job import ProbeJob, ProbeRun, run_probe
+from ._report import (
     CSV_COLUMNS,
-    default_layers,
+    format_dissection,
     format_results,
-    plot_results,
-    probe_layers,
-    resolve_target,
-    write_results,
-)
-from .tcav import (
-    FEATURE_SPACES,
-    CAVs,
-    ImageSet,
-    TCAVResult,
-    TCAVRun,
-    fit_cavs,
     format_tcav,
-    layer_gradients,
-    plot_tcav,
-    run_tcav_cli,
-    tcav,
-    tcav_from_features,
-    tcav_scores,
+    write_dissection,
+    write_results,
     write_tcav,
 )
+from ._stats import CORRECTIONS, TTest, adjust_pvalues, ttest_ind
+from ._sweep import default_layers, probe_layers, resolve_target
+from ._tcav import TCAVResult, tcav, tcav_from_features
+from ._tcav_job import TCAVJob, TCAVRun, run_tcav
 
 __all__ = [
     "BUILTIN_DATA",
@@ -98,6 +86,7 @@ __all__ = [
     "ArrayConcepts",
     "CAVs",
     "ConceptBatch",
+    "DissectJob",
     "DissectRun",
     "Dissection",
     "Features",
@@ -105,17 +94,20 @@ __all__ = [
     "ImageSet",
     "LogisticFit",
     "ProbeConvergenceWarning",
+    "ProbeJob",
     "ProbeResult",
     "ProbeRun",
     "RidgeResult",
     "Skipped",
     "StarterConcepts",
+    "TCAVJob",
     "TCAVResult",
     "TCAVRun",
     "TTest",
     "UnitDissection",
     "adjust_pvalues",
     "concept_category",
+    "concept_colors",
     "default_layers",
     "dissect",
     "extract",
@@ -136,9 +128,9 @@ __all__ = [
     "plot_tcav",
     "probe_layers",
     "resolve_target",
-    "run_dissect_cli",
-    "run_probe_cli",
-    "run_tcav_cli",
+    "run_dissect",
+    "run_probe",
+    "run_tcav",
     "starter_concept_masks",
     "starter_concepts",
     "stratified_folds",

@@ -32,15 +32,11 @@ place, so an interrupted run never leaves a partial entry.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
-import io
 import json
 import os
 import re
 import shutil
-import struct
 import tempfile
 import weakref
 from collections import deque
@@ -53,7 +49,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucidax._files import (
-    IMAGE_EXTENSIONS,
     UnreadableImageError,
     _none_left,
     load_image,
@@ -62,22 +57,20 @@ from lucidax._files import (
 from lucidax.models.base import Model, normalize_layers, suggest
 from lucidax.models.fastgrad import apply as fast_apply
 
-from .._files import atomic_write
-
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "REDUCTIONS",
-    "Features",
-    "Skipped",
-    "extract",
-    "list_image_folder",
-    "load_image",
-]
+from ._cache import (
+    _array_key,
+    _atomic_write_text,
+    _key,
+    _NpyWriter,
+    _open_npy,
+    _params_hash,
+    _safe,
+    _valid_entry,
+)
+from ._data import _Listing, _listing, _listing_key
 
 REDUCTIONS = ("mean", "max", "center", "('position', y, x)", "('grid', g)")
 _FORMAT = 1  # bump when the on-disk layout or the reductions change
-_HEADER_BYTES = 128  # fixed-size .npy header, rewritten with the final row count
-
 
 # ----------------------------------------------------------------------------------------------
 # public records
@@ -247,77 +240,22 @@ def _resize_crop(images: jax.Array, size: int) -> jax.Array:
     return out[:, top : top + size, left : left + size, :]
 
 
-_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _forward(model: Model, layers: tuple[str, ...], reduce, size: int | None, dtype: str):
-    """One jitted program per (model, layers, reduce, size, dtype), reused across calls."""
-    per_model = _FORWARDS.setdefault(model, {})
-    key = (layers, reduce, size, dtype)
-    if key not in per_model:
-        out_dtype = jnp.dtype(dtype)
-        model_ref = weakref.ref(model)  # a strong reference would keep the cache key alive
+    """The jitted forward of (layers, reduce, size, dtype): one program per architecture
+    (:meth:`lucidax.models.Model.program`), shared by every ``with_params`` copy."""
+    out_dtype = jnp.dtype(dtype)
 
+    def build(shell: Model):
         def fwd(params, images):
             if size is not None:
                 images = _resize_crop(images, size)
-            acts = fast_apply(model_ref(), params, images, layers)
+            acts = fast_apply(shell, params, images, layers)
             return {name: _reduce_one(acts[name], reduce, name).astype(out_dtype)
                     for name in layers}
 
-        per_model[key] = jax.jit(fwd)
-    return per_model[key]
+        return fwd
 
-
-# ----------------------------------------------------------------------------------------------
-# streamed .npy writing
-# ----------------------------------------------------------------------------------------------
-def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    d = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-         "shape": tuple(int(s) for s in shape)}
-    body = repr(d).encode("latin1")
-    room = _HEADER_BYTES - 10
-    if len(body) + 1 > room:  # pragma: no cover - shapes are [N, D]
-        raise ValueError(f"shape {shape} too large for the fixed .npy header")
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", room) + body + b" " * (room - len(body) - 1) \
-        + b"\n"
-
-
-class _NpyWriter:
-    """Appends rows to a ``.npy`` file; the header gets the final row count on close."""
-
-    def __init__(self, path: str, dtype: np.dtype, ncols: int):
-        self.path, self.dtype, self.ncols, self.rows = path, np.dtype(dtype), ncols, 0
-        self._f = open(path, "wb")  # noqa: SIM115 - closed in finish()/abort()
-        self._f.write(_npy_header(self.dtype, (0, ncols)))
-
-    def append(self, block: np.ndarray) -> None:
-        block = np.ascontiguousarray(block, dtype=self.dtype)
-        if block.ndim != 2 or block.shape[1] != self.ncols:
-            raise ValueError(f"expected rows of {self.ncols} values; got {block.shape}")
-        self._f.write(block.tobytes())
-        self.rows += block.shape[0]
-
-    def finish(self) -> None:
-        self._f.seek(0)
-        self._f.write(_npy_header(self.dtype, (self.rows, self.ncols)))
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-
-    def abort(self) -> None:
-        self._f.close()
-        if os.path.exists(self.path):
-            os.remove(self.path)
-
-
-def _open_npy(path: str) -> np.ndarray:
-    arr = np.load(path, mmap_mode="r")
-    return arr if arr.shape[0] else np.load(path)  # numpy can't memory-map 0 rows
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    atomic_write(path, text.encode("utf-8"))
+    return model.program(("probes.extract", layers, reduce, size, dtype), build)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,141 +279,9 @@ def _load_or_reason(path: str, size: int, channels: int) -> tuple[np.ndarray | N
     except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"
         return None, _short_reason(e)
 
-
-# ----------------------------------------------------------------------------------------------
-# folder listing + labels
-# ----------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class _Listing:
-    root: str
-    paths: tuple[str, ...]
-    labels: dict[str, np.ndarray]
-    label_names: dict[str, tuple[str, ...]]
-    extra_key: str  # hash of the label source (CSV content)
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-
-
-def _walk_images(folder: str) -> list[str]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f))
-    return out
-
-
-def _encode_column(values: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Categorical codes (sorted names; numbers sort numerically) or floats for continuous."""
-    try:
-        nums = [float(v) for v in values]
-    except ValueError:
-        nums = None
-    if nums is not None and any(not float(v).is_integer() for v in nums):
-        return np.asarray(nums, np.float64), ()
-    if nums is not None:
-        names = sorted(set(values), key=lambda v: float(v))
-    else:
-        names = sorted(set(values))
-    lookup = {v: i for i, v in enumerate(names)}
-    return np.asarray([lookup[v] for v in values], np.int64), tuple(names)
-
-
-def _read_csv_listing(csv_path: str) -> _Listing:
-    root = os.path.dirname(os.path.abspath(csv_path))
-    with open(csv_path, "rb") as f:
-        raw = f.read()
-    rows = [r for r in csv.reader(io.StringIO(raw.decode("utf-8-sig"))) if r and any(r)]
-    if not rows:
-        raise ValueError(f"label CSV {csv_path} is empty")
-    head = [c.strip() for c in rows[0]]
-    has_header = head[0].lower() in ("filename", "file", "path", "image", "name", "fname")
-    if has_header:
-        families = [h or f"label{i}" for i, h in enumerate(head[1:], 1)]
-        rows = rows[1:]
-    else:
-        families = ["label"] + [f"label{i}" for i in range(2, len(head))]
-    paths, cols = [], [[] for _ in families]
-    for lineno, r in enumerate(rows, 2 if has_header else 1):
-        if len(r) < 1 + len(families):
-            raise ValueError(
-                f"{csv_path} line {lineno}: expected filename + {len(families)} label "
-                f"column(s) ({', '.join(families)}); got {r!r}"
-            )
-        name = r[0].strip()
-        paths.append(name if os.path.isabs(name) else os.path.join(root, name))
-        for c, v in zip(cols, r[1:], strict=False):
-            c.append(v.strip())
-    labels, names = {}, {}
-    for fam, values in zip(families, cols, strict=True):
-        labels[fam], names[fam] = _encode_column(values)
-    return _Listing(root, tuple(paths), labels, names, hashlib.sha256(raw).hexdigest())
-
-
-def list_image_folder(path: str | os.PathLike) -> tuple[tuple[str, ...], dict, dict]:
-    """Image paths and labels of a folder source: ``(paths, labels, label_names)``.
-
-    ``path`` is a folder with one sub-folder per class (family ``"label"``), a folder with
-    ``labels.csv`` at its top, a CSV file (``filename,label[,...]``, file names relative to
-    the CSV), or a flat folder of images (no labels).
-    """
-    lst = _listing(os.fspath(path))
-    return lst.paths, lst.labels, lst.label_names
-
-
-def _listing(path: str) -> _Listing:
-    if os.path.isfile(path):
-        if path.lower().endswith(".csv"):
-            return _read_csv_listing(path)
-        raise ValueError(f"{path} is a file; data must be a folder of images or a .csv listing")
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"data folder not found: {path}")
-    csv_path = os.path.join(path, "labels.csv")
-    if os.path.isfile(csv_path):
-        return _read_csv_listing(csv_path)
-    subdirs = sorted(
-        d for d in os.listdir(path)
-        if not d.startswith(".") and os.path.isdir(os.path.join(path, d))
-    )
-    per_class = [(d, _walk_images(os.path.join(path, d))) for d in subdirs]
-    per_class = [(d, files) for d, files in per_class if files]
-    if per_class:
-        paths = [f for _, files in per_class for f in files]
-        codes = [i for i, (_, files) in enumerate(per_class) for _ in files]
-        names = tuple(d for d, _ in per_class)
-        return _Listing(path, tuple(paths), {"label": np.asarray(codes, np.int64)},
-                        {"label": names}, "subfolders")
-    paths = [os.path.join(path, f) for f in sorted(os.listdir(path)) if _is_image(f)
-             and os.path.isfile(os.path.join(path, f))]
-    if not paths:
-        raise ValueError(
-            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {path} or its sub-folders"
-        )
-    return _Listing(path, tuple(paths), {}, {}, "flat")
-
-
-def _listing_key(lst: _Listing) -> str:
-    h = hashlib.sha256(lst.extra_key.encode())
-    for p in lst.paths:
-        try:
-            st = os.stat(p)
-            h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{os.path.abspath(p)}\0missing\n".encode())
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------------------------
 # sources: each yields (images float32 [b, H, W, C], index [b], labels {fam: [b]} | None)
 # ----------------------------------------------------------------------------------------------
-def _array_key(arr: np.ndarray) -> str:
-    h = hashlib.sha256(f"{arr.shape}{arr.dtype.str}".encode())
-    step = max(1, (64 << 20) // max(1, arr[:1].nbytes))
-    for i in range(0, len(arr), step):
-        h.update(memoryview(np.ascontiguousarray(arr[i : i + step])).cast("B"))
-    return h.hexdigest()
-
 
 def _as_batch_images(x: Any, channels: int, what: str) -> np.ndarray:
     arr = np.asarray(x)
@@ -613,28 +419,6 @@ def _rebatch(stream, batch_size: int):
             consumed = 0
     if have:
         yield (*emit(have), consumed)
-
-
-# ----------------------------------------------------------------------------------------------
-# params hashing + cache keys
-# ----------------------------------------------------------------------------------------------
-def _params_hash(params: Any) -> str:
-    h = hashlib.sha256()
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    for path, leaf in leaves:
-        a = np.asarray(leaf)
-        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}\n".encode())
-        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
-    return h.hexdigest()
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80]
-
-
-def _key(obj: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
 
 # ----------------------------------------------------------------------------------------------
 # extract
@@ -845,17 +629,6 @@ def _check_memory(model: Model, names: tuple[str, ...], red, batch_size: int,
                  f"layer{'s' * (len(names) != 1)}",
                  hint="lower --batch-size or use fewer images or layers")
 
-
-def _valid_entry(npy: str, meta: str, rows: int) -> bool:
-    if not (os.path.isfile(npy) and os.path.isfile(meta)):
-        return False
-    try:
-        shape = np.load(npy, mmap_mode="r").shape if rows else np.load(npy).shape
-    except (OSError, ValueError):
-        return False
-    return len(shape) == 2 and shape[0] == rows
-
-
 def _run(model, params, layers, red, dtype, batch_size, feed_size, listing, data, n_total,
          channels, out_paths, progress, workers, *, img_size):
     """Stream the source through the jitted forward, appending rows to per-layer files."""
@@ -945,4 +718,3 @@ def _run(model, params, layers, red, dtype, batch_size, feed_size, listing, data
         root = listing.root if listing is not None else "the data"
         warn_skipped([(s.path, s.reason) for s in skipped], f"data folder {root!r}")
     return index, skipped, stream_labels
-
