@@ -17,7 +17,7 @@ data matrix, so each objective evaluation is a single matrix product ``X @ [W_1 
 and its transpose instead of ``F`` thin ones (the group objective is
 ``vmap(value_and_grad(_objective))`` written out by hand, checked against autodiff in the
 tests). On CPUs with AMX bfloat16 units the forward product is "bf16x3" (three bfloat16
-products, float32 accumulation; see :func:`_rows_times`). Folds are 0/1 sample weights over
+products, float32 accumulation; see ``_solver._rows_times``). Folds are 0/1 sample weights over
 the training split, and each fold's own standardization is folded into the weights
 (``(x - mu_f) / sd_f @ W == x @ (W / sd_f) - (mu_f / sd_f) @ W``), so nothing is copied per
 fold. A problem stops when its gradient infinity-norm is below ``tol`` (scikit-learn's
@@ -321,7 +321,7 @@ _LAST_STATS: dict[str, int] = {}  # diagnostics of the last solve (for benchmark
 
 def _device_rows(x: np.ndarray, codes: np.ndarray, k: int):
     """Training rows for the solver: ``x`` padded to a multiple of 128 rows (zero weight) and
-    :func:`_bucket` columns, so that similar sizes share one compiled program, and
+    ``_solver._bucket`` columns, so that similar sizes share one compiled program, and
     standardized on the device. Returns (x standardized [n_pad, d_pad] on the device,
     mean [d] and std [d] (float64), one-hot y [n_pad, K], codes [n_pad])."""
     n, d = x.shape
