@@ -25,18 +25,17 @@ from lucidax.gallery import (
     parse_layer_units,
     parse_units,
     plan_batches,
-    safe_name,
-    safe_path,
-)
-from lucidax.gallery.build import _build
-from lucidax.gallery.config import IMAGENET_SHOWCASE
-from lucidax.gallery.examples import (
-    example_tile,
     receptive_field,
     receptive_fields,
+    safe_name,
+    safe_path,
     top_k_examples,
+    unit_activation,
 )
-from lucidax.gallery.files import atomic_write_bytes, clean_stale_tmp
+from lucidax.gallery._build import _build
+from lucidax.gallery._config import IMAGENET_SHOWCASE
+from lucidax.gallery._examples import example_tile
+from lucidax.gallery._io import atomic_write_bytes, clean_stale_tmp
 
 # ------------------------------------------------------------------------------------------
 # pure parts
@@ -190,7 +189,6 @@ def test_examples_and_unit_activation_do_not_recompile():
     for a second call and for a ``with_params`` copy with other weights."""
     from test_gallery_support import _apply
 
-    from lucidax.gallery.examples import unit_activation
     from lucidax.models import wrap
 
     traces = []
@@ -429,7 +427,7 @@ def test_silent_units_are_rescued(tmp_path):
 def test_analysis_with_its_own_page_is_linked(tmp_path):
     """`lucidax attribute --out <gallery>/attribution` writes attribution/index.html: the gallery
     lists the analysis and its page links there; a link pointing outside is ignored."""
-    from lucidax.gallery import site
+    from lucidax.gallery import _site as site
 
     (tmp_path / "attribution").mkdir()
     (tmp_path / "attribution" / "index.html").write_text("<html></html>")
@@ -448,7 +446,7 @@ def test_analysis_page_lists_results_not_caches(tmp_path):
     with the figure, then the table, then the results: never a cache file; an SVG twin is a
     link next to its PNG."""
     from lucidax._files import save_png
-    from lucidax.gallery import site
+    from lucidax.gallery import _site as site
 
     tcav = tmp_path / "tcav"
     (tcav / "cache").mkdir(parents=True)

@@ -12,7 +12,7 @@ import pytest
 from test_gallery_support import XSS, fake_channel, fake_render, tiny_dataset, tiny_model
 
 from lucidax.gallery import GalleryConfig
-from lucidax.gallery.build import _build
+from lucidax.gallery._build import _build
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

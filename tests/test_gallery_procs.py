@@ -19,7 +19,7 @@ import pytest
 from test_gallery_support import RUNNER, render_fns, tiny_dataset, tiny_model
 
 from lucidax.gallery import GalleryConfig
-from lucidax.gallery.build import _build
+from lucidax.gallery._build import _build
 
 TESTS = str(Path(__file__).resolve().parent)
 SETTINGS = {"steps": 12, "size": 32, "variants": 2, "top_k": 4, "transforms": "none"}

@@ -107,7 +107,7 @@ import json, os, sys
 sys.path.insert(0, {tests!r})
 import jax
 from lucidax.gallery import GalleryConfig, init_distributed
-from lucidax.gallery.build import _build
+from lucidax.gallery._build import _build
 from test_gallery_support import render_fns, tiny_dataset, tiny_model
 
 cfg = GalleryConfig(**json.loads(sys.argv[1]))

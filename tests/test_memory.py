@@ -176,7 +176,7 @@ def test_memory_check_stays_out_of_the_gallery_fingerprint(tmp_path):
     from test_gallery_support import fake_channel, fake_render, tiny_dataset, tiny_model
 
     from lucidax.gallery import GalleryConfig
-    from lucidax.gallery.build import _build
+    from lucidax.gallery._build import _build
 
     def run(check):
         cfg = GalleryConfig(out=str(tmp_path), steps=2, size=16, variants=1, batch_size=2,

@@ -251,7 +251,8 @@ def test_gallery_dataset_photos_and_auto(starter, tmp_path):
     from test_gallery_support import fake_channel, fake_render, tiny_model
 
     from lucidax.gallery import GalleryConfig, GalleryConfigError
-    from lucidax.gallery.build import _build, _load_examples
+    from lucidax.gallery._build import _build
+    from lucidax.gallery._dataset import _load_examples
 
     tiny = tiny_model()  # 32 px RGB, no dataset of its own
     cfg = GalleryConfig(out=str(tmp_path / "x"), dataset="auto", dataset_size=12, top_k=2)

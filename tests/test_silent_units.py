@@ -13,7 +13,7 @@ from test_gallery_support import fake_channel, fake_render, tiny_dataset, tiny_m
 
 from lucidax.cli import main
 from lucidax.gallery import GalleryConfig, GalleryReport
-from lucidax.gallery.build import _build
+from lucidax.gallery._build import _build
 from lucidax.visualize.silence import describe, silent_on_data, stuck_renders
 
 # ------------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def test_silent_on_data_definition():
 
 def test_starter_conv2_unit_1_is_dead_on_its_data():
     import lucidax.models as lm
-    from lucidax.gallery.examples import top_k_examples
+    from lucidax.gallery import top_k_examples
     from lucidax.models import starter
 
     model = lm.load("starter")

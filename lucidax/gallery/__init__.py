@@ -19,8 +19,8 @@ Re-running the same call resumes; ``distributed=True`` splits the units over
 ``jax.distributed`` processes.
 """
 
-from .build import GalleryReport, build_gallery, init_distributed, plan_batches
-from .config import (
+from ._build import GalleryReport, build_gallery
+from ._config import (
     PRESETS,
     GalleryConfig,
     GalleryConfigError,
@@ -28,8 +28,17 @@ from .config import (
     parse_layer_units,
     parse_units,
 )
-from .files import UnsafePathError, safe_name, safe_path
-from .plan import GalleryPlan, plan_gallery
+from ._distributed import init_distributed
+from ._examples import (
+    ReceptiveField,
+    TopK,
+    receptive_field,
+    receptive_fields,
+    top_k_examples,
+    unit_activation,
+)
+from ._io import UnsafePathError, safe_name, safe_path
+from ._plan import GalleryPlan, plan_batches, plan_gallery
 
 __all__ = [
     "GalleryConfig",
@@ -38,13 +47,19 @@ __all__ = [
     "GalleryReport",
     "ManifestMismatchError",
     "PRESETS",
+    "ReceptiveField",
+    "TopK",
     "UnsafePathError",
     "build_gallery",
     "init_distributed",
     "parse_layer_units",
     "parse_units",
-    "plan_gallery",
     "plan_batches",
+    "plan_gallery",
+    "receptive_field",
+    "receptive_fields",
     "safe_name",
     "safe_path",
+    "top_k_examples",
+    "unit_activation",
 ]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import atomic_write_json, decodable_png, read_json
+from ._io import atomic_write_json, decodable_png, read_json
 
 __all__ = [
     "FORMAT",

@@ -4,7 +4,7 @@ Pages are Jinja2 templates (``lucidax/gallery/templates``) rendered with autoesc
 user-provided string (model, layer and label names, file names, JSON and CSV contents) is
 escaped by the template engine; every link target goes through :func:`href`
 (:func:`urllib.parse.quote` per path part); every written path through
-:func:`lucidax.gallery.files.safe_path`.
+:func:`lucidax.gallery.safe_path`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import jinja2
 
 from lucidax.visualize.silence import describe as describe_silence
 
-from .files import atomic_write_text, safe_path
-from .layout import grid_layout, sheet_layout, sheet_position
+from ._io import atomic_write_text, safe_path
+from ._layout import grid_layout, sheet_layout, sheet_position
 
 __all__ = ["ANALYSES", "analysis_dirs", "write_site"]
 

@@ -1,0 +1,489 @@
+"""``build_gallery``: plan -> dataset examples -> render loop -> unit files -> HTML site."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lucidax._batching import pad_batch
+from lucidax._files import check_array_file, prepare_out_dir
+
+from ._config import GalleryConfig, ManifestMismatchError
+from ._dataset import _DATASET_EXPECT, _Examples, _load_examples
+from ._distributed import _gather_shards, _shared_run_id, init_distributed
+from ._examples import ReceptiveField, receptive_fields, top_k_examples
+from ._io import clean_stale_tmp
+from ._manifest import (
+    FORMAT,
+    MANIFEST,
+    merge_entries,
+    package_versions,
+    params_sha256,
+    read_manifest,
+    settings_fingerprint,
+    shard_name,
+    summarize,
+    unit_done,
+    write_manifest,
+)
+from ._plan import _Batch, _layer_dirs, _resolve_layers, _resolve_units, plan_batches
+from ._renderer import RESCUE_SD, _default_render, _objective_layer, _Renderer, _rescue
+from ._site import write_site
+from ._write import _write_sheets, _write_unit
+
+__all__ = ["GalleryReport", "build_gallery"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GalleryReport:
+    """What one :func:`build_gallery` call did (for this process).
+
+    Attributes:
+      out: the output folder.
+      index: path of ``index.html`` (None on processes other than 0).
+      manifest: path of the merged ``manifest.json``.
+      process_id, num_processes: this process and how many took part.
+      units_total: units requested (all processes).
+      units_rendered: units this process rendered in this call.
+      units_skipped: units of this process's share already finished (resume).
+      failed_units: ``"layer/unit"`` of this process's renders that did not stay finite.
+      elapsed_s: wall time of the call; render_s: of which rendering (batches incl. writes).
+      silent_units: ``"layer/unit"`` of this process's share (rendered now or already done)
+        that are silent: they never activate on the dataset images, or their renders never
+        left their start (see :mod:`lucidax.visualize.silence`).
+      rescue_needed: units of the share whose default-start renders stayed silent, so they
+        were re-rendered from a high-contrast start (``GalleryConfig.rescue``).
+      rescue_succeeded: those of ``rescue_needed`` that the rescue woke up (their kept
+        renders reach 2% of the dataset maximum, or > 0 without a dataset).
+    """
+
+    out: str
+    index: str | None
+    manifest: str
+    process_id: int
+    num_processes: int
+    units_total: int
+    units_rendered: int
+    units_skipped: int
+    failed_units: tuple[str, ...]
+    elapsed_s: float
+    render_s: float
+    silent_units: tuple[str, ...] = ()
+    rescue_needed: tuple[str, ...] = ()
+    rescue_succeeded: tuple[str, ...] = ()
+
+    @property
+    def units_per_s(self) -> float:
+        return self.units_rendered / self.render_s if self.render_s > 0 else 0.0
+
+
+def build_gallery(
+    config: GalleryConfig,
+    *,
+    progress: bool = True,
+    model: Any = None,
+    dataset: Any = None,
+) -> GalleryReport:
+    """Render every requested unit and write the gallery site to ``config.out``.
+
+    Args:
+      config: what to make (:class:`GalleryConfig`; every CLI flag is a field).
+      progress: show tqdm progress bars (units/s and ETA).
+      model: a :class:`lucidax.models.Model` to use instead of loading ``config.model``
+        (e.g. a wrapped user model); its name and parameter hash go into the manifest.
+      dataset: images for the top-k examples instead of ``config.dataset``: an array
+        ``[N, H, W, C]`` or an object with ``.images`` (and optionally ``.labels`` and
+        ``.label_names``, as returned by ``lucidax.models.starter.dataset``).
+
+    Re-running the same call resumes: finished units (manifest entry + decodable PNGs) are
+    skipped. Output made with other settings raises :class:`ManifestMismatchError` unless
+    ``config.force``. With ``config.distributed`` every process calls this function; each
+    renders its share, process 0 merges the manifests and writes the site.
+
+    Returns:
+      :class:`GalleryReport` for this process.
+    """
+    return _build(config, progress=progress, model=model, dataset=dataset)
+
+
+def _build(
+    config: GalleryConfig,
+    *,
+    progress: bool = True,
+    model: Any = None,
+    dataset: Any = None,
+    render_fn: Callable | None = None,
+    channel_fn: Callable | None = None,
+) -> GalleryReport:
+    """:func:`build_gallery`, with the render and objective functions replaceable (tests)."""
+    t_start = time.perf_counter()
+    run = _start(config, model, render_fn, channel_fn, dataset)
+    config, model = run.config, run.model
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()
+    clean_stale_tmp(out, tag=run.tag)
+    dirs = _layer_dirs(model.layer_names)
+    examples = _load_examples(config, model, dataset, progress)
+    top_k = min(config.top_k, len(examples.images)) if examples is not None else 0
+    settings = _settings(config, model, examples, top_k)
+    fingerprint = settings_fingerprint(settings)
+    known, old_layers = _existing(out, fingerprint, settings, force=config.force)
+
+    # ---- this process's share of the global plan, and what of it is already done
+    batches = plan_batches(run.layer_units, config.batch_size)
+    mine = [b for b in batches if b.index % run.nproc == run.pid]
+    my_units = {(b.layer, u) for b in mine for u in b.units}
+    done_mine = {
+        (layer, u) for (layer, u) in my_units
+        if not config.force and unit_done(out, known.get(layer, {}).get(str(u)))
+    }
+    todo = [b for b in mine if any((b.layer, u) not in done_mine for u in b.units)]
+    run_id = _shared_run_id(run.nproc)
+
+    rfs, layer_info = _layer_facts(config, model, tuple(run.layer_units), dirs, old_layers)
+    header = {
+        "format": FORMAT,
+        "fingerprint": fingerprint,
+        "settings": settings,
+        "config": config.to_dict(),
+        "versions": package_versions(),
+        "model": {
+            "name": model.name,
+            "weights_source": getattr(model, "weights_source", None),
+            "weights_sha256": _weights_file_sha(config, model),
+            "params_sha256": settings["params_sha256"],
+            "input_side": model.input_spec.side,
+        },
+        "dataset": settings["dataset"],
+        "layout": {"tile": config.size, "variants": config.variants, "examples": top_k},
+        "layers": layer_info,
+    }
+    shard = _Shard(out, header, run, run_id,
+                   # single process: the shard *is* manifest.json; it keeps every other entry
+                   keep_other=_without(known, my_units) if run.nproc == 1 else {})
+    for layer, u in sorted(done_mine):  # my shard starts with what is finished of my share
+        shard.entries.setdefault(layer, {})[str(u)] = known[layer][str(u)]
+    shard.write(complete=False)
+
+    # ---- dataset examples for the layers this process renders: one streaming pass
+    todo_layers = tuple(dict.fromkeys(b.layer for b in todo))
+    topk = (
+        top_k_examples(model, examples.images, todo_layers, top_k, progress=progress)
+        if examples is not None and top_k and todo_layers
+        else {}
+    )
+    t_render = time.perf_counter()
+    rendered, failed = _render_all(
+        out, run, todo, done_mine, shard, topk, rfs, examples, dirs, top_k, progress)
+    render_s = time.perf_counter() - t_render
+    shard.write(complete=True)
+
+    manifest_path = out / MANIFEST
+    index = _finish(out, run, run_id, header, known, shard) if run.pid == 0 else None
+    share = summarize(shard.entries)  # this process's share, rendered now or before
+    return GalleryReport(
+        out=str(out),
+        index=index,
+        manifest=str(manifest_path),
+        process_id=run.pid,
+        num_processes=run.nproc,
+        units_total=sum(len(v) for v in run.layer_units.values()),
+        units_rendered=rendered,
+        units_skipped=len(done_mine),
+        failed_units=tuple(failed),
+        elapsed_s=time.perf_counter() - t_start,
+        render_s=render_s,
+        silent_units=tuple(share["silent"]),
+        rescue_needed=tuple(share["rescue"]["needed"]),
+        rescue_succeeded=tuple(share["rescue"]["succeeded"]),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the steps of a build
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """A checked build: the resolved config, the model, this process and the units."""
+
+    config: GalleryConfig
+    model: Any
+    render_fn: Callable
+    channel_fn: Callable
+    pid: int
+    nproc: int
+    layer_units: dict[str, tuple[int, ...]]
+
+    @property
+    def tag(self) -> str:  # temp-file tag of this process
+        return f"p{self.pid}"
+
+
+def _start(config: GalleryConfig, model: Any, render_fn: Callable | None,
+           channel_fn: Callable | None, dataset: Any) -> _Run:
+    """Check the input (bad paths fail in one line before the model is loaded), join the
+    distributed job, load the model, resolve the config's presets, layers and units, and
+    check memory -- all before anything is written."""
+    if not isinstance(config, GalleryConfig):
+        raise TypeError(f"build_gallery takes a GalleryConfig, got {type(config).__name__}")
+    prepare_out_dir(config.out)
+    if dataset is None and config.dataset not in ("auto", "none") \
+            and not config.dataset.startswith("builtin:") and Path(config.dataset).is_file():
+        check_array_file(config.dataset, expect=_DATASET_EXPECT)
+    pid, nproc = init_distributed(config) if config.distributed else (0, 1)
+    if model is None:
+        from lucidax.models import load
+
+        model = load(config.model, config.weights)
+    if render_fn is None or channel_fn is None:
+        r, c = _default_render()
+        render_fn, channel_fn = render_fn or r, channel_fn or c
+    config = config.resolved(model.name)  # unset fields from the model's preset
+    layers = _resolve_layers(model, config.layers)
+    layer_units = _resolve_units(model, layers, config.units)
+    if config.memory_check:  # before the output folder or anything in it is made
+        _check_memory(config, model, layer_units)
+    return _Run(config, model, render_fn, channel_fn, pid, nproc, layer_units)
+
+
+def _settings(config: GalleryConfig, model, examples: _Examples | None,
+              top_k: int) -> dict[str, Any]:
+    """The settings that decide the pixels: a gallery resumes only with the same ones."""
+    settings = {
+        "format": FORMAT,
+        "model": model.name,
+        "params_sha256": params_sha256(model.params),
+        "steps": config.steps,
+        "size": config.size,
+        "variants": config.variants,
+        "lr": config.lr,
+        "transforms": config.transforms,
+        "pre_relu": config.pre_relu,
+        "init_sd": config.init_sd,
+        "rescue": RESCUE_SD if config.rescue else None,
+        "seed": config.seed,
+        "top_k": top_k,
+        "dataset": None
+        if examples is None
+        else {"source": examples.source, "n": len(examples.images), "sha256": examples.sha256},
+    }
+    if config.model_side:  # only when set: galleries made before the field still resume
+        settings["model_side"] = config.model_side
+    return settings
+
+
+def _existing(out: Path, fingerprint: str, settings: dict[str, Any], *, force: bool,
+              ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """``(unit entries, layer facts)`` of the manifest and shards already in ``out`` made
+    with the same settings; other settings raise :class:`ManifestMismatchError` unless
+    ``force``."""
+    base = read_manifest(out / MANIFEST)
+    shards = [read_manifest(p) for p in sorted(out.glob("manifest.*.json"))]
+    for m in [base, *shards]:
+        if m is not None and m.get("fingerprint") != fingerprint and not force:
+            raise ManifestMismatchError(_mismatch_message(out, m.get("settings", {}), settings))
+    valid = [m for m in [base, *shards] if m is not None and m.get("fingerprint") == fingerprint]
+    old_layers: dict[str, Any] = {}
+    for m in valid:
+        old_layers.update(m.get("layers", {}))
+    return merge_entries(*valid), old_layers
+
+
+def _layer_facts(config: GalleryConfig, model, layers: tuple[str, ...], dirs: dict[str, str],
+                 old_layers: dict[str, Any],
+                 ) -> tuple[dict[str, ReceptiveField], dict[str, Any]]:
+    """Receptive fields (cheap, deterministic: every process measures the missing ones) and
+    the manifest's per-layer facts, in the model's layer order."""
+    layer_info = dict(old_layers)
+    rfs: dict[str, ReceptiveField] = {}
+    for layer in layers:
+        cached = old_layers.get(layer, {}).get("rf")
+        if cached:
+            rfs[layer] = ReceptiveField.from_dict(cached)
+    missing_rf = [layer for layer in layers if layer not in rfs]
+    if missing_rf:
+        rfs.update(receptive_fields(model, missing_rf, seed=config.seed))
+    for layer in layers:
+        labels = None
+        if model.labels is not None and layer == model.logits_layer:
+            if len(model.labels) == model.layers[layer].channels:
+                labels = [str(s) for s in model.labels]
+        layer_info[layer] = {
+            "dir": dirs[layer],
+            "channels": model.layers[layer].channels,
+            "kind": model.layers[layer].kind,
+            "objective_layer": _objective_layer(model, layer, config),
+            "rf": rfs[layer].to_dict(),
+            "unit_labels": labels,
+        }
+    ordered = {k: layer_info[k] for k in model.layer_names if k in layer_info}
+    ordered.update({k: v for k, v in layer_info.items() if k not in ordered})
+    return rfs, ordered
+
+
+class _Shard:
+    """This process's manifest shard: its finished entries, rewritten after every batch."""
+
+    def __init__(self, out: Path, header: dict[str, Any], run: _Run, run_id: str,
+                 keep_other: dict[str, Any]):
+        self.path = out / shard_name(run.pid, run.nproc)
+        self.header, self.run, self.run_id, self.keep_other = header, run, run_id, keep_other
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def write(self, *, complete: bool) -> None:
+        write_manifest(
+            self.path,
+            self.header,
+            merge_entries({"units": self.keep_other}, {"units": self.entries}),
+            tag=self.run.tag,
+            run_id=self.run_id,
+            process=self.run.pid,
+            num_processes=self.run.nproc,
+            complete=complete,
+        )
+
+
+def _render_all(out: Path, run: _Run, todo: list[_Batch], done: set[tuple[str, int]],
+                shard: _Shard, topk: dict[str, Any], rfs: dict[str, ReceptiveField],
+                examples: _Examples | None, dirs: dict[str, str], top_k: int,
+                progress: bool) -> tuple[int, list[str]]:
+    """Render the batches ``todo`` and write their units (the shard after every batch);
+    returns ``(units rendered, "layer/unit" of those that did not stay finite)``."""
+    config = run.config
+    renderer = _Renderer(config, run.model, run.render_fn, run.channel_fn)
+    n_todo = sum(1 for b in todo for u in b.units if (b.layer, u) not in done)
+    failed: list[str] = []
+    rendered = 0
+    bar = None
+    if progress and n_todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_todo, unit="unit", position=0, dynamic_ncols=True,
+                   desc=f"gallery {run.nproc}x" if run.nproc > 1 else "gallery")
+    try:
+        for b in todo:
+            if bar is not None:
+                bar.set_postfix_str(f"{b.layer} {b.units[0]}-{b.units[-1]}", refresh=False)
+            t0 = time.perf_counter()
+            padded = pad_batch(np.asarray(b.units), b.width).tolist()  # one shape per layer
+            res = renderer(b.layer, padded)
+            rescued: set[int] = set()
+            woke: dict[int, bool] = {}
+            if config.rescue:
+                res, rescued, woke = _rescue(renderer, b, padded, res, topk.get(b.layer))
+            new = [(j, u) for j, u in enumerate(b.units) if (b.layer, u) not in done]
+            dt = (time.perf_counter() - t0) / max(len(new), 1)
+            for j, u in new:
+                entry = _write_unit(out, config, b, j, u, res, rfs.get(b.layer),
+                                    topk.get(b.layer), examples, dirs[b.layer], top_k, run.tag)
+                entry.update(
+                    start="rescue" if j in rescued else "default",
+                    rescue=None if j not in woke else "succeeded" if woke[j] else "failed",
+                    batch=b.index,
+                    process=run.pid,
+                    time_s=round(dt, 4),
+                )
+                shard.entries.setdefault(b.layer, {})[str(u)] = entry
+                if entry["status"] == "failed":
+                    failed.append(f"{b.layer}/{u}")
+            rendered += len(new)
+            shard.write(complete=False)
+            if bar is not None:
+                bar.update(len(new))
+    finally:
+        if bar is not None:
+            bar.close()
+    return rendered, failed
+
+
+def _finish(out: Path, run: _Run, run_id: str, header: dict[str, Any],
+            known: dict[str, Any], shard: _Shard) -> str:
+    """Process 0: merge every shard into ``manifest.json``, write the contact sheets and the
+    site; returns the index path."""
+    manifest_path = out / MANIFEST
+    if run.nproc > 1:
+        entries = _gather_shards(out, run.nproc, run_id, run.config.shard_timeout,
+                                 shard.entries, run.pid)
+        merged = merge_entries({"units": known}, {"units": entries})
+        write_manifest(manifest_path, header, merged, tag=run.tag, run_id=run_id, complete=True)
+    # every shard (this run's, or a killed earlier run's, already read into `known`) is now
+    # part of manifest.json
+    for p in out.glob("manifest.*.json"):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+    final = read_manifest(manifest_path)
+    if final is None:
+        raise RuntimeError(f"{manifest_path} could not be read back")
+    _write_sheets(out, final, run.tag)
+    return str(write_site(out, final, tag=run.tag))
+
+
+def _check_memory(config: GalleryConfig, model, layer_units: dict[str, Sequence[int]]) -> None:
+    """Refuse a gallery whose largest render batch cannot fit in memory (see
+    :mod:`lucidax._memory`)."""
+    from lucidax._memory import check_memory, estimate_render
+
+    worst, worst_layer = None, None
+    for layer, units in layer_units.items():
+        if not units:
+            continue
+        need = estimate_render(
+            model, _objective_layer(model, layer, config),
+            batch=min(config.batch_size, len(units)) * config.variants, size=config.size,
+            model_side=config.model_side or None, transforms=config.transforms != "none")
+        if need is not None and (worst is None or need > worst):
+            worst, worst_layer = need, layer
+    if worst_layer is None:
+        return
+    n = min(config.batch_size, len(layer_units[worst_layer])) * config.variants
+    check_memory(worst, f"rendering {worst_layer} ({n} images at once) at {config.size} px",
+                 hint="lower --size/--batch-size/--variants")
+
+
+def _without(entries: dict[str, dict[str, Any]], drop: set[tuple[str, int]]) -> dict:
+    return {
+        layer: {u: e for u, e in us.items() if (layer, int(u)) not in drop}
+        for layer, us in entries.items()
+    }
+
+
+def _weights_file_sha(config: GalleryConfig, model) -> str | None:
+    from lucidax.models import weights_sha256
+
+    path = config.weights
+    if path is None:
+        try:
+            from lucidax.models.registry import get_entry
+
+            path = get_entry(config.model).default_weights if model.name == config.model else None
+            path = path() if callable(path) else path  # weights inside another package
+        except (KeyError, ValueError, ImportError):
+            path = None
+    if path is None or not os.path.isfile(path):
+        return None
+    return weights_sha256(path)
+
+
+def _mismatch_message(out: Path, old: dict[str, Any], new: dict[str, Any]) -> str:
+    diffs = [
+        f"{k}: {old.get(k)!r} there, {new.get(k)!r} now"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
+    shown = "; ".join(d if len(d) < 200 else d[:200] + "..." for d in diffs) or "format changed"
+    return (
+        f"{out} holds a gallery made with different settings ({shown}). Re-run with the same "
+        f"settings to resume it, choose another output folder, or pass force=True (--force) to "
+        f"re-render everything there."
+    )
+

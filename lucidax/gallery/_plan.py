@@ -1,0 +1,164 @@
+"""What a gallery renders: layers and units resolved on the model, the global batch plan,
+layer folders, and ``plan_gallery`` (``--dry-run``: nothing is rendered)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._config import GalleryConfig, GalleryConfigError, parse_layer_units
+from ._io import safe_name
+from ._manifest import MANIFEST, read_manifest
+
+__all__ = ["GalleryPlan", "plan_batches", "plan_gallery"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    index: int  # position in the global plan
+    layer: str
+    units: tuple[int, ...]  # real units
+    width: int  # padded number of units (same for every batch of the layer)
+
+
+def plan_batches(layer_units: dict[str, Sequence[int]], batch_size: int) -> list[_Batch]:
+    """Global, deterministic plan: each layer's units cut into batches of
+    ``min(batch_size, n_units_of_layer)`` (the last one padded to that width)."""
+    out: list[_Batch] = []
+    for layer, units in layer_units.items():
+        units = tuple(units)
+        if not units:
+            continue
+        width = min(batch_size, len(units))
+        for s in range(0, len(units), width):
+            out.append(_Batch(len(out), layer, units[s : s + width], width))
+    return out
+
+
+def _resolve_layers(model, spec: str | tuple[str, ...]) -> tuple[str, ...]:
+    from lucidax.models.base import normalize_layers
+
+    if isinstance(spec, str) and spec.strip().lower() == "all":
+        names = tuple(n for n in model.layer_names if not model.layers[n].pre_relu)
+        return names or tuple(model.layer_names)
+    return normalize_layers(spec, model.layer_names)
+
+
+def _resolve_units(model, layers: Sequence[str], spec) -> dict[str, tuple[int, ...]]:
+    default, per_layer = parse_layer_units(spec)
+    unknown = [layer for layer in per_layer if layer not in layers]
+    if unknown:
+        raise GalleryConfigError(
+            f"units name layers that are not rendered: {', '.join(unknown)} (rendered layers: "
+            f"{', '.join(layers)})")
+    out = {}
+    for layer in layers:
+        c = model.layers[layer].channels
+        wanted = per_layer.get(layer, default)
+        if layer in per_layer and wanted is not None and any(u >= c for u in wanted):
+            bad = [u for u in wanted if u >= c]
+            raise GalleryConfigError(
+                f"units {bad[:10]} of {layer} are out of range (valid: 0-{c - 1})")
+        out[layer] = tuple(range(c)) if wanted is None else tuple(u for u in wanted if u < c)
+    if default:
+        rest = [layer for layer in layers if layer not in per_layer]
+        top = max((model.layers[layer].channels for layer in rest), default=0)
+        beyond = [u for u in default if u >= top]
+        if rest and beyond:
+            raise GalleryConfigError(
+                f"units {beyond[:10]} are out of range: the requested layers have at most {top} "
+                f"units (valid: 0-{top - 1})"
+            )
+    return {k: v for k, v in out.items() if v}
+
+
+def _layer_dirs(layers: Sequence[str]) -> dict[str, str]:
+    used: set[str] = set()
+    out = {}
+    for layer in layers:
+        base = safe_name(layer)
+        name, k = base, 2
+        while name.lower() in used or name.lower() in ("probes", "tcav", "dissect"):
+            name, k = f"{base}-{k}", k + 1
+        used.add(name.lower())
+        out[layer] = name
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class GalleryPlan:
+    """The units a :class:`GalleryConfig` resolves to on its model (nothing is rendered).
+
+    Attributes:
+      config: the config with every preset field filled in for the model.
+      model: the model's registry name.
+      layer_units: ``{layer: units}`` in rendering order.
+      done: units with an entry in an existing ``<out>/manifest.json`` (made with any
+        settings: a resumed run skips those whose settings match).
+    """
+
+    config: GalleryConfig
+    model: str
+    layer_units: dict[str, tuple[int, ...]]
+    done: int = 0
+
+    @property
+    def units(self) -> int:
+        return sum(len(u) for u in self.layer_units.values())
+
+    def summary(self) -> str:
+        """A few lines for the terminal."""
+        c = self.config
+        seen = f"seen at {c.model_side} px" if c.model_side else "seen at the model's side"
+        lines = [f"gallery plan: {self.model}, {self.units} units in {len(self.layer_units)} "
+                 f"layers -> {c.out}/"]
+        width = max((len(layer) for layer in self.layer_units), default=0)
+        for layer, units in self.layer_units.items():
+            lines.append(f"  {layer:<{width}}  {len(units):>5} units ({_ranges(units)})")
+        examples = (f"top {c.top_k} of {c.dataset_size} images of {c.dataset}"
+                    if c.top_k and c.dataset != "none" else "no dataset examples")
+        lines.append(f"  {c.steps} steps, {c.size} px ({seen}), {c.variants} variant(s) per "
+                     f"unit, {c.batch_size} units per batch; {examples}")
+        if self.done:
+            lines.append(f"  {self.done} units already in {Path(c.out) / MANIFEST}")
+        return "\n".join(lines)
+
+
+def _ranges(units: tuple[int, ...]) -> str:
+    """``(0, 1, 2, 5)`` -> ``"0-2, 5"``."""
+    parts: list[str] = []
+    start = prev = None
+    for u in sorted(units):
+        if prev is not None and u == prev + 1:
+            prev = u
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = u
+    if start is not None:
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+    return ", ".join(parts)
+
+
+def plan_gallery(config: GalleryConfig, *, model: Any = None) -> GalleryPlan:
+    """Resolve ``config`` on its model (loaded unless given) into the units it would render.
+
+    Raises the same errors as :func:`build_gallery` for unknown layers or units out of range,
+    and writes nothing.
+    """
+    if not isinstance(config, GalleryConfig):
+        raise TypeError(f"plan_gallery takes a GalleryConfig, got {type(config).__name__}")
+    if model is None:
+        from lucidax.models import load
+
+        model = load(config.model, config.weights)
+    config = config.resolved(model.name)
+    layers = _resolve_layers(model, config.layers)
+    layer_units = _resolve_units(model, layers, config.units)
+    manifest = read_manifest(Path(config.out) / MANIFEST) or {}
+    done = sum(len(units) for units in manifest.get("units", {}).values()
+               if isinstance(units, dict))
+    return GalleryPlan(config=config, model=model.name, layer_units=layer_units, done=done)
+
