@@ -129,3 +129,52 @@ def test_perturbation_inside_a_jitted_block_reaches_its_consumers():
     # h2 is computed from h inside the same jitted block, after the tap: it sees the change
     np.testing.assert_allclose(out["h2"], 2.0 * (ref + 1.0), rtol=1e-6)
     np.testing.assert_allclose(out["out"], (2.0 * (ref + 1.0)) @ params["w2"], rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the one interpreter: every call primitive
+# ---------------------------------------------------------------------------------------------
+def test_rules_reach_inside_checkpoint_and_jit():
+    """``jax.checkpoint`` (remat) and ``jit`` bodies are entered: a rule sees their ReLUs, and
+    values and gradients are those of the function."""
+    from lucidax.models.hooks import clipped_relu, interpret
+
+    seen = []
+
+    def rule(eqn, invals):
+        if (found := clipped_relu(eqn, invals)) is not None:
+            seen.append(found[1])
+            return [found[0] * 0 + 5]
+        return None
+
+    f = jax.checkpoint(lambda x: jax.nn.relu(x) * 2)
+    g = jax.jit(lambda x: f(x) + 1)
+    x = jnp.array([1.0, -1.0])
+    np.testing.assert_array_equal(interpret(g, x, rule=rule), [11.0, 11.0])
+    assert seen == [None]
+    np.testing.assert_array_equal(jax.grad(lambda v: interpret(g, v).sum())(x), [2.0, 0.0])
+
+
+def test_call_body_of_every_call_primitive():
+    """``call_body`` finds the body of plain and custom-derivative calls; ``eval_jaxpr`` binds
+    custom-derivative calls (keeping their derivative rule) unless a rule enters them."""
+    from lucidax.attribute import guided_relu
+    from lucidax.models.hooks import call_body, eval_jaxpr
+
+    fns = {"remat": jax.checkpoint(jnp.sin), "jit": jax.jit(jnp.sin),
+           "custom_jvp": jax.nn.relu, "custom_vjp": guided_relu}
+    x = jnp.array([0.5, -2.0])
+    for what, fn in fns.items():
+        closed = jax.make_jaxpr(fn)(x)
+        (eqn,) = closed.jaxpr.eqns
+        body, consts, n_skip = call_body(eqn)
+        out = eval_jaxpr(body, consts, [*eqn.invars[:n_skip], x][n_skip:])
+        np.testing.assert_allclose(out[0], fn(x), err_msg=what)
+    # not entered by eval_jaxpr: the guided ReLU keeps its backward (negative gradients cut)
+    closed = jax.make_jaxpr(guided_relu)(x)
+    x = jnp.array([0.5, 2.0])
+
+    def loss(v):
+        return -eval_jaxpr(closed.jaxpr, closed.consts, [v])[0].sum()
+
+    np.testing.assert_array_equal(jax.grad(loss)(x), [0.0, 0.0])

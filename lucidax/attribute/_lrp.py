@@ -6,7 +6,8 @@ in proportion to their contributions. As in Zennit / iNNvestigate this is a *mod
 backward pass*: the model's forward program (its jaxpr -- so zoo models, the starter and
 :func:`~lucidax.models.wrap`-ped functions all work) is re-evaluated equation by equation with
 ``jax.custom_vjp`` versions of its operations whose "gradient" maps the relevance of the
-outputs to the relevance of the inputs. Rules, by operation:
+outputs to the relevance of the inputs (rules on :func:`lucidax.models.hooks.eval_jaxpr`, the
+interpreter of the model hooks). Rules, by operation:
 
 * **linear layers** -- ``conv_general_dilated`` (also grouped / depthwise) and
   ``dot_general`` with one operand depending on the image and a constant one (the weights),
@@ -65,7 +66,13 @@ from jax.extend import core as jcore
 
 from lucidax.models import Model
 from lucidax.models.base import suggest
-from lucidax.models.hooks import bind_equation, is_relu, relu6_input, relu_input
+from lucidax.models.hooks import (
+    bind_equation,
+    call_body,
+    clipped_relu,
+    eval_jaxpr,
+    scalar_literal,
+)
 
 from ._common import (
     REDUCTIONS,
@@ -82,7 +89,6 @@ __all__ = ["LRP_RULES", "LRPUnsupportedError", "lrp", "lrp_layer_relevance"]
 
 LRP_RULES = ("epsilon", "alphabeta")
 
-_CALLS = ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint")
 _LINEAR = ("conv_general_dilated", "dot_general")
 _NORM = ("reduce_sum", "reduce_window_sum")
 # ops whose ordinary gradient routes relevance correctly (selection / rearrangement)
@@ -217,44 +223,13 @@ def _elementwise(eqn, pos: int) -> Callable:
     return fn
 
 
-def _relu6(x, cap):
-    return jnp.minimum(jnp.maximum(x, jnp.zeros((), x.dtype)), cap)
-
-
-def _positive_scalar(v) -> bool:
-    if not isinstance(v, jcore.Literal):
-        return False
-    try:
-        return bool(jnp.ndim(v.val) == 0 and v.val > 0)
-    except Exception:  # noqa: BLE001 -- exotic literal types are not caps
-        return False
-
-
-def _capped_relu(eqn, invals: list, tin: list[bool]) -> tuple[Any, float] | None:
-    """``(x, cap)`` if ``eqn`` is a ReLU6-like ``min(relu(x), cap)`` of an image-dependent
-    ``x`` in one equation (``jax.nn.relu6``, ``jnp.clip(x, 0, cap)``...)."""
-    if eqn.primitive.name not in (*_CALLS, "custom_jvp_call"):
-        return None
-    capped = relu6_input(eqn, invals)
-    if capped is None or not any(t for v, t in zip(invals, tin, strict=True)
-                                 if v is capped[0]):
-        return None
-    return capped
+def _clip(x, cap):
+    return jnp.clip(x, jnp.zeros((), x.dtype), cap)
 
 
 # ---------------------------------------------------------------------------------------------
-# the interpreter
+# the rules, on the model-hook interpreter (lucidax.models.hooks.eval_jaxpr)
 # ---------------------------------------------------------------------------------------------
-def _inner(eqn) -> tuple[jcore.Jaxpr, list] | None:
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        inner = eqn.params.get(key)
-        if isinstance(inner, jcore.ClosedJaxpr):
-            return inner.jaxpr, list(inner.consts)
-        if isinstance(inner, jcore.Jaxpr):
-            return inner, []
-    return None
-
-
 class _Ctx:
     def __init__(self, rule: _Rule, probes: list | None):
         self.rule = rule
@@ -291,144 +266,133 @@ def _apply_steps(steps: tuple, u):
     return u
 
 
-def _eval(jaxpr: jcore.Jaxpr, consts: list, args: list, tainted: list[bool], ctx: _Ctx):
-    env: dict[Any, Any] = {}
-    taint: dict[Any, bool] = {}
-    uses: collections.Counter[Any] = collections.Counter()
-    for eqn in jaxpr.eqns:
-        for v in eqn.invars:
-            if not isinstance(v, jcore.Literal):
-                uses[v] += 1
-    for v in jaxpr.outvars:
-        if not isinstance(v, jcore.Literal):
-            uses[v] += 1
-    # output var of a linear layer (possibly followed by element-wise affine steps) that is
-    # consumed once -> (bind, x, w, shape of bind(x, w), affine steps so far)
-    pending: dict[Any, tuple] = {}
-    relu_outs: set[Any] = set()  # outputs of ReLUs
+def _affine_step(eqn, tin: list[bool]) -> int | None:
+    """``pos`` of ``u`` if ``eqn`` is ``u + c``, ``u - c``, ``c - u``, ``u * c``, ``c * u``,
+    ``u / c`` or ``-u`` with ``u`` image-dependent, ``c`` not, same shape out; else None."""
+    name = eqn.primitive.name
+    if name == "neg":
+        return 0
+    if name not in ("add", "sub", "mul", "div") or all(tin) or not any(tin):
+        return None
+    pos = tin.index(True)
+    if name == "div" and pos == 1:
+        return None
+    if tuple(eqn.invars[pos].aval.shape) != tuple(eqn.outvars[0].aval.shape):
+        return None
+    return pos
 
-    def read(v):
-        return v.val if isinstance(v, jcore.Literal) else env[v]
 
-    def is_t(v):
-        return (not isinstance(v, jcore.Literal)) and taint.get(v, False)
+class _Scope:
+    """The LRP rules for one jaxpr (the program, or the body of a call it enters): a rule of
+    :func:`lucidax.models.hooks.eval_jaxpr` tracking which values depend on the image."""
 
-    def affine_step(eqn, tin):
-        """``(pos, const)`` if ``eqn`` is ``u + c``, ``u - c``, ``c - u``, ``u * c``, ``c * u``,
-        ``u / c`` or ``-u`` with ``u`` image-dependent, ``c`` not, same shape out; else None."""
-        name = eqn.primitive.name
-        if name == "neg":
-            return 0, None
-        if name not in ("add", "sub", "mul", "div") or all(tin):
-            return None
-        pos = tin.index(True)
-        if name == "div" and pos == 1:
-            return None
-        if tuple(eqn.invars[pos].aval.shape) != tuple(eqn.outvars[0].aval.shape):
-            return None
-        return pos, eqn.invars[1 - pos]
+    def __init__(self, jaxpr: jcore.Jaxpr, tainted: list[bool], ctx: _Ctx):
+        self.ctx = ctx
+        self.taint: dict[Any, bool] = dict(zip(jaxpr.invars, tainted, strict=True))
+        self.uses: collections.Counter[Any] = collections.Counter(
+            v for eqn in jaxpr.eqns for v in eqn.invars if not isinstance(v, jcore.Literal))
+        self.uses.update(v for v in jaxpr.outvars if not isinstance(v, jcore.Literal))
+        # output var of a linear layer (possibly followed by element-wise affine steps) that
+        # is consumed once -> (bind, x, w, shape of bind(x, w), affine steps so far)
+        self.pending: dict[Any, tuple] = {}
+        self.relu_outs: set[Any] = set()  # outputs of ReLUs
 
-    for v, a in zip(jaxpr.constvars, consts, strict=True):
-        env[v], taint[v] = a, False
-    for v, a, t in zip(jaxpr.invars, args, tainted, strict=True):
-        env[v], taint[v] = a, t
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        tin = [is_t(v) for v in eqn.invars]
-        name = eqn.primitive.name
-        out_t = [any(tin)] * len(eqn.outvars)
-        step = affine_step(eqn, tin) if any(tin) else None
-        src = None if step is None else eqn.invars[step[0]]
-        if not any(tin):
-            outs = bind_equation(eqn, invals)
-        elif name in _LINEAR:
+    def tainted(self, v) -> bool:
+        return (not isinstance(v, jcore.Literal)) and self.taint.get(v, False)
+
+    def __call__(self, eqn, invals: list) -> list:
+        tin = [self.tainted(v) for v in eqn.invars]
+        outs, out_t = self._rule(eqn, invals, tin) if any(tin) else (
+            bind_equation(eqn, invals), [False] * len(eqn.outvars))
+        for v, t in zip(eqn.outvars, out_t, strict=True):
+            if not isinstance(v, jcore.DropVar):
+                self.taint[v] = t
+        return outs
+
+    def _rule(self, eqn, invals: list, tin: list[bool]) -> tuple[list, list[bool]]:
+        ctx, name = self.ctx, eqn.primitive.name
+        out_t = [True] * len(eqn.outvars)
+        pos = _affine_step(eqn, tin)
+        src = None if pos is None else eqn.invars[pos]
+        if name in _LINEAR:
             if all(tin):
                 ctx.unsupported[f"{name} of two image-dependent operands"] += 1
-                outs = bind_equation(eqn, invals)
-            else:
-                pos = tin.index(True)
-                bind = _linear_bind(eqn, pos)
-                x = ctx.probe(f"{name}:{len(ctx.shapes)}", invals[pos])
-                w = invals[1 - pos]
-                one = jnp.ones((), jnp.result_type(x))
-                outs = [_linear_rule(bind, ctx.rule)(x, w, one, one * 0)]
-                out = eqn.outvars[0]
-                if uses[out] == 1:
-                    pending[out] = (bind, x, w, tuple(out.aval.shape), ())
-        elif src is not None and not isinstance(src, jcore.Literal) and src in pending:
+                return bind_equation(eqn, invals), out_t
+            pos = tin.index(True)
+            bind = _linear_bind(eqn, pos)
+            x = ctx.probe(f"{name}:{len(ctx.shapes)}", invals[pos])
+            w = invals[1 - pos]
+            one = jnp.ones((), jnp.result_type(x))
+            out = eqn.outvars[0]
+            if self.uses[out] == 1:
+                self.pending[out] = (bind, x, w, tuple(out.aval.shape), ())
+            return [_linear_rule(bind, ctx.rule)(x, w, one, one * 0)], out_t
+        if src is not None and not isinstance(src, jcore.Literal) and src in self.pending:
             # the bias (or batch-norm scale/shift...) of a linear layer: one affine block
-            bind, x, w, shape, steps = pending[src]
-            steps = (*steps, (eqn, step[0], read(step[1]) if step[1] is not None else None))
+            bind, x, w, shape, steps = self.pending[src]
+            const = None if name == "neg" else invals[1 - pos]
+            steps = (*steps, (eqn, pos, const))
             dtype = jnp.result_type(x)
             zeros = _apply_steps(steps, jnp.zeros(shape, dtype))
             scale = _apply_steps(steps, jnp.ones(shape, dtype)) - zeros
-            outs = [_linear_rule(bind, ctx.rule)(x, w, scale, zeros)]
             out = eqn.outvars[0]
-            if uses[out] == 1:
-                pending[out] = (bind, x, w, shape, steps)
-        elif name in ("add", "sub", "add_any"):
+            if self.uses[out] == 1:
+                self.pending[out] = (bind, x, w, shape, steps)
+            return [_linear_rule(bind, ctx.rule)(x, w, scale, zeros)], out_t
+        if name in ("add", "sub", "add_any"):
             a, b = invals
             if all(tin):
                 if name == "sub":
                     b = _passthrough(jnp.negative, b)
-                outs = [_sum_rule(a, b, jnp.asarray(ctx.rule.epsilon, jnp.result_type(a)))]
-            else:
-                pos = tin.index(True)
-                if jnp.shape(invals[pos]) != tuple(eqn.outvars[0].aval.shape):
-                    ctx.unsupported[f"{name} broadcasting an activation"] += 1
-                    outs = bind_equation(eqn, invals)
-                else:
-                    outs = [_passthrough(_elementwise(eqn, pos), invals[pos], invals[1 - pos])]
-        elif name in ("mul", "div"):
+                eps = jnp.asarray(ctx.rule.epsilon, jnp.result_type(a))
+                return [_sum_rule(a, b, eps)], out_t
+            pos = tin.index(True)
+            if jnp.shape(invals[pos]) != tuple(eqn.outvars[0].aval.shape):
+                ctx.unsupported[f"{name} broadcasting an activation"] += 1
+                return bind_equation(eqn, invals), out_t
+            return [_passthrough(_elementwise(eqn, pos), invals[pos], invals[1 - pos])], out_t
+        if name in ("mul", "div"):
             pos = tin.index(True)
             if all(tin) or (name == "div" and pos == 1):
                 ctx.unsupported[f"{name} of image-dependent values"] += 1
-                outs = bind_equation(eqn, invals)
             elif jnp.shape(invals[pos]) != tuple(eqn.outvars[0].aval.shape):
                 ctx.unsupported[f"{name} broadcasting an activation"] += 1
-                outs = bind_equation(eqn, invals)
             else:
-                outs = [_passthrough(_elementwise(eqn, pos), invals[pos], invals[1 - pos])]
-        elif name in _NORM:
+                return [_passthrough(_elementwise(eqn, pos), invals[pos], invals[1 - pos])], out_t
+            return bind_equation(eqn, invals), out_t
+        if name in _NORM:
             x = invals[0]
             zero = jnp.zeros((), jnp.result_type(x))
             eps_rule = dataclasses.replace(ctx.rule, name="epsilon")
-            outs = [_linear_rule(_norm_bind(eqn), eps_rule)(x, zero, zero + 1, zero)]
-        elif name in _PASS:
-            outs = [_passthrough(_norm_bind(eqn), invals[0], jnp.zeros((), jnp.float32))]
-        elif (capped := _capped_relu(eqn, invals, tin)) is not None:
-            x, cap = capped
-            outs = [_passthrough(_relu6, x, jnp.asarray(cap, jnp.result_type(x)))]
-        elif name == "max" and not all(tin) and not is_relu(eqn):
-            ctx.unsupported["max with a constant other than 0 (clipping)"] += 1
-            outs = bind_equation(eqn, invals)
-        elif name == "min" and not all(tin):
+            return [_linear_rule(_norm_bind(eqn), eps_rule)(x, zero, zero + 1, zero)], out_t
+        if name in _PASS:
+            return [_passthrough(_norm_bind(eqn), invals[0], jnp.zeros((), jnp.float32))], out_t
+        if (found := clipped_relu(eqn, invals)) is not None:
+            x, cap = found  # max(x, 0), jax.nn.relu, jax.nn.relu6, jnp.clip(x, 0, cap)...
+            if cap is None:
+                self.relu_outs.add(eqn.outvars[0])  # a following min(., cap) is a ReLU6
+                return [jnp.maximum(x, jnp.zeros((), jnp.result_type(x)))], out_t
+            # ReLU6: relevance passes to the input unchanged (Zennit's Pass)
+            return [_passthrough(_clip, x, jnp.asarray(cap, jnp.result_type(x)))], out_t
+        if name == "min" and not all(tin) and eqn.invars[tin.index(True)] in self.relu_outs \
+                and (scalar_literal(eqn.invars[1 - tin.index(True)]) or 0) > 0:
+            # min(relu(x), cap) with the ReLU's output used elsewhere too: a ReLU6
             pos = tin.index(True)
-            if eqn.invars[pos] in relu_outs and _positive_scalar(eqn.invars[1 - pos]):
-                outs = [_passthrough(_elementwise(eqn, pos), invals[pos], invals[1 - pos])]
-            else:
-                ctx.unsupported["min with a constant (clipping) other than a ReLU6's cap"] += 1
-                outs = bind_equation(eqn, invals)
-        elif name == "min":  # of two image-dependent values: to the smaller, as max
-            outs = bind_equation(eqn, invals)
-        elif name in _STRUCTURAL or name in _NO_RELEVANCE:
-            outs = bind_equation(eqn, invals)
-        elif (name == "custom_jvp_call" or name in _CALLS) and is_relu(eqn):
-            x = relu_input(eqn, invals)  # jax.nn.relu, jnp.clip(x, 0), a jitted ReLU
-            outs = [jnp.maximum(x, jnp.zeros((), jnp.result_type(x)))]
-        elif (body := _inner(eqn)) is not None:
-            n_skip = len(invals) - len(body[0].invars)  # custom calls may lead with consts
-            outs, out_t = _eval(body[0], body[1], invals[n_skip:], tin[n_skip:], ctx)
-        else:
-            ctx.unsupported[name] += 1
-            outs = bind_equation(eqn, invals)
-        for v, o, t in zip(eqn.outvars, outs, out_t, strict=True):
-            if not isinstance(v, jcore.DropVar):
-                env[v], taint[v] = o, t
-        if (len(eqn.outvars) == 1 and any(tin) and name in ("max", *_CALLS, "custom_jvp_call")
-                and is_relu(eqn)):
-            relu_outs.add(eqn.outvars[0])  # a following min(., cap) makes it a ReLU6
-    return [read(v) for v in jaxpr.outvars], [is_t(v) for v in jaxpr.outvars]
+            return [_passthrough(_elementwise(eqn, pos), invals[pos], invals[1 - pos])], out_t
+        if name in ("max", "min") and not all(tin):
+            ctx.unsupported["max with a constant other than 0 (clipping)" if name == "max"
+                            else "min with a constant (clipping) other than a ReLU6's cap"] += 1
+            return bind_equation(eqn, invals), out_t
+        if name == "min" or name in _STRUCTURAL or name in _NO_RELEVANCE:
+            # min of two image-dependent values: to the smaller, as max
+            return bind_equation(eqn, invals), out_t
+        if (body := call_body(eqn)) is not None:
+            inner, consts, n_skip = body
+            scope = _Scope(inner, tin[n_skip:], ctx)
+            outs = eval_jaxpr(inner, consts, invals[n_skip:], rule=scope)
+            return outs, [scope.tainted(v) for v in inner.outvars]
+        ctx.unsupported[name] += 1
+        return bind_equation(eqn, invals), out_t
 
 
 def _interpret(fn: Callable, args: tuple, tainted_arg: int, ctx: _Ctx) -> list:
@@ -442,8 +406,8 @@ def _interpret(fn: Callable, args: tuple, tainted_arg: int, ctx: _Ctx) -> list:
         sub = jax.tree.leaves(a)
         leaves += sub
         tainted += [i == tainted_arg] * len(sub)
-    outs, _ = _eval(closed.jaxpr, list(closed.consts), leaves, tainted, ctx)
-    return outs
+    scope = _Scope(closed.jaxpr, tainted, ctx)
+    return eval_jaxpr(closed.jaxpr, list(closed.consts), leaves, rule=scope)
 
 
 def _relevance_fn(model: Model, spec, rule: _Rule, params, tdata, probes: list | None,

@@ -15,8 +15,10 @@ unchanged for the zoo, the starter model and :func:`~lucidax.models.wrap`-ped fu
 ...     return out["logits"][:, 3].sum()
 >>> d_logit_d_conv3 = jax.grad(logit)(jnp.zeros_like(acts["conv3"]))
 
-:func:`interpret` / :func:`eval_jaxpr` are the evaluator these are built on (a ``rule`` may
-replace any equation); :func:`relu_input` recognizes the ReLUs of a traced program and
+:func:`interpret` / :func:`eval_jaxpr` are the one jaxpr interpreter of lucidax -- these hooks,
+the fast gradients of :mod:`lucidax.models.fastgrad` and LRP (:func:`lucidax.attribute.lrp`,
+whose rules enter custom-derivative calls with :func:`call_body`) are rules on it (a ``rule``
+may replace any equation); :func:`relu_input` recognizes the ReLUs of a traced program and
 :func:`relu6_input` its capped ReLUs ``min(max(x, 0), cap)`` (ReLU6: ``jax.nn.relu6``,
 ``jnp.clip(x, 0, 6)``, ``jnp.minimum(jnp.maximum(x, 0), 6)``).
 """
@@ -38,20 +40,29 @@ __all__ = [
     "apply_perturbed",
     "apply_with_relu",
     "bind_equation",
+    "call_body",
+    "clipped_relu",
     "eval_jaxpr",
     "interpret",
     "is_relu",
     "is_relu6",
     "relu6_input",
     "relu_input",
+    "scalar_literal",
 ]
 
 #: ``rule(eqn, invals) -> outputs | None``: return the equation's outputs (a list) to replace
-#: it, or None to evaluate it normally. Call-like equations (``pjit``...) are entered unless
-#: the rule handles them.
+#: it, or None to evaluate it normally. Call-like equations (``pjit``, ``remat``...) are
+#: entered unless the rule handles them; custom-derivative calls (``custom_jvp_call``...) are
+#: bound as they are (entering them would drop their derivative rule) unless the rule enters
+#: them itself (:func:`call_body`, :func:`eval_jaxpr`: LRP does). A rule may be a stateful
+#: object (LRP keeps one per evaluated jaxpr).
 Rule = Callable[[Any, list], "list | None"]
 
-_CALLS = ("pjit", "jit", "closed_call", "core_call")
+#: Call-like primitives whose body evaluates to the same values and derivatives: entered.
+_CALLS = ("pjit", "jit", "closed_call", "core_call", "remat", "remat2", "checkpoint")
+#: Calls with their own derivative rule: their body gives the values, not the derivatives.
+_CUSTOM_CALLS = ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,15 +83,21 @@ def bind_equation(eqn, invals: list) -> list:
     return list(outs) if eqn.primitive.multiple_results else [outs]
 
 
-def _inner(eqn) -> tuple[jcore.Jaxpr, list] | None:
-    """The body of a call-like equation (``pjit``...), or None."""
-    if eqn.primitive.name not in _CALLS:
+def call_body(eqn) -> tuple[jcore.Jaxpr, list, int] | None:
+    """``(body, consts, n_skip)`` of a call-like equation -- ``pjit`` / ``jit``,
+    ``closed_call``, ``core_call``, ``remat`` (``jax.checkpoint``), ``custom_jvp_call``,
+    ``custom_vjp_call`` -- else None: its jaxpr, the jaxpr's constants, and how many leading
+    inputs of the equation are not inputs of the body (custom calls may lead with constants).
+    Evaluating ``body`` on ``invals[n_skip:]`` gives the equation's values."""
+    name = eqn.primitive.name
+    if name not in _CALLS and name not in _CUSTOM_CALLS:
         return None
-    inner = eqn.params.get("jaxpr")
-    if isinstance(inner, jcore.ClosedJaxpr):
-        return inner.jaxpr, list(inner.consts)
-    if isinstance(inner, jcore.Jaxpr):
-        return inner, []
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        inner = eqn.params.get(key)
+        if isinstance(inner, jcore.ClosedJaxpr):
+            return inner.jaxpr, list(inner.consts), len(eqn.invars) - len(inner.jaxpr.invars)
+        if isinstance(inner, jcore.Jaxpr):
+            return inner, [], len(eqn.invars) - len(inner.invars)
     return None
 
 
@@ -92,10 +109,13 @@ def eval_jaxpr(
     rule: Rule | None = None,
     add: Mapping[Any, Any] | None = None,
 ) -> list:
-    """Evaluate ``jaxpr`` on ``args``, entering call-like equations.
+    """Evaluate ``jaxpr`` on ``args``, entering call-like equations: the one interpreter of
+    lucidax (hooks, fast gradients, Guided Backprop, LRP).
 
-    ``rule`` may replace equations (see :data:`Rule`); ``add`` maps variables of ``jaxpr`` to
-    values added to them right where they are produced (so every consumer sees the sum).
+    ``rule`` may replace equations (see :data:`Rule`); with a rule, a capped ReLU written as
+    two equations ``min(relu(x), cap)`` is presented to it as one (see :func:`relu6_input`).
+    ``add`` maps variables of ``jaxpr`` to values added to them right where they are produced
+    (so every consumer sees the sum).
     """
     env: dict[Any, Any] = {}
     add = dict(add or {})
@@ -117,12 +137,14 @@ def eval_jaxpr(
         invals = [read(v) for v in eqn.invars]
         outs = rule(eqn, invals) if rule is not None else None
         if outs is None:
-            body = _inner(eqn)
+            body = call_body(eqn) if eqn.primitive.name in _CALLS else None
             if body is not None:
+                inner, inner_consts, n_skip = body
                 # perturbations of this call's outputs are applied inside it, where produced
-                inner_add = {body[0].outvars[i]: add.pop(v) for i, v in enumerate(eqn.outvars)
-                             if v in add and not isinstance(body[0].outvars[i], jcore.Literal)}
-                outs = eval_jaxpr(body[0], body[1], invals, rule=rule, add=inner_add)
+                inner_add = {inner.outvars[i]: add.pop(v) for i, v in enumerate(eqn.outvars)
+                             if v in add and not isinstance(inner.outvars[i], jcore.Literal)}
+                outs = eval_jaxpr(inner, inner_consts, invals[n_skip:], rule=rule,
+                                  add=inner_add)
             else:
                 outs = bind_equation(eqn, invals)
         for v, o in zip(eqn.outvars, outs, strict=True):
@@ -161,6 +183,12 @@ def _scalar(v, known: Mapping[Any, float] | None = None) -> float | None:
     return None if known is None else known.get(v)
 
 
+def scalar_literal(v) -> float | None:
+    """The value of the jaxpr atom ``v`` if it is a scalar literal (e.g. a ``min``'s cap),
+    else None."""
+    return _scalar(v)
+
+
 def _is_zero_literal(v) -> bool:
     return _scalar(v) == 0
 
@@ -178,16 +206,9 @@ def _relu_operand(eqn) -> int | None:
 
 
 def _body(eqn) -> tuple[jcore.Jaxpr, int] | None:
-    """``(body, n_skip)`` of a call-like equation (``jit``, ``custom_jvp_call``...): its
-    jaxpr, and how many leading inputs of the equation are not inputs of the body."""
-    for key in ("jaxpr", "call_jaxpr"):
-        inner = eqn.params.get(key)
-        if isinstance(inner, jcore.ClosedJaxpr) and not inner.consts:
-            inner = inner.jaxpr
-        if isinstance(inner, jcore.Jaxpr):
-            if eqn.primitive.name in _CALLS or eqn.primitive.name == "custom_jvp_call":
-                return inner, len(eqn.invars) - len(inner.invars)
-    return None
+    """``(body, n_skip)`` of a call-like equation without constants (see :func:`call_body`)."""
+    found = call_body(eqn)
+    return None if found is None or found[1] else (found[0], found[2])
 
 
 def _clipped_body(jaxpr: jcore.Jaxpr, known: dict) -> tuple[int, float | None] | None:
@@ -242,6 +263,14 @@ def _clipped_index(eqn) -> tuple[int, float | None] | None:
     return None if found is None else (n_skip + found[0], found[1])
 
 
+def clipped_relu(eqn, invals: list) -> tuple[Any, float | None] | None:
+    """``(x, None)`` if ``eqn`` computes ``relu(x)``, ``(x, cap)`` if it computes the capped
+    ReLU ``min(max(x, 0), cap)`` (see :func:`relu6_input`), else None: both recognitions in
+    one walk of the equation. For use in a :data:`Rule`."""
+    found = _clipped_index(eqn)
+    return None if found is None else (invals[found[0]], found[1])
+
+
 def is_relu(eqn) -> bool:
     """Whether ``eqn`` computes ``relu(x)`` (``max(x, 0)``, ``jax.nn.relu``)."""
     found = _clipped_index(eqn)
@@ -268,7 +297,8 @@ def relu6_input(eqn, invals: list) -> tuple[Any, float] | None:
 
     The two-equation form ``jnp.minimum(jnp.maximum(x, 0), cap)`` (or ``jax.nn.relu`` then
     ``min``) is presented to rules as one such equation by :func:`eval_jaxpr` (when the ReLU's
-    output feeds only the ``min``)."""
+    output feeds only the ``min``; else a rule sees the ReLU, then a ``min`` with a literal
+    cap: :func:`scalar_literal`)."""
     found = _clipped_index(eqn)
     return (invals[found[0]], found[1]) if found is not None and found[1] is not None else None
 
@@ -408,11 +438,12 @@ def apply_with_relu(
     wanted = normalize_layers(layers, model.layer_names)
 
     def rule(eqn, invals):
-        capped = relu6_input(eqn, invals)
-        if capped is not None:
-            x, cap = capped
-            return [jnp.minimum(relu(x), jnp.asarray(cap, jnp.result_type(x)))]
-        x = relu_input(eqn, invals)
-        return None if x is None else [relu(x)]
+        found = clipped_relu(eqn, invals)
+        if found is None:
+            return None
+        x, cap = found
+        if cap is None:
+            return [relu(x)]
+        return [jnp.minimum(relu(x), jnp.asarray(cap, jnp.result_type(x)))]
 
     return interpret(lambda p, x: model.apply(p, x, wanted), params, images, rule=rule)
