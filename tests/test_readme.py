@@ -1,7 +1,7 @@
 """The README runs as written.
 
-Every fenced ``python`` block runs in a fresh interpreter, and every command of every fenced
-``bash`` block runs in a shell-free subprocess, each in its own empty folder, with
+Every fenced ``python`` block runs in a fresh namespace, and every command of every fenced
+``bash`` block runs through ``lucidax.cli.main``, each in its own empty folder, with
 ``LUCIDAX_MAX_STEPS=2`` (every render, inversion and gallery stops after 2 optimization
 steps: the commands and code are the README's, only shorter). Setup lines (venv, pip) and the
 test command itself are not run; commands too long for the suite even at 2 steps are listed in
@@ -11,11 +11,8 @@ and unit). Commands quoted inline (`` `lucidax ...` ``) are parsed by the real a
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -83,21 +80,14 @@ RUN = list({" ".join(c): (c, h) for c, h in COMMANDS  # each distinct command on
              if not " ".join(c).startswith(SETUP)}.values())
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(LUCIDAX_MAX_STEPS="2", MPLBACKEND="Agg", PYTHONWARNINGS="ignore")
-    return env
-
-
-def _run(argv: list[str], cwd: Path, timeout: float = 420) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def _check(proc: subprocess.CompletedProcess, what: str) -> None:
-    if proc.returncode != 0:
-        pytest.fail(f"README {what} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                    f"{proc.stderr[-3000:]}")
+@pytest.fixture
+def readme_env(tmp_path, monkeypatch):
+    """An empty working folder and the 2-step cap, in this process: the examples share the
+    worker's imports and compiled programs (a fresh interpreter per example costs ~2x)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LUCIDAX_MAX_STEPS", "2")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    return tmp_path
 
 
 def test_readme_has_runnable_blocks():
@@ -112,21 +102,29 @@ def test_readme_has_runnable_blocks():
 
 @pytest.mark.parametrize(
     "code", [c for c, _ in PYTHON], ids=[f"{i}-{_slug(h)}" for i, (_, h) in enumerate(PYTHON)])
-def test_python_block_runs(code, tmp_path):
-    _check(_run([sys.executable, "-c", code], tmp_path), f"python block:\n{code}")
+def test_python_block_runs(code, readme_env):
+    import matplotlib.pyplot as plt
+
+    try:
+        exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
+    finally:
+        plt.close("all")
 
 
 @pytest.mark.parametrize(
     "cmd", [c for c, _ in RUN], ids=[f"{i}-{_slug(' '.join(c[1:3]))}" for i, (c, _) in
                                      enumerate(RUN)])
-def test_shell_command_runs(cmd, tmp_path):
+def test_shell_command_runs(cmd, readme_env, capsys):
+    from lucidax.cli import main
+
     joined = " ".join(cmd)
-    argv = [sys.executable, "-m", "lucidax.cli", *cmd[1:]]
+    argv = list(cmd[1:])
     if joined in DRY_RUN and "--dry-run" not in cmd:
         argv.append("--dry-run")
-    proc = _run(argv, tmp_path)
-    _check(proc, f"command: {joined}")
-    assert "Traceback" not in proc.stderr
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 0, f"README command failed (exit {rc}): {joined}\n{out[-3000:]}\n{err[-3000:]}"
+    assert "Traceback" not in err
 
 
 def test_inline_commands_parse():
