@@ -141,8 +141,8 @@ def test_randomization_check_separates_model_dependent_maps(starter):
     assert set(table) == {"occ", "edges"} and len(table["occ"]["spearman_abs"]) == 2
 
 
-def test_run_attribute_cli_writes_page_and_grids(tmp_path, starter):
-    from lucidax.attribute import run_attribute_cli
+def test_run_attribute_writes_page_and_grids(tmp_path, starter):
+    from lucidax.attribute import AttributeJob, run_attribute
 
     model, data = starter
     folder = tmp_path / "imgs"
@@ -153,9 +153,9 @@ def test_run_attribute_cli_writes_page_and_grids(tmp_path, starter):
     save_png(folder / "two.png", data.images[1])
     save_png(folder / "three.png", data.images[2])
     out = tmp_path / "out"
-    run = run_attribute_cli(model, images=str(folder), methods="occlusion,random", out=out,
-                            n=3, steps=8, options={"occlusion": {"patch": 16, "stride": 16}},
-                            progress=False)
+    job = AttributeJob(model, images=str(folder), methods="occlusion,random", out=out, n=3,
+                       steps=8, options={"occlusion": {"patch": 16, "stride": 16}})
+    run = run_attribute(job, progress=False)
     assert set(run.maps) == {"occlusion", "random"} and run.maps["occlusion"].shape == (3, 64, 64)
     assert set(run.metrics) == {"occlusion", "random"}
     for key in ("html", "figure", "json", "maps", "grid:occlusion", "grid:random"):
@@ -172,9 +172,21 @@ def test_run_attribute_cli_writes_page_and_grids(tmp_path, starter):
     grid = iio.imread(run.files["grid:occlusion"])
     assert grid.shape[0] > 3 * 64 and grid.shape[1] > 2 * 64  # 3 rows x (image, map)
     with pytest.raises(ValueError, match="occlusion"):
-        run_attribute_cli(model, images=str(folder), methods="oclusion", out=out)
+        AttributeJob(model, images=str(folder), methods="oclusion", out=out)
     with pytest.raises(FileNotFoundError):
-        run_attribute_cli(model, images=str(tmp_path / "nope"), methods="random", out=out)
+        run_attribute(AttributeJob(model, images=str(tmp_path / "nope"), methods="random",
+                                   out=out))
+    with pytest.raises(ValueError, match="--n"):  # checked when the job is made
+        AttributeJob(model, n=0)
+
+
+def test_deprecated_run_attribute_cli_is_the_job(tmp_path, starter):
+    from lucidax.attribute import run_attribute_cli
+
+    model, data = starter
+    run = run_attribute_cli(model, images="builtin:starter:test", methods="random", n=2,
+                            evaluate=False, out=tmp_path / "o", progress=False)
+    assert set(run.maps) == {"random"} and os.path.exists(run.files["html"])
 
 
 def test_colour_legend_matches_the_overlay(tmp_path):

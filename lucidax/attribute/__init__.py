@@ -11,7 +11,8 @@ jitted, batched program per (model, method, static options):
 * adversarial probes: :func:`fgsm`, :func:`pgd` (L-inf / L2), :func:`eps_needed`.
 * evaluation: :func:`deletion_curve` / :func:`insertion_curve` (AUC) and the
   model-parameter :func:`randomization_check` (Adebayo et al. 2018).
-* :func:`run_attribute_cli` is ``lucidax attribute``: overlay grids, AUC table, an HTML page.
+* :func:`run_attribute` of an :class:`AttributeJob` is ``lucidax attribute``: overlay grids,
+  AUC table, an HTML page (``run_attribute_cli``: its deprecated keyword form).
 
 ``target``: a class (index or label), one class per image, ``"predicted"``, or an Objective
 of :mod:`lucidax.visualize` (a unit, a channel); see :func:`resolve_target`.
@@ -33,7 +34,14 @@ from ._gradcam import gradcam
 from ._gradient import gradient_x_input, vanilla_gradient
 from ._guided_backprop import guided_backprop, guided_relu
 from ._integrated_gradients import IG_RULES, integrated_gradients
-from ._job import AttributeRun, load_images, parse_options, run_attribute_cli
+from ._job import (
+    AttributeJob,
+    AttributeRun,
+    load_images,
+    parse_options,
+    run_attribute,
+    run_attribute_cli,
+)
 from ._lrp import LRP_RULES, LRPUnsupportedError, lrp, lrp_layer_relevance
 from ._occlusion import occlusion, patch_masks
 from ._overlay import attribution_grid, colorize, normalize_maps, overlay, save_figure
@@ -59,6 +67,7 @@ __all__ = [
     "REDUCTIONS",
     "SUPERPIXEL_METHODS",
     "AttackResult",
+    "AttributeJob",
     "AttributeRun",
     "Attribution",
     "CurveResult",
@@ -95,6 +104,7 @@ __all__ = [
     "randomize_params",
     "reduce_channels",
     "resolve_target",
+    "run_attribute",
     "run_attribute_cli",
     "save_figure",
     "smoothgrad",

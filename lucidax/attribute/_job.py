@@ -2,23 +2,21 @@
 methods, score them (deletion / insertion AUC against a random map), write overlay grids and
 an ``index.html`` page.
 
->>> from lucidax.attribute import run_attribute_cli
->>> run = run_attribute_cli("starter", images="builtin:starter:test", methods="ig,gradcam",
-...                         out="runs/attribution")
->>> run = run_attribute_cli("efficientnet_lite0", methods="ig")  # images: builtin:photos
+>>> from lucidax.attribute import AttributeJob, run_attribute
+>>> run = run_attribute(AttributeJob("starter", images="builtin:starter:test",
+...                                  methods="ig,gradcam", out="runs/attribution"))
+>>> run = run_attribute(AttributeJob("efficientnet_lite0", methods="ig"))  # builtin:photos
 >>> print(run.table)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import html
 import inspect
 import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 
@@ -39,11 +37,12 @@ from lucidax._files import (
 from lucidax.models.base import Model, suggest
 
 from ._registry import as_names, get_method
+from ._report import page
 from ._targets import target_classes
 
 __all__ = [
-    "AttributeRun", "check_option", "load_images", "method_options", "parse_options",
-    "run_attribute_cli",
+    "AttributeJob", "AttributeRun", "check_option", "load_images", "method_options",
+    "parse_options", "run_attribute", "run_attribute_cli",
 ]
 
 
@@ -58,7 +57,7 @@ class _Images:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class AttributeRun:
-    """What :func:`run_attribute_cli` produced.
+    """What :func:`run_attribute` produced.
 
     Attributes:
       out: the output folder.
@@ -247,94 +246,21 @@ def _targets(model: Model, target: Any, src: _Images) -> np.ndarray:
                           images=src.images)
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
+def _flag(default: Any, text: str) -> Any:
+    """A dataclass field with its command-line help (``--flag`` vocabulary) as metadata."""
+    return dataclasses.field(default=default, metadata={"help": text})
 
 
-def _legend_html(signed: bool, methods: Sequence[str]) -> str:
-    """A colour bar of :func:`~.overlay.legend_strip` with its captions, for ``methods``."""
-    from ._overlay import legend_css, legend_labels
+@dataclasses.dataclass(frozen=True)
+class AttributeJob:
+    """What ``lucidax attribute`` does: maps of several methods for some images, scored with
+    deletion / insertion curves against a random map, written as overlay grids, ``figure.png``,
+    ``maps.npz``, ``results.json`` and ``index.html`` to ``out`` (:func:`run_attribute`).
 
-    left, mid, right = legend_labels(signed)
-    kind = ("signed: red = evidence for the target class, blue = against it" if signed
-            else "unsigned: importance, grey = none, yellow = strongest")
-    return (f'<div class="legend"><div class="bar" style="background:{legend_css(signed)}">'
-            f'</div><div class="ticks"><span>{_e(left)}</span><span>{_e(mid)}</span>'
-            f'<span>{_e(right)}</span></div><div class="muted">{_e(", ".join(methods))}: '
-            f"{_e(kind)}</div></div>")
+    Checked when made (one line naming the flag): ``n``, ``steps``, the method names and their
+    options.
 
-
-def _page(run_title: str, meta: Mapping[str, Any], methods: Sequence[str],
-          metrics: Mapping[str, Mapping[str, float]], files: Mapping[str, str],
-          rows: Sequence[tuple[str, str]], signed: Mapping[str, bool] | None = None) -> str:
-    from ._overlay import SCALING_NOTE
-
-    css = ("body{font-family:system-ui,sans-serif;margin:1.2em auto;max-width:1200px;"
-           "padding:0 1em;color:#222;background:#fafafa}table{border-collapse:collapse;"
-           "font-size:.9em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}"
-           "th{background:#f0f0f0}img{image-rendering:pixelated;max-width:100%}"
-           ".muted{color:#777}.legend{display:inline-block;margin:.3em 2em .6em 0;"
-           "font-size:.85em;vertical-align:top}.legend .bar{width:280px;height:14px;"
-           "border:1px solid #bbb}.legend .ticks{display:flex;justify-content:space-between;"
-           "width:282px}")
-    parts = [f"<h1>{_e(run_title)}</h1>", "<table>"]
-    parts += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in meta.items()]
-    parts.append("</table>")
-    if metrics:
-        parts.append("<h2>Faithfulness</h2><p class=muted>deletion AUC: lower is better; "
-                     "insertion AUC: higher is better (class probability vs share of pixels "
-                     "removed / inserted, most important first).</p><table><tr><th>method"
-                     "</th><th>deletion AUC</th><th>insertion AUC</th><th>seconds</th></tr>")
-        for m, r in metrics.items():
-            parts.append(f"<tr><td>{_e(m)}</td><td>{r['deletion_auc']:.4f}</td>"
-                         f"<td>{r['insertion_auc']:.4f}</td><td>{r['seconds']:.2f}</td></tr>")
-        parts.append("</table>")
-    signed = dict(signed or {})
-    if signed:
-        parts.append(f"<h2>Colour legend</h2><p class=muted>{_e(SCALING_NOTE)}.</p>")
-        for flag in (True, False):
-            group = [m for m in methods if signed.get(m) is flag]
-            if group:
-                parts.append(_legend_html(flag, group))
-    if "figure" in files:
-        parts.append(f'<h2>All methods</h2><img src="{quote(os.path.basename(files["figure"]))}"'
-                     ' alt="attribution grid">')
-    parts.append("<h2>Per method</h2><p class=muted>columns: image, map overlaid on the "
-                 "image; rows: images (" + ", ".join(f"{_e(a)} &rarr; {_e(b)}" for a, b in rows)
-                 + ")</p>")
-    for m in methods:
-        f = files.get(f"grid:{m}")
-        if f:
-            parts.append(f"<h3>{_e(m)}</h3><img src=\"{quote(os.path.basename(f))}\" "
-                         f"alt=\"{_e(m)}\">")
-            if m in signed:
-                parts.append("<br>" + _legend_html(signed[m], [m]))
-    links = " &middot; ".join(f'<a href="{quote(os.path.basename(p))}">{_e(os.path.basename(p))}'
-                              "</a>" for k, p in files.items() if k in ("json", "maps"))
-    parts.append(f"<p>{links}</p>")
-    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{_e(run_title)}</title><style>{css}</style></head>\n<body>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
-
-
-def run_attribute_cli(
-    model: str | Model = "starter",
-    *,
-    weights: str | os.PathLike | None = None,
-    images: str | os.PathLike = "auto",
-    methods: str | Sequence[str] = "gradient,grad_x_input,ig,gradcam,occlusion,lime",
-    target: Any = "predicted",
-    out: str | os.PathLike = "attribute-out",
-    n: int = 8,
-    seed: int = 0,
-    evaluate: bool = True,
-    steps: int = 16,
-    options: Mapping[str, Mapping[str, Any]] | None = None,
-    progress: bool = True,
-) -> AttributeRun:
-    """``lucidax attribute --model M --images I --methods ig,gradcam --out O``.
-
-    Args:
+    Attributes:
       model: registered model name or a Model.
       weights: checkpoint path (None: the model's default weights).
       images: ``"auto"`` (``builtin:starter:test`` for the starter model,
@@ -348,22 +274,63 @@ def run_attribute_cli(
       seed: seed of the builtin images.
       evaluate: also compute deletion / insertion AUC for every method and a random map.
       steps: points of the deletion / insertion curves.
-      options: ``{method: {option: value}}`` passed to the methods.
+      options: ``{method: {option: value}}`` passed to the methods (``--option
+        METHOD.KEY=VALUE``, see :func:`parse_options`).
     """
+
+    model: str | Model = _flag("starter", "registered model name")
+    weights: str | None = _flag(
+        None, "checkpoint file (.pth/.pt/.bin/.safetensors/.npz), or 'random' (default: the "
+              "model's shipped weights; a model that ships none runs with random weights and "
+              "says so)")
+    images: str = _flag(
+        "auto", "auto (builtin:starter:test for starter, builtin:photos for other RGB models), "
+                "builtin:starter[:test|:train], builtin:photos[:<source>] (real photos, whole "
+                "ones first, then crops), a folder of images, an image file or a .npy "
+                "[N,H,W,C] array in [0,1]")
+    methods: str | Sequence[str] = _flag(
+        "gradient,grad_x_input,ig,gradcam,occlusion,lime",
+        "comma-separated: gradient, grad_x_input, smoothgrad, ig, gradcam, guided_backprop, "
+        "lrp, occlusion, lime, kernelshap, random; or 'all'")
+    target: str | int = _flag(
+        "predicted", "'predicted' (each image's top class), 'label' (builtin labels), a class "
+                     "index or a class label")
+    out: str = _flag("attribute-out", "output folder")
+    n: int = _flag(8, "number of images")
+    seed: int = _flag(0, "seed of the builtin images")
+    evaluate: bool = _flag(True, "deletion/insertion AUC for every method and a random map")
+    steps: int = _flag(16, "points per deletion/insertion curve")
+    options: Mapping[str, Mapping[str, Any]] | None = _flag(
+        None, "method options, {method: {option: value}}")
+
+    def __post_init__(self):
+        # Bad input fails here, in one line, before the model is loaded.
+        check_int(self.n, "--n")
+        check_int(self.steps, "--steps")
+        as_names(self.methods)
+        for m, opts in (self.options or {}).items():
+            for k, v in opts.items():
+                check_option(m, k, v)
+
+
+def run_attribute_cli(model: str | Model = "starter", *, progress: bool = True,
+                      **fields: Any) -> AttributeRun:
+    """Deprecated: ``run_attribute(AttributeJob(model, **fields), progress=progress)``."""
+    return run_attribute(AttributeJob(model, **fields), progress=progress)
+
+
+def run_attribute(job: AttributeJob, *, progress: bool = True) -> AttributeRun:
+    """Run ``job`` (see :class:`AttributeJob`): ``lucidax attribute``."""
     import jax.numpy as jnp
 
     from ._evaluate import deletion_curve, insertion_curve
     from ._overlay import attribution_grid, normalize_maps, save_figure
 
-    # Bad input fails here, in one line, before the model is loaded.
-    check_int(n, "--n")
-    check_int(steps, "--steps")
-    names = as_names(methods)
-    options = {m: dict(o) for m, o in (options or {}).items()}
-    for m, opts in options.items():
-        for k, v in opts.items():
-            check_option(m, k, v)
-    _check_images_arg(images)
+    model, weights, images, target, out = job.model, job.weights, job.images, job.target, job.out
+    n, seed, evaluate, steps = job.n, job.seed, job.evaluate, job.steps
+    names = as_names(job.methods)
+    options = {m: dict(o) for m, o in (job.options or {}).items()}
+    _check_images_arg(images)  # an explicit file is read before the model is loaded
     prepare_out_dir(out)
     if isinstance(model, str):
         import lucidax.models as lm
@@ -419,7 +386,7 @@ def run_attribute_cli(
                               "curve_steps": steps if evaluate else None})
     files["html"] = os.path.join(out, "index.html")
     signed = {m: normalize_maps(shown[m])[1] for m in names}
-    atomic_write(files["html"], _page(f"Attribution: {model.name}", meta, names, metrics, files,
+    atomic_write(files["html"], page(f"Attribution: {model.name}", meta, names, metrics, files,
                                       rows, signed).encode())
     lines = [f"{'method':<16} {'deletion AUC':>12} {'insertion AUC':>13} {'seconds':>8}"]
     for m, r in metrics.items():
