@@ -189,6 +189,24 @@ def test_deprecated_run_attribute_cli_is_the_job(tmp_path, starter):
     assert set(run.maps) == {"random"} and os.path.exists(run.files["html"])
 
 
+def test_page_escapes_every_text_and_quotes_every_link():
+    """The page template (jinja2, autoescape): no text reaches the HTML unescaped."""
+    from lucidax.attribute._report import page
+
+    html = page("Attribution: <script>x</script>", {"images": "<b>evil&'.png"},
+                ["occ<lusion"], {"occ<lusion": {"deletion_auc": 0.12345, "insertion_auc": 0.5,
+                                                "seconds": 1.0}},
+                {"grid:occ<lusion": "/o/a b&c.png", "figure": "/o/figure.png",
+                 "json": "/o/results.json"},
+                [("<i>img</i>", "cat's")], {"occ<lusion": True})
+    assert "<script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
+    assert "<b>evil" not in html and "&lt;b&gt;evil&amp;&#39;.png" in html
+    assert "<i>img" not in html and "&lt;i&gt;img&lt;/i&gt; &rarr; cat&#39;s" in html
+    assert 'src="a%20b%26c.png"' in html and 'alt="occ&lt;lusion"' in html
+    assert "<td>0.1235</td>" in html and '<a href="results.json">results.json</a>' in html
+    assert "occ<lusion" not in html
+
+
 def test_colour_legend_matches_the_overlay(tmp_path):
     """The legend strip is the overlay of the scaled values -1..1 (0..1 unsigned) on grey: its
     ends are blue / red (signed) and its middle shows the grey; figure.png has a colour-bar
