@@ -1,10 +1,12 @@
 """lucidax.attribute: which pixels drive a class logit or a unit?
 
 Every method is ``method(model, params, images, target, **opts) -> maps [N, H, W]``, one
-jitted, batched program per (model, method, static options):
+batched program of the model (``Model.program``: shared by its ``with_params`` copies) per
+(method, static options), in its own private module (``_gradient``, ``_smoothgrad``,
+``_integrated_gradients``, ``_gradcam``, ``_guided_backprop``, ``_lrp``, ``_occlusion``,
+``_surrogate``, ``_random``; what they share is in ``_common``), listed in :data:`METHODS`:
 
-* gradients (one private module per method, shared code in ``_common``):
-  :func:`vanilla_gradient`, :func:`gradient_x_input`, :func:`smoothgrad`,
+* gradients: :func:`vanilla_gradient`, :func:`gradient_x_input`, :func:`smoothgrad`,
   :func:`integrated_gradients` (with a completeness check), :func:`gradcam`,
   :func:`guided_backprop`; :func:`lrp` (epsilon and alpha-beta rules).
 * perturbations: :func:`occlusion`, :func:`lime`, :func:`kernel_shap` over superpixels.
