@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lucidax._fields import WEIGHTS_HELP, flag
 from lucidax._files import (
     IMAGE_EXTENSIONS,
     UnreadableImageError,
@@ -246,11 +247,6 @@ def _targets(model: Model, target: Any, src: _Images) -> np.ndarray:
                           images=src.images)
 
 
-def _flag(default: Any, text: str) -> Any:
-    """A dataclass field with its command-line help (``--flag`` vocabulary) as metadata."""
-    return dataclasses.field(default=default, metadata={"help": text})
-
-
 @dataclasses.dataclass(frozen=True)
 class AttributeJob:
     """What ``lucidax attribute`` does: maps of several methods for some images, scored with
@@ -278,29 +274,26 @@ class AttributeJob:
         METHOD.KEY=VALUE``, see :func:`parse_options`).
     """
 
-    model: str | Model = _flag("starter", "registered model name")
-    weights: str | None = _flag(
-        None, "checkpoint file (.pth/.pt/.bin/.safetensors/.npz), or 'random' (default: the "
-              "model's shipped weights; a model that ships none runs with random weights and "
-              "says so)")
-    images: str = _flag(
+    model: str | Model = flag("starter", "registered model name")
+    weights: str | None = flag(None, WEIGHTS_HELP)
+    images: str = flag(
         "auto", "auto (builtin:starter:test for starter, builtin:photos for other RGB models), "
                 "builtin:starter[:test|:train], builtin:photos[:<source>] (real photos, whole "
                 "ones first, then crops), a folder of images, an image file or a .npy "
                 "[N,H,W,C] array in [0,1]")
-    methods: str | Sequence[str] = _flag(
+    methods: str | Sequence[str] = flag(
         "gradient,grad_x_input,ig,gradcam,occlusion,lime",
         "comma-separated: gradient, grad_x_input, smoothgrad, ig, gradcam, guided_backprop, "
         "lrp, occlusion, lime, kernelshap, random; or 'all'")
-    target: str | int = _flag(
+    target: str | int = flag(
         "predicted", "'predicted' (each image's top class), 'label' (builtin labels), a class "
                      "index or a class label")
-    out: str = _flag("attribute-out", "output folder")
-    n: int = _flag(8, "number of images")
-    seed: int = _flag(0, "seed of the builtin images")
-    evaluate: bool = _flag(True, "deletion/insertion AUC for every method and a random map")
-    steps: int = _flag(16, "points per deletion/insertion curve")
-    options: Mapping[str, Mapping[str, Any]] | None = _flag(
+    out: str = flag("attribute-out", "output folder")
+    n: int = flag(8, "number of images")
+    seed: int = flag(0, "seed of the builtin images")
+    evaluate: bool = flag(True, "deletion/insertion AUC for every method and a random map")
+    steps: int = flag(16, "points per deletion/insertion curve")
+    options: Mapping[str, Mapping[str, Any]] | None = flag(
         None, "method options, {method: {option: value}}")
 
     def __post_init__(self):

@@ -1,5 +1,6 @@
 """Shared pieces of the ``lucidax`` command: the command registry, flags built from a config
-dataclass (help from field metadata), the --weights help and small text helpers."""
+dataclass (help, choices, required-ness and name from field metadata) and small text
+helpers."""
 
 from __future__ import annotations
 
@@ -22,11 +23,6 @@ def command(name: str, add: Callable[[argparse._SubParsersAction], None]):
         return run
 
     return deco
-
-
-WEIGHTS_HELP = ("checkpoint file (.pth/.pt/.bin/.safetensors/.npz), or 'random' (default: the "
-                "model's shipped weights; a model that ships none runs with random weights "
-                "and says so)")
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -53,19 +49,25 @@ def add_dataclass_flags(
     presets: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """One flag per field of ``cls``; help from the field's ``metadata["help"]`` (else its
-    docstring entry). ``presets``: ``{family: {field: value}}`` for fields whose None default
-    means "from the model's preset" (their help lists the presets' values)."""
+    docstring entry); ``metadata["choices"]``, ``["required"]`` and ``["name"]`` (the flag's
+    name when it is not ``--field-name``) as :func:`lucidax._fields.flag` sets them.
+    ``presets``: ``{family: {field: value}}`` for fields whose None default means "from the
+    model's preset" (their help lists the presets' values)."""
     helps = field_help(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = "--" + f.metadata.get("name", f.name).replace("_", "-")
         text = f.metadata.get("help") or helps.get(f.name, "").replace("``", "")
         text = text.replace("%", "%%")
         default = f.default
         if isinstance(default, bool):
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                            default=default, help=f"{text} (default: {'on' if default else 'off'})")
+            continue
+        if f.metadata.get("required"):
+            p.add_argument(flag, dest=f.name, required=True, help=text,
+                           choices=f.metadata.get("choices"))
             continue
         kind = type(default) if default is not None and not isinstance(default, tuple) else str
         if default is None:  # Optional field: take the type from the annotation's first type
@@ -80,6 +82,7 @@ def add_dataclass_flags(
             shown = default
         suffix = f" (default: {shown})" if shown is not None and "(default:" not in text else ""
         p.add_argument(flag, dest=f.name, type=kind, default=default,
+                       choices=f.metadata.get("choices"),
                        help=f"{text}{suffix}".replace("%%%%", "%%"))
 
 
@@ -88,10 +91,11 @@ def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
     return cls(**{k: v for k, v in vars(args).items() if k in names})
 
 
-def add_memory_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--memory-check", action=argparse.BooleanOptionalAction, default=True,
-                   help="refuse, before anything is written, a job whose estimated memory "
-                        "need exceeds the available memory (--no-memory-check tries anyway)")
+def print_run(run: Any) -> None:
+    """A finished job's table, then one ``kind: path`` line per file it wrote."""
+    print(run.table)
+    for kind, path in run.files.items():
+        print(f"{kind}: {path}")
 
 
 def few(names: Sequence[str], n: int = 10) -> str:

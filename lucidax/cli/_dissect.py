@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from ._common import add_dataclass_flags, command, dataclass_from_args
+from ._common import add_dataclass_flags, command, dataclass_from_args, print_run
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -18,10 +17,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "dataset-level IoU with every concept mask; a unit whose best IoU reaches "
         "--iou-threshold is a detector of that concept (NetDissect, Bau et al. 2017).",
     )
-    add_dataclass_flags(p, DissectJob, skip=("quantile_passes",))
-    f = next(f for f in dataclasses.fields(DissectJob) if f.name == "quantile_passes")
-    p.add_argument("--quantile-passes", type=int, default=f.default, choices=(1, 2, 3),
-                   help=f"{f.metadata['help']} (default: {f.default})")
+    add_dataclass_flags(p, DissectJob)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -29,8 +25,5 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lucidax.probes import DissectJob, run_dissect
 
-    run = run_dissect(dataclass_from_args(DissectJob, args), progress=not args.quiet)
-    print(run.table)
-    for kind, path in run.files.items():
-        print(f"{kind}: {path}")
+    print_run(run_dissect(dataclass_from_args(DissectJob, args), progress=not args.quiet))
     return 0

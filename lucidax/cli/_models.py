@@ -8,7 +8,9 @@ import os
 import re
 from typing import Any
 
-from ._common import WEIGHTS_HELP, command
+from lucidax._fields import WEIGHTS_HELP
+
+from ._common import command
 
 
 def add(sub: argparse._SubParsersAction) -> None:

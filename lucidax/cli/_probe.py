@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_dataclass_flags, command, dataclass_from_args
+from ._common import add_dataclass_flags, command, dataclass_from_args, print_run
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +19,5 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lucidax.probes import ProbeJob, run_probe
 
-    run = run_probe(dataclass_from_args(ProbeJob, args), progress=not args.quiet)
-    print(run.table)
-    for kind, path in run.files.items():
-        print(f"{kind}: {path}")
+    print_run(run_probe(dataclass_from_args(ProbeJob, args), progress=not args.quiet))
     return 0

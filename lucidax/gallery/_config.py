@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from lucidax._fields import flag
 from lucidax.visualize.jobs import default_init_sd, unit_list
 
 __all__ = [
@@ -21,12 +22,6 @@ __all__ = [
     "parse_units",
     "preset_for",
 ]
-
-
-def _flag(default: Any, text: str) -> Any:
-    """A field with its command-line help (``--flag`` vocabulary) as metadata; the class
-    docstring documents the field for Python."""
-    return dataclasses.field(default=default, metadata={"help": text})
 
 
 class GalleryConfigError(ValueError):
@@ -109,59 +104,59 @@ class GalleryConfig:
         part of the settings a gallery resumes by.
     """
 
-    model: str = _flag("efficientnet_lite0", "registered model name (lucidax models lists "
+    model: str = flag("efficientnet_lite0", "registered model name (lucidax models lists "
                                              "them)")
-    weights: str | None = _flag(
+    weights: str | None = flag(
         None, "checkpoint file, or 'random' (default: the model's shipped weights)")
-    layers: str | tuple[str, ...] | None = _flag(
+    layers: str | tuple[str, ...] | None = flag(
         None, "'all' (every layer except the *_pre_relu twins) or comma-separated layer names")
-    units: str | tuple[int, ...] | None = _flag(
+    units: str | tuple[int, ...] | None = flag(
         None, "'all' or ranges such as 0-15,20 for every layer (units past a layer's size are "
               "left out); per-layer units after ';': '0-7;logits=1,207,285' ('logits=1,2' "
               "alone: only the named layers). With --layers and no --units: every unit")
-    out: str = _flag("gallery", "output folder (re-running the same command resumes there)")
-    steps: int | None = _flag(None, "optimization steps per render")
-    size: int | None = _flag(None, "render side in pixels (also the tiles' side)")
-    model_side: int | None = _flag(
+    out: str = flag("gallery", "output folder (re-running the same command resumes there)")
+    steps: int | None = flag(None, "optimization steps per render")
+    size: int | None = flag(None, "render side in pixels (also the tiles' side)")
+    model_side: int | None = flag(
         None, "side of the image the model sees (renders are resized up to it; 0: the "
               "model's input side, e.g. 224 for EfficientNet-Lite0)")
-    variants: int | None = _flag(None, "renders per unit, from different random starts")
-    lr: float = _flag(0.05, "Adam learning rate")
-    pre_relu: bool = _flag(
+    variants: int | None = flag(None, "renders per unit, from different random starts")
+    lr: float = flag(0.05, "Adam learning rate")
+    pre_relu: bool = flag(
         False, "optimize a unit's pre-activation (<layer>_pre_relu) where the model has one")
-    init_sd: float | None = _flag(
+    init_sd: float | None = flag(
         None, "std of the random start (0.01: Lucid's flat grey; 0.5: faint noise, which "
               "wakes layers that are silent on flat grey)")
-    rescue: bool = _flag(
+    rescue: bool = flag(
         True, "re-render from a high-contrast start the units whose renders stayed silent "
               "(below 2% of their dataset maximum) and keep the stronger result")
-    transforms: str = _flag("standard", "standard (Lucid's pad/jitter/scale/rotate) or none")
-    batch_size: int | None = _flag(None, "units per render batch (one compiled program per "
+    transforms: str = flag("standard", "standard (Lucid's pad/jitter/scale/rotate) or none")
+    batch_size: int | None = flag(None, "units per render batch (one compiled program per "
                                          "layer)")
-    top_k: int = _flag(8, "dataset examples shown per unit (0: none)")
-    dataset: str = _flag(
+    top_k: int = flag(8, "dataset examples shown per unit (0: none)")
+    dataset: str = flag(
         "auto", "images for the top examples: auto (the model's own dataset, else "
                 "builtin:photos for RGB models), none, builtin:photos[:<source>], "
                 "builtin:starter[:train|:test], or a .npz (images [N,H,W,C], optional labels, "
                 "label_names) / .npy file")
-    dataset_size: int = _flag(1000, "images taken from the dataset for the top-k search")
-    seed: int = _flag(0, "seed of every random draw (renders and dataset sampling)")
-    force: bool = _flag(
+    dataset_size: int = flag(1000, "images taken from the dataset for the top-k search")
+    seed: int = flag(0, "seed of every random draw (renders and dataset sampling)")
+    force: bool = flag(
         False, "re-render every requested unit, even finished ones or an --out folder made "
                "with other settings")
-    distributed: bool = _flag(
+    distributed: bool = flag(
         False, "one of several jax.distributed processes: each renders its share of the "
                "units, process 0 writes the site")
-    coordinator_address: str | None = _flag(
+    coordinator_address: str | None = flag(
         None, "with --distributed: host:port of process 0 (default: $LUCIDAX_COORDINATOR)")
-    num_processes: int | None = _flag(
+    num_processes: int | None = flag(
         None, "with --distributed: number of processes (default: $LUCIDAX_NUM_PROCESSES)")
-    process_id: int | None = _flag(
+    process_id: int | None = flag(
         None, "with --distributed: this process's index, 0 .. num-processes - 1 (default: "
               "$LUCIDAX_PROCESS_ID)")
-    shard_timeout: float = _flag(
+    shard_timeout: float = flag(
         3600.0, "with --distributed: seconds process 0 waits for the others' results")
-    memory_check: bool = _flag(
+    memory_check: bool = flag(
         True, "refuse, before --out is made, a gallery whose largest render batch needs more "
               "memory than is available (--no-memory-check tries anyway)")
 

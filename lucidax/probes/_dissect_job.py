@@ -12,13 +12,13 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+from lucidax._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from lucidax._files import check_int, prepare_out_dir
 from lucidax.models.base import Model
 from lucidax.models.starter import data as starter_data
 
 from ._concepts import FolderConcepts, StarterConcepts
 from ._dissect import DEFAULT_IOU_THRESHOLD, DEFAULT_QUANTILE, Dissection, dissect
-from ._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from ._report import format_dissection, write_dissection
 
 BUILTIN_DISSECT_DATA = starter_data.BUILTIN_DATA
@@ -64,7 +64,8 @@ class DissectJob:
     iou_threshold: float = flag(
         DEFAULT_IOU_THRESHOLD, "IoU a unit needs to be a detector of its best concept")
     quantile_passes: int = flag(
-        3, "data passes for the thresholds: 3 exact, 2 relative error < 2^-15, 1 < 2^-3")
+        3, "data passes for the thresholds: 3 exact, 2 relative error < 2^-15, 1 < 2^-3",
+        choices=(1, 2, 3))
     size: int | None = flag(None, "image side for folder data (default: the model's input side)")
     out: str = flag("dissect-out", "output folder")
     batch_size: int = flag(32, "images per step")

@@ -15,12 +15,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from lucidax._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from lucidax._files import check_int, prepare_out_dir
 from lucidax.models import photos as builtin_photos
 from lucidax.models.base import Model, suggest
 
 from ._data import list_image_folder, load_data
-from ._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from ._linear import DEFAULT_LAMBDAS, ProbeResult
 from ._report import format_results
 from ._sweep import probe_layers

@@ -15,11 +15,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from lucidax._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from lucidax._files import check_int, prepare_out_dir
 from lucidax.models.base import Model, normalize_layers
 
 from ._data import ImageSet
-from ._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from ._gradients import _check_model, _class_index
 from ._report import format_tcav, write_tcav
 from ._sweep import default_layers
@@ -68,8 +68,9 @@ class TCAVJob:
     concepts: str | Sequence[str] = flag(
         ("color:red",), "comma-separated: family:value (starter images with that family fixed: "
                         "color:red, background:grass, position:top-left, size:large), a folder "
-                        "of concept images, or name=folder")
-    target_class: int | str = flag(0, "class label or logit index (starter: 0..9)")
+                        "of concept images, or name=folder", required=True)
+    target_class: int | str = flag(0, "class label or logit index (starter: 0..9)",
+                                     required=True, name="class")
     random: str = flag(
         "auto", "random images: auto (builtin:starter for starter, builtin:photos for other "
                 "RGB models), builtin:starter[:train|:test], builtin:photos (crops of real "
@@ -84,12 +85,14 @@ class TCAVJob:
     n_concept: int = flag(50, "concept images per run")
     n_random: int = flag(50, "random images per run")
     n_targets: int = flag(100, "class inputs of builtin targets")
-    reduce: str = flag("mean", "CAV space: mean (channels) or flatten (H*W*C)")
-    correction: str = flag("holm", "multiple-comparison adjustment over concepts x layers")
+    reduce: str = flag("mean", "CAV space: mean (channels) or flatten (H*W*C)",
+                       choices=("mean", "flatten"))
+    correction: str = flag("holm", "multiple-comparison adjustment over concepts x layers",
+                           choices=("holm", "bh", "bonferroni", "none"))
     alpha: float = flag(0.05, "significance level")
     equal_var: bool = flag(
         False, "Student's pooled-variance t-test (the paper's) instead of Welch's")
-    split: str = flag("test", "starter split of builtin sources")
+    split: str = flag("test", "starter split of builtin sources", choices=("train", "test"))
     seed: int = flag(0, "data and run-set seed")
     out: str | None = flag("tcav-out", "output folder")
     cache_dir: str | None = flag(None, "feature/gradient cache (default: <out>/cache)")

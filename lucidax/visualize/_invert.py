@@ -50,6 +50,7 @@ import numpy as np
 
 from lucidax.models.base import Model, normalize_layers
 
+from .._fields import MEMORY_HELP, WEIGHTS_HELP, flag
 from .._files import (
     UnreadableImageError,
     _match_channels,
@@ -621,11 +622,6 @@ def _stem(path: Any, used: set[str]) -> str:
     return name
 
 
-def _field(default: Any, text: str) -> Any:
-    """A dataclass field with its command-line help (``--flag`` vocabulary) as metadata."""
-    return dataclasses.field(default=default, metadata={"help": text})
-
-
 @dataclasses.dataclass(frozen=True)
 class InvertJob:
     """What ``lucidax invert`` does: invert (or caricature) images from some layers, to PNGs.
@@ -658,33 +654,30 @@ class InvertJob:
         the available memory; False (``--no-memory-check``): try anyway.
     """
 
-    model: str | Model = _field("starter", "registered model name")
-    weights: str | None = _field(
-        None, "checkpoint file (.pth/.pt/.bin/.safetensors/.npz), or 'random' (default: the "
-              "model's shipped weights; a model that ships none runs with random weights and "
-              "says so)")
-    layers: str | Sequence[str] = _field(
-        None, "comma-separated layer names, one grid column each (e.g. conv1,conv3)")
-    images: str | os.PathLike | Sequence[str | os.PathLike] = _field(
+    model: str | Model = flag("starter", "registered model name")
+    weights: str | None = flag(None, WEIGHTS_HELP)
+    layers: str | Sequence[str] = flag(
+        None, "comma-separated layer names, one grid column each (e.g. conv1,conv3)",
+        required=True)
+    images: str | os.PathLike | Sequence[str | os.PathLike] = flag(
         "auto", "auto (the model's images: starter: 4 builtin:starter:test images; other RGB "
                 "models: the whole photos astronaut, chelsea, coffee, rocket), or image files "
                 "(centre-cropped to a square and resized to --size), builtin:photos (every "
                 "photo shipped in installed packages), builtin:photos:<source> (one, e.g. "
                 "builtin:photos:chelsea) or builtin:starter[:test|:train] (its first 4 images)")
-    out: str | os.PathLike = _field(
+    out: str | os.PathLike = flag(
         "invert-out", "output folder: grid.png, <image>/<layer>.png, metrics.json")
-    mode: str = _field("invert", "invert: match the activations; caricature: exaggerate them")
-    loss: str = _field("l2", "inversion loss")
-    steps: int = _field(256, "optimization steps")
-    size: int | None = _field(None, "image side (default: the model's input side)")
-    seed: int = _field(0, "random seed")
-    learning_rate: float = _field(0.05, "Adam")
-    tv: float = _field(_DEFAULT_TV, "total-variation prior weight per pixel value (0: off)")
-    jitter_px: int = _field(0, "random shift of up to this many px per step")
-    scale: int = _field(2, "grid PNG enlargement")
-    memory_check: bool = _field(
-        True, "refuse, before anything is written, a job whose estimated memory need exceeds "
-              "the available memory (--no-memory-check tries anyway)")
+    mode: str = flag("invert", "invert: match the activations; caricature: exaggerate them",
+                       choices=_MODES)
+    loss: str = flag("l2", "inversion loss", choices=("l2", "cosine"))
+    steps: int = flag(256, "optimization steps")
+    size: int | None = flag(None, "image side (default: the model's input side)")
+    seed: int = flag(0, "random seed")
+    learning_rate: float = flag(0.05, "Adam")
+    tv: float = flag(_DEFAULT_TV, "total-variation prior weight per pixel value (0: off)")
+    jitter_px: int = flag(0, "random shift of up to this many px per step")
+    scale: int = flag(2, "grid PNG enlargement")
+    memory_check: bool = flag(True, MEMORY_HELP)
 
     def validate(self) -> InvertJob:
         """Check the settings that need neither the model nor the images (bad input fails

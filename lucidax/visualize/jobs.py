@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._fields import MEMORY_HELP, flag
 from .._files import check_int, image_grid, prepare_out_dir, save_json, save_png
 from .._memory import check_memory, estimate_render
 from ._param import Param, cppn, fft, image, maco, pixel
@@ -122,11 +123,6 @@ def default_init_sd(model_name: str, *, rescue: bool = False) -> float:
     return 0.5 if rescue else 2.0
 
 
-def _flag(default: Any, text: str) -> Any:
-    """A dataclass field with its command-line help (``--flag`` vocabulary) as metadata."""
-    return dataclasses.field(default=default, metadata={"help": text})
-
-
 @dataclasses.dataclass(frozen=True)
 class RenderJob:
     """What ``lucidax render`` does: channel renders of some units of one layer, to PNGs.
@@ -152,30 +148,28 @@ class RenderJob:
         exceeds the available memory (``--no-memory-check`` tries anyway).
     """
 
-    model: str = _flag("starter", "registered model name (lucidax models lists them)")
-    weights: str | None = _flag(
+    model: str = flag("starter", "registered model name (lucidax models lists them)")
+    weights: str | None = flag(
         None, "checkpoint file, or 'random' (default: the model's shipped weights; "
               "models that ship none run with random weights and say so)")
-    layer: str = _flag("conv4", "layer whose channels are rendered (lucidax models NAME lists "
+    layer: str = flag("conv4", "layer whose channels are rendered (lucidax models NAME lists "
                                 "the layers)")
-    units: str = _flag("0-7", "'all' or ranges such as 0-15,20")
-    out: str = _flag("renders", "output folder: <out>/<layer>/<unit>.png (unit number, 4 "
+    units: str = flag("0-7", "'all' or ranges such as 0-15,20")
+    out: str = flag("renders", "output folder: <out>/<layer>/<unit>.png (unit number, 4 "
                                 "digits), <out>/<layer>.png (grid), <out>/<layer>/render.json")
-    steps: int = _flag(256, "optimization steps")
-    size: int | None = _flag(None, "render side in pixels (default: the model's input side, "
+    steps: int = flag(256, "optimization steps")
+    size: int | None = flag(None, "render side in pixels (default: the model's input side, "
                                    "at most 128)")
-    param: str = _flag("image", "image parameterization: image (Lucid's decorrelated FFT), fft, "
+    param: str = flag("image", "image parameterization: image (Lucid's decorrelated FFT), fft, "
                                 "pixel, maco, cppn")
-    batch_size: int = _flag(32, "units rendered at once (one batched program)")
-    seed: int = _flag(0, "random seed (a unit renders the same in any batch)")
-    learning_rate: float = _flag(0.05, "Adam learning rate")
-    init_sd: float | None = _flag(
+    batch_size: int = flag(32, "units rendered at once (one batched program)")
+    seed: int = flag(0, "random seed (a unit renders the same in any batch)")
+    learning_rate: float = flag(0.05, "Adam learning rate")
+    init_sd: float | None = flag(
         None, "std of the random start of image/fft/pixel (default: 0.01, Lucid's flat grey, "
               "for EfficientNet-Lite; 2.0, noise, for the other models, whose layers can be "
               "silent on flat grey)")
-    memory_check: bool = _flag(
-        True, "refuse, before anything is written, a job whose estimated memory need exceeds "
-              "the available memory (--no-memory-check tries anyway)")
+    memory_check: bool = flag(True, MEMORY_HELP)
 
 
 def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
