@@ -67,6 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lucidax._batching import pad_batch, valid_mask
 from lucidax.models.base import Model, normalize_layers, suggest
 from lucidax.models.fastgrad import apply as fast_apply
 
@@ -93,13 +94,6 @@ def _key_to_float(key: np.ndarray) -> np.ndarray:
     key = np.asarray(key, np.uint32)
     bits = np.where(key >> 31 == 1, key & np.uint32(0x7FFFFFFF), ~key).astype(np.uint32)
     return bits.view(np.float32)
-
-
-def _pad_batch(arr: np.ndarray, size: int) -> np.ndarray:
-    if arr.shape[0] == size:
-        return arr
-    pad = np.zeros((size - arr.shape[0], *arr.shape[1:]), arr.dtype)
-    return np.concatenate([arr, pad])
 
 
 def _hist_fn(model: Model, layers: tuple[str, ...], shift: int, bits: int):
@@ -168,12 +162,6 @@ def _iou_body(model: Model, layers: tuple[str, ...], mask_hw: tuple[int, int]):
     return fn
 
 
-def _valid_mask(n: int, size: int) -> np.ndarray:
-    v = np.zeros(size, bool)
-    v[:n] = True
-    return v
-
-
 # ----------------------------------------------------------------------------------------------
 # pass 1: thresholds; pass 2: IoU counts
 # ----------------------------------------------------------------------------------------------
@@ -216,8 +204,8 @@ def _thresholds(model, source, layers, params, quantile, passes, batch_size, pro
         bar = _bar(progress, source.n, f"thresholds {p + 1}/{passes}")
         for batch in source.batches(batch_size, masks=False):
             nb = batch.images.shape[0]
-            res = fn(params, _pad_batch(batch.images, batch_size), _valid_mask(nb, batch_size),
-                     {k: jnp.asarray(v) for k, v in prefix.items()})
+            res = fn(params, pad_batch(batch.images, batch_size, fill="zeros"),
+                     valid_mask(nb, batch_size), {k: jnp.asarray(v) for k, v in prefix.items()})
             for name in layers:
                 counts[name] += np.asarray(res[name][0], np.int64)
                 minimum[name] = np.minimum(minimum[name], np.asarray(res[name][1]))
@@ -274,8 +262,9 @@ def _count_pass(model, source, layers, thresholds, strict, params, batch_size, p
         if tuple(batch.masks.shape[1:3]) != tuple(source.mask_size):
             raise ValueError(f"mask size {batch.masks.shape[1:3]} != {source.mask_size}")
         # padded rows are unlabeled and not valid: they never count
-        res = fn(params, _pad_batch(batch.images, batch_size), _valid_mask(nb, batch_size),
-                 _pad_batch(batch.masks, batch_size), _pad_batch(batch.labeled, batch_size), th, st)
+        res = fn(params, pad_batch(batch.images, batch_size, fill="zeros"),
+                 valid_mask(nb, batch_size), pad_batch(batch.masks, batch_size, fill="zeros"),
+                 pad_batch(batch.labeled, batch_size, fill="zeros"), th, st)
         for n in layers:
             i, u, f = res[n]
             inter[n] += np.asarray(i, np.int64)

@@ -42,6 +42,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lucidax._batching import pad_batch
 from lucidax._memory import check_memory, estimate_render
 from lucidax.models import fastgrad as _fastgrad
 from lucidax.models.base import Model
@@ -529,7 +530,7 @@ def render(
     mesh, bp = _mesh_for(devices, b, objective.couples_batch)
     n_dev = 1 if mesh is None else mesh.devices.size
     obj = objective.pad_batch(bp) if (bp != b and objective.batch is not None) else objective
-    ids_p = np.concatenate([ids, np.repeat(ids[-1:], bp - b)]) if bp != b else ids
+    ids_p = pad_batch(ids, bp)
     ids_arr = jnp.asarray(ids_p, jnp.uint32)
 
     if memory_check:
@@ -560,7 +561,7 @@ def render(
             raise ValueError(f"init: every array must have leading axis {b} (the batch); got "
                              f"leading sizes {sorted(map(str, lead))}")
         if bp != b:
-            p0 = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], bp - b, 0)]), p0)
+            p0 = jax.tree.map(lambda a: jnp.asarray(pad_batch(np.asarray(a), bp)), p0)
         o0, step_keys = _opt_init(optimizer, p0, key, ids_arr)
     state = _place((p0, o0), mesh, bp)
     snaps0 = jnp.zeros((len(thr), bp, h, w, c), jnp.float32) if thr else ()

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lucidax._batching import pad_batch
 from lucidax.models.base import Model, normalize_layers, suggest
 
 __all__ = [
@@ -385,9 +386,7 @@ def _pad(obj: Objective, total: int) -> Objective:
         return obj
     data = dict(obj._data)
     for k in obj._meta.per_image:
-        a = np.asarray(data[k])
-        reps = np.repeat(a[-1:], total - a.shape[0], axis=0)
-        data[k] = np.concatenate([a, reps], axis=0)
+        data[k] = pad_batch(np.asarray(data[k]), total)
     meta = dataclasses.replace(obj._meta, batch=total)
     return Objective._node(obj._impl, data, obj._static, obj.layers, obj.name, meta)
 
