@@ -28,7 +28,7 @@ import numpy as np
 import lucidax.models as lm
 from lucidax.models import starter as starter_pkg
 from lucidax.visualize import _invert as inv  # _relative_error: the error measure of the tests
-from lucidax.visualize.jobs import save_grid
+from lucidax.visualize import save_grid
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 

@@ -55,7 +55,7 @@ import numpy as np
 import lucidax.models as lm
 from lucidax import visualize as viz
 from lucidax.models import photos
-from lucidax.visualize.jobs import save_grid
+from lucidax.visualize import save_grid
 
 #: 50 ImageNet classes (index, name), spread over the 1000: animals, objects, vehicles, food,
 #: scenes. Interleaved by kind, so that an evenly strided subset stays diverse.

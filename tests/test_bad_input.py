@@ -301,12 +301,12 @@ def test_prepare_out_dir_creates_nothing(tmp_path):
 
 
 def test_permission_error_on_a_user_path_is_one_line(capsys, tmp_path, monkeypatch):
-    import lucidax.visualize.jobs as jobs
+    import lucidax.visualize as viz
 
     def render_job(*a, **k):
         raise PermissionError(13, "Permission denied", str(tmp_path / "x.png"))
 
-    monkeypatch.setattr(jobs, "render_job", render_job)
+    monkeypatch.setattr(viz, "render_job", render_job)
     _fails(capsys, ["render", "--out", str(tmp_path / "o")], "Permission denied",
            str(tmp_path / "x.png"))
 

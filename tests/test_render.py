@@ -302,7 +302,7 @@ def test_redirected_relu_starts_dead_units():
 
 
 def test_render_job_units_keep_order_and_check_the_range():
-    from lucidax.visualize.jobs import parse_units
+    from lucidax.visualize import parse_units
 
     assert parse_units("7,0-2,1", 8) == [7, 0, 1, 2]
     assert parse_units("all", 3) == [0, 1, 2]

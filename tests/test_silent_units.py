@@ -14,7 +14,8 @@ from test_gallery_support import fake_channel, fake_render, tiny_dataset, tiny_m
 from lucidax.cli import main
 from lucidax.gallery import GalleryConfig, GalleryReport
 from lucidax.gallery._build import _build
-from lucidax.visualize.silence import describe, silent_on_data, stuck_renders
+from lucidax.visualize import describe_silence as describe
+from lucidax.visualize import silent_on_data, stuck_renders
 
 # ------------------------------------------------------------------------------------------
 # the definitions

@@ -9,7 +9,7 @@ from ._common import add_dataclass_flags, command, dataclass_from_args, few
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    from lucidax.visualize.jobs import RenderJob
+    from lucidax.visualize import RenderJob
 
     p = sub.add_parser("render", help="render units of one layer to PNGs (activation maximization)")
     add_dataclass_flags(p, RenderJob)
@@ -18,7 +18,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 @command("render", add)
 def run(args: argparse.Namespace) -> int:
-    from lucidax.visualize.jobs import RenderJob, render_job
+    from lucidax.visualize import RenderJob, render_job
 
     summary = render_job(dataclass_from_args(RenderJob, args), progress=not args.quiet)
     bad = [r["unit"] for r in summary["units"] if not r["finite"]]

@@ -56,7 +56,7 @@ class GalleryReport:
       elapsed_s: wall time of the call; render_s: of which rendering (batches incl. writes).
       silent_units: ``"layer/unit"`` of this process's share (rendered now or already done)
         that are silent: they never activate on the dataset images, or their renders never
-        left their start (see :mod:`lucidax.visualize.silence`).
+        left their start (see :func:`lucidax.visualize.stuck_renders`).
       rescue_needed: units of the share whose default-start renders stayed silent, so they
         were re-rendered from a high-contrast start (``GalleryConfig.rescue``).
       rescue_succeeded: those of ``rescue_needed`` that the rescue woke up (their kept

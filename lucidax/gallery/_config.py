@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lucidax._fields import flag
-from lucidax.visualize.jobs import default_init_sd, unit_list
+from lucidax.visualize import default_init_sd, unit_list
 
 __all__ = [
     "IMAGENET_SHOWCASE",
@@ -330,7 +330,7 @@ def parse_layer_units(
 
 def parse_units(spec: str | Sequence[int]) -> tuple[int, ...] | None:
     """``"all"`` -> None; ``"0-3,7"`` -> ``(0, 1, 2, 3, 7)`` (sorted, unique); a sequence of
-    non-negative ints -> the same, sorted (see :func:`lucidax.visualize.jobs.unit_list`).
+    non-negative ints -> the same, sorted (see :func:`lucidax.visualize.unit_list`).
 
     Raises:
       GalleryConfigError: for anything else (with what was wrong).

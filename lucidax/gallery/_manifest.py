@@ -1,11 +1,12 @@
 """``manifest.json``: settings fingerprint, package versions, weights hash, per-unit status.
 
 A unit's entry has ``status`` "done" or "failed" (non-finite renders); a silent unit (see
-:mod:`lucidax.visualize.silence`) is "done" with ``silent: true`` and ``silent_reasons``
-("dataset": never activates on the dataset images, then ``examples`` is empty; "render": its
-renders never left their start), so manifests written before the flag resume unchanged (their
-entries count as not silent). ``rescue`` is "succeeded"/"failed" for a unit that needed a
-rescue render, else None. ``summary`` (rewritten with every manifest) counts all of them.
+:func:`lucidax.visualize.silent_on_data`, :func:`~lucidax.visualize.stuck_renders`) is "done"
+with ``silent: true`` and ``silent_reasons`` ("dataset": never activates on the dataset
+images, then ``examples`` is empty; "render": its renders never left their start), so
+manifests written before the flag resume unchanged (their entries count as not silent).
+``rescue`` is "succeeded"/"failed" for a unit that needed a rescue render, else None.
+``summary`` (rewritten with every manifest) counts all of them.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import jinja2
 
-from lucidax.visualize.silence import describe as describe_silence
+from lucidax.visualize import describe_silence
 
 from ._io import atomic_write_text, safe_path
 from ._layout import grid_layout, sheet_layout, sheet_position

@@ -11,7 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from lucidax._files import png_bytes, to_uint8
-from lucidax.visualize.silence import SILENT_EPS, silent_on_data, stuck_renders
+from lucidax.visualize import SILENT_EPS, silent_on_data, stuck_renders
 
 from ._config import GalleryConfig
 from ._dataset import _Examples

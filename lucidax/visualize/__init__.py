@@ -21,8 +21,20 @@ from ._invert import (
     shift,
     ssim,
 )
+from ._jobs import (
+    PARAMS,
+    RenderJob,
+    default_init_sd,
+    parse_units,
+    render_job,
+    save_grid,
+    save_images,
+    unit_list,
+)
 from ._param import Param, SizedParams, cppn, estimate_spectrum, fft, image, maco, pixel
 from ._render import DEFAULT_OPTIMIZER, NonFiniteRenderWarning, RenderResult, render
+from ._silence import SILENT_EPS, silent_on_data, stuck_renders
+from ._silence import describe as describe_silence
 from ._transforms import (
     Transform,
     compose,
@@ -34,7 +46,6 @@ from ._transforms import (
     resize,
     standard_transforms,
 )
-from .jobs import RenderJob, render_job, save_grid, save_images
 from .objectives import (
     INPUT,
     Objective,
@@ -64,9 +75,11 @@ __all__ = [
     "InvertRun",
     "NonFiniteRenderWarning",
     "Objective",
+    "PARAMS",
     "Param",
     "RenderJob",
     "RenderResult",
+    "SILENT_EPS",
     "SizedParams",
     "Transform",
     "activation_dot",
@@ -81,6 +94,8 @@ __all__ = [
     "compose",
     "cppn",
     "deepdream",
+    "default_init_sd",
+    "describe_silence",
     "direction",
     "direction_neuron",
     "diversity",
@@ -95,6 +110,7 @@ __all__ = [
     "neuron",
     "objectives",
     "pad",
+    "parse_units",
     "pixel",
     "psnr",
     "random_crops",
@@ -107,7 +123,10 @@ __all__ = [
     "save_grid",
     "save_images",
     "shift",
+    "silent_on_data",
     "ssim",
     "standard_transforms",
+    "stuck_renders",
     "total_variation",
+    "unit_list",
 ]

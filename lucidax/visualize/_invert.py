@@ -62,11 +62,11 @@ from .._files import (
     save_json,
 )
 from .._memory import check_memory, estimate_inversion
+from ._jobs import save_images
 from ._labeled_grid import save_labeled_grid
 from ._param import Param, image
 from ._render import RenderResult, render
 from ._transforms import compose, jitter, pad
-from .jobs import save_images
 from .objectives import Objective, activation_dot, activation_match, total_variation
 
 __all__ = [

@@ -16,8 +16,8 @@ from .._files import check_int, image_grid, prepare_out_dir, save_json, save_png
 from .._memory import check_memory, estimate_render
 from ._param import Param, cppn, fft, image, maco, pixel
 from ._render import render
+from ._silence import stuck_renders, zero_steps
 from .objectives import channel
-from .silence import stuck_renders, zero_steps
 
 __all__ = [
     "PARAMS", "RenderJob", "default_init_sd", "parse_units", "render_job", "save_grid",
@@ -176,7 +176,7 @@ def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
     """Render ``job.units`` of ``job.layer`` in batches; write one PNG per unit, a grid and a
     ``render.json`` summary (objective value, loss trace end, finiteness per unit, and
     whether it is silent: its render never left its start, see
-    :func:`lucidax.visualize.silence.stuck_renders`; its PNG is still written)."""
+    :func:`lucidax.visualize.stuck_renders`; its PNG is still written)."""
     import jax
 
     from ..models import load
