@@ -180,12 +180,12 @@ def test_run_attribute_writes_page_and_grids(tmp_path, starter):
         AttributeJob(model, n=0)
 
 
-def test_deprecated_run_attribute_cli_is_the_job(tmp_path, starter):
-    from lucidax.attribute import run_attribute_cli
+def test_run_attribute_of_a_job_with_a_model(tmp_path, starter):
+    from lucidax.attribute import AttributeJob, run_attribute
 
     model, data = starter
-    run = run_attribute_cli(model, images="builtin:starter:test", methods="random", n=2,
-                            evaluate=False, out=tmp_path / "o", progress=False)
+    run = run_attribute(AttributeJob(model, images="builtin:starter:test", methods="random",
+                                     n=2, evaluate=False, out=tmp_path / "o"), progress=False)
     assert set(run.maps) == {"random"} and os.path.exists(run.files["html"])
 
 

@@ -330,11 +330,11 @@ def test_attribute_bad_option(capsys, tmp_path, no_model, option, needles):
 
 
 def test_attribute_bad_option_from_python(tmp_path, no_model):
-    from lucidax.attribute import run_attribute_cli
+    from lucidax.attribute import AttributeJob, run_attribute
 
     with pytest.raises(ValueError, match="did you mean 'patch'"):
-        run_attribute_cli("starter", options={"occlusion": {"patchsize": 3}},
-                          out=tmp_path / "o")
+        run_attribute(AttributeJob("starter", options={"occlusion": {"patchsize": 3}},
+                                   out=tmp_path / "o"))
 
 
 def test_attribute_good_options_pass():

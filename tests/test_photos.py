@@ -184,18 +184,19 @@ def test_run_tcav_with_photos(starter, tmp_path):
 
 
 def test_attribution_on_photos(starter, tmp_path):
-    from lucidax.attribute import load_images, run_attribute_cli
+    from lucidax.attribute import AttributeJob, load_images, run_attribute
 
     src = load_images("builtin:photos", starter, n=2, seed=0)
     assert src.images.shape == (2, 64, 64, 3) and src.labels is None
     first = P.photos(2, side=64, seed=0)
     assert src.names == tuple(f"{s}-{i}" for i, s in enumerate(first.names()))
-    run = run_attribute_cli(starter, images="builtin:photos", methods="random", n=2,
-                            evaluate=False, out=tmp_path / "a", progress=False)
+    run = run_attribute(AttributeJob(starter, images="builtin:photos", methods="random", n=2,
+                                     evaluate=False, out=tmp_path / "a"), progress=False)
     assert run.maps["random"].shape == (2, 64, 64) and os.path.isfile(run.files["html"])
     with pytest.raises(ValueError, match="labelled"):
-        run_attribute_cli(starter, images="builtin:photos", methods="random", n=2,
-                          target="label", evaluate=False, out=tmp_path / "b", progress=False)
+        run_attribute(AttributeJob(starter, images="builtin:photos", methods="random", n=2,
+                                   target="label", evaluate=False, out=tmp_path / "b"),
+                      progress=False)
 
 
 def test_invert_reads_photos(tmp_path):

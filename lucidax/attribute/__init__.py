@@ -14,7 +14,7 @@ batched program of the model (``Model.program``: shared by its ``with_params`` c
 * evaluation: :func:`deletion_curve` / :func:`insertion_curve` (AUC) and the
   model-parameter :func:`randomization_check` (Adebayo et al. 2018).
 * :func:`run_attribute` of an :class:`AttributeJob` is ``lucidax attribute``: overlay grids,
-  AUC table, an HTML page (``run_attribute_cli``: its deprecated keyword form).
+  AUC table, an HTML page.
 
 ``target``: a class (index or label), one class per image, ``"predicted"``, or an Objective
 of :mod:`lucidax.visualize` (a unit, a channel); see :func:`resolve_target`.
@@ -42,7 +42,6 @@ from ._job import (
     load_images,
     parse_options,
     run_attribute,
-    run_attribute_cli,
 )
 from ._lrp import LRP_RULES, LRPUnsupportedError, lrp, lrp_layer_relevance
 from ._occlusion import occlusion, patch_masks
@@ -107,7 +106,6 @@ __all__ = [
     "reduce_channels",
     "resolve_target",
     "run_attribute",
-    "run_attribute_cli",
     "save_figure",
     "smoothgrad",
     "spearman",

@@ -43,7 +43,7 @@ from ._targets import target_classes
 
 __all__ = [
     "AttributeJob", "AttributeRun", "check_option", "load_images", "method_options",
-    "parse_options", "run_attribute", "run_attribute_cli",
+    "parse_options", "run_attribute",
 ]
 
 
@@ -304,12 +304,6 @@ class AttributeJob:
         for m, opts in (self.options or {}).items():
             for k, v in opts.items():
                 check_option(m, k, v)
-
-
-def run_attribute_cli(model: str | Model = "starter", *, progress: bool = True,
-                      **fields: Any) -> AttributeRun:
-    """Deprecated: ``run_attribute(AttributeJob(model, **fields), progress=progress)``."""
-    return run_attribute(AttributeJob(model, **fields), progress=progress)
 
 
 def run_attribute(job: AttributeJob, *, progress: bool = True) -> AttributeRun:
