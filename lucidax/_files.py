@@ -14,9 +14,10 @@ import numpy as np
 
 __all__ = [
     "IMAGE_EXTENSIONS", "SkippedFilesWarning", "UnreadableImageError", "atomic_write",
-    "check_array_file", "check_image", "check_int", "image_grid", "json_default", "load_array",
-    "load_image", "png_bytes", "prepare_out_dir", "read_images", "readable_images", "save_json",
-    "save_plot", "save_png", "to_uint8", "warn_skipped",
+    "check_array_file", "check_image", "check_int", "error_reason", "image_grid", "json_default",
+    "load_array", "load_image", "match_channels", "none_left", "png_bytes", "prepare_out_dir",
+    "read_images", "readable_images", "resize_np", "save_json", "save_plot", "save_png",
+    "to_uint8", "warn_skipped",
 ]
 
 
@@ -185,7 +186,7 @@ def _to_unit_float(arr: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported pixel type {arr.dtype}")
 
 
-def _match_channels(img: np.ndarray, channels: int) -> np.ndarray:
+def match_channels(img: np.ndarray, channels: int) -> np.ndarray:
     ch = img.shape[-1]
     if ch == channels:
         return img
@@ -200,7 +201,7 @@ def _match_channels(img: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"image has {img.shape[-1]} channel(s); the model takes {channels}")
 
 
-def _resize_np(img: np.ndarray, size: int) -> np.ndarray:
+def resize_np(img: np.ndarray, size: int) -> np.ndarray:
     """Shorter side to ``size`` (antialiased bilinear), then center crop to size x size."""
     from PIL import Image
 
@@ -231,7 +232,7 @@ class SkippedFilesWarning(UserWarning):
     """Unreadable files of a folder were skipped (the message counts and names them)."""
 
 
-def _reason(e: BaseException) -> str:
+def error_reason(e: BaseException) -> str:
     """One line saying why a file could not be decoded (the innermost cause, shortened)."""
     chain: list[BaseException] = []
     while e is not None and e not in chain:
@@ -278,12 +279,12 @@ def load_image(path: str | os.PathLike, *, size: int, channels: int = 3) -> np.n
             arr = arr[..., None]
         if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1 or arr.shape[2] < 1:
             raise ValueError(f"not a 2-D image (decoded shape {arr.shape})")
-        img = _match_channels(_to_unit_float(arr), channels)
+        img = match_channels(_to_unit_float(arr), channels)
     except UnreadableImageError:
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure: one line naming the file
-        raise UnreadableImageError(path, _reason(e)) from None
-    return _resize_np(img, size)
+        raise UnreadableImageError(path, error_reason(e)) from None
+    return resize_np(img, size)
 
 
 def check_image(path: str | os.PathLike) -> str | None:
@@ -304,7 +305,7 @@ def check_image(path: str | os.PathLike) -> str | None:
     except UnreadableImageError as e:
         return e.reason
     except Exception as e:  # noqa: BLE001 - any failure means "not readable"
-        return _reason(e)
+        return error_reason(e)
     return None
 
 
@@ -333,7 +334,7 @@ def warn_skipped(bad: Sequence[tuple[str, str]], where: str, *,
                       f"{_names(bad, root=root)}", SkippedFilesWarning, stacklevel=3)
 
 
-def _none_left(bad: Sequence[tuple[str, str]], where: str) -> ValueError:
+def none_left(bad: Sequence[tuple[str, str]], where: str) -> ValueError:
     return ValueError(f"no readable image in {where}: all {len(bad)} image file(s) failed: "
                       f"{_names(bad)}")
 
@@ -354,7 +355,7 @@ def readable_images(paths: Sequence[str | os.PathLike], where: str, *,
         else:
             bad.append((os.fspath(p), why))
     if paths and not good:
-        raise _none_left(bad, where)
+        raise none_left(bad, where)
     warn_skipped(bad, where)
     return good
 
@@ -374,7 +375,7 @@ def read_images(paths: Sequence[str | os.PathLike], *, size: int, channels: int 
             bad.append((e.path, e.reason))
     if not imgs:
         if bad:
-            raise _none_left(bad, where)
+            raise none_left(bad, where)
         raise ValueError(f"no image files in {where}")
     warn_skipped(bad, where)
     return np.stack(imgs), good

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .._files import _match_channels
+from .._files import match_channels
 from .base import suggest
 from .starter.data import BUILTIN_DATA as STARTER_DATA
 from .starter.data import SPLITS, builtin_split
@@ -542,7 +542,7 @@ def _render(src: np.ndarray, crops: np.ndarray, names: tuple[str, ...], side: in
         if channels == 3:
             np.multiply(a, np.float32(1 / 255), out=out[i], dtype=np.float32)
         else:
-            out[i] = _match_channels(a.astype(np.float32), 1) * np.float32(1 / 255)
+            out[i] = match_channels(a.astype(np.float32), 1) * np.float32(1 / 255)
         if bar is not None and (i + 1) % 32 == 0:
             bar.update(32)
     if bar is not None:

@@ -87,7 +87,8 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80]
 
 
-def _key(obj: Mapping[str, Any]) -> str:
+def _digest(obj: Mapping[str, Any]) -> str:
+    """sha256 hex digest of ``obj`` as sorted JSON (cache file names; not a PRNG key)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 def _valid_entry(npy: str, meta: str, rows: int) -> bool:

@@ -244,17 +244,17 @@ class FolderConcepts:
     def _mask(self, path: str) -> np.ndarray:
         import imageio.v3 as iio
 
-        from lucidax._files import UnreadableImageError, _reason, _resize_np
+        from lucidax._files import UnreadableImageError, error_reason, resize_np
 
         try:
             arr = np.asarray(iio.imread(path, plugin="pillow"))
         except Exception as e:  # noqa: BLE001 - any decoder failure: one line naming the file
-            raise UnreadableImageError(path, _reason(e)) from None
+            raise UnreadableImageError(path, error_reason(e)) from None
         if arr.ndim == 4:
             arr = arr[0]
         if arr.ndim == 3:
             arr = arr.any(axis=-1) if arr.shape[-1] not in (2, 4) else arr[..., :-1].any(-1)
-        m = _resize_np((arr > 0).astype(np.float32)[..., None], self.size)[..., 0]
+        m = resize_np((arr > 0).astype(np.float32)[..., None], self.size)[..., 0]
         return m >= 0.5
 
     def batches(self, batch_size: int, *, masks: bool = True) -> Iterator[ConceptBatch]:

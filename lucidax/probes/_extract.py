@@ -48,10 +48,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lucidax._batching import pad_batch
 from lucidax._files import (
     UnreadableImageError,
-    _none_left,
     load_image,
+    none_left,
     warn_skipped,
 )
 from lucidax.models.base import Model, normalize_layers, suggest
@@ -60,7 +61,7 @@ from lucidax.models.fastgrad import apply as fast_apply
 from ._cache import (
     _array_key,
     _atomic_write_text,
-    _key,
+    _digest,
     _NpyWriter,
     _open_npy,
     _params_hash,
@@ -541,7 +542,7 @@ def extract(
         "size": data_size,
         "data": data_hash,
     }
-    data_meta_path = os.path.join(out_dir, f"data-{_key(model_id)[:24]}.json")
+    data_meta_path = os.path.join(out_dir, f"data-{_digest(model_id)[:24]}.json")
     layer_paths: dict[str, tuple[str, str]] = {}
     hits: list[str] = []
     data_meta: dict[str, Any] | None = None
@@ -552,7 +553,7 @@ def extract(
         except (OSError, ValueError):
             data_meta = None
     for name in names:
-        k = _key({**model_id, "layer": name, "reduce": red, "dtype": dtype})
+        k = _digest({**model_id, "layer": name, "reduce": red, "dtype": dtype})
         base = os.path.join(out_dir, f"{_safe(name)}-{k[:24]}")
         layer_paths[name] = (base + ".npy", base + ".json")
         if use_cache and data_meta is not None and _valid_entry(*layer_paths[name],
@@ -676,9 +677,7 @@ def _run(model, params, layers, red, dtype, batch_size, feed_size, listing, data
             k = len(index)
             if not writers:
                 open_writers((batch_size, *images.shape[1:]))
-            if k < batch_size:  # pad the last batch: one compiled shape
-                pad = np.repeat(images[-1:], batch_size - k, axis=0)
-                images = np.concatenate([images, pad])
+            images = pad_batch(images, batch_size)  # the last batch too: one compiled shape
             result = fwd(params, jnp.asarray(images))  # dispatched asynchronously
             if pending is not None:
                 write(*pending)
@@ -691,7 +690,7 @@ def _run(model, params, layers, red, dtype, batch_size, feed_size, listing, data
             write(*pending)
         if not index_parts and skips.items:  # every file unreadable: nothing to cache
             bad = sorted(skips.items, key=lambda s: s.index)
-            raise _none_left([(b.path, b.reason) for b in bad],
+            raise none_left([(b.path, b.reason) for b in bad],
                              f"data folder {listing.root if listing else 'the data'!r}")
         if not writers:  # nothing usable at all: empty files with the right widths
             side = img_size or model.input_spec.side or 64

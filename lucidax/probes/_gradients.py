@@ -12,11 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lucidax._batching import pad_batch
 from lucidax.models import apply_perturbed
 from lucidax.models.base import Model, normalize_layers, suggest
 
 from .._files import atomic_write
-from ._cache import _key, _safe
+from ._cache import _digest, _safe
 from ._data import ImageSet
 
 FEATURE_SPACES = ("mean", "flatten")
@@ -91,8 +92,7 @@ def layer_gradients(
                   disable=not progress, leave=False):
         chunk = arr[i : i + b]
         m = len(chunk)
-        if m < b:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - m, axis=0)])
+        chunk = pad_batch(chunk, b)
         out = fn(params, jnp.asarray(chunk), onehot)
         for n in names:
             parts[n].append(np.asarray(out[n])[:m])
@@ -138,7 +138,7 @@ def _cached_gradients(model, params, targets: ImageSet, layers, k, reduce, cache
              "params": params_hash, "data": targets.key, "class": k, "reduce": reduce}
     paths = {}
     for name in layers:
-        h = _key({**ident, "layer": name})[:24]
+        h = _digest({**ident, "layer": name})[:24]
         paths[name] = (os.path.join(cache_dir, f"grad-{_safe(name)}-{h}.npy")
                        if cache_dir else None)
     have = {}

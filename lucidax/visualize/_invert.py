@@ -53,12 +53,12 @@ from lucidax.models.base import Model, normalize_layers
 from .._fields import MEMORY_HELP, WEIGHTS_HELP, flag
 from .._files import (
     UnreadableImageError,
-    _match_channels,
-    _resize_np,
     check_image,
     check_int,
     load_image,
+    match_channels,
     prepare_out_dir,
+    resize_np,
     save_json,
 )
 from .._memory import check_memory, estimate_inversion
@@ -557,8 +557,8 @@ def _read_images(items: Sequence[str | os.PathLike], side: int,
         flush()
         if builtin.kind == "starter":
             ds = starter.dataset(STARTER_IMAGES, split=builtin.split, seed=0)
-            parts.append(np.stack([_resize_np(_match_channels(np.asarray(im, np.float32),
-                                                              channels), side)
+            parts.append(np.stack([resize_np(match_channels(np.asarray(im, np.float32),
+                                                            channels), side)
                                    for im in ds.images]))
             names.extend(f"starter-{builtin.split}-{i}" for i in range(STARTER_IMAGES))
             continue
