@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .hooks import interpret, relu6_input, relu_input
+from .hooks import clipped_relu, interpret
 
 __all__ = ["apply", "call"]
 
@@ -385,10 +385,10 @@ def _rule(redirect: Any, fast: bool):
             pads = tuple(tuple(int(p) for p in pair) for pair in params["padding"])
             return [_max_pool(invals[0], tuple(params["window_dimensions"]),
                               tuple(params["window_strides"]), pads)]
-        if redirect is not None and (capped := relu6_input(eqn, invals)) is not None:
-            return [_redirected_relu6(capped[0], redirect, capped[1])]
-        if redirect is not None and (x := relu_input(eqn, invals)) is not None:
-            return [_redirected_relu(x, redirect)]
+        if redirect is not None and (found := clipped_relu(eqn, invals)) is not None:
+            x, cap = found
+            return [_redirected_relu(x, redirect) if cap is None
+                    else _redirected_relu6(x, redirect, cap)]
         return None
 
     return rule
