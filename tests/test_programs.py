@@ -60,3 +60,22 @@ def test_program_is_jitted():
     f = model.program("jit", lambda shell: (lambda p, x: shell.apply(p, x, ("h",))["h"]))
     assert hasattr(f, "lower")  # a jax.jit-wrapped function
     jax.block_until_ready(f(model.params, np.ones((1, 4, 4, 3), np.float32)))
+
+
+def test_layer_shape_is_traced_once_per_layer_and_side():
+    traces = []
+
+    def fn(params, images, layers):
+        traces.append(images.shape)
+        h = jnp.tanh(images @ params["w"])
+        return {k: v for k, v in {"h": h, "out": h.sum(-1)}.items() if k in layers}
+
+    model = lm.wrap(fn, {"w": np.ones((3, 4), np.float32)}, layer_names=("h", "out"),
+                    input_spec=lm.InputSpec(side=4, channels=3))
+    n0 = len(traces)  # wrap may trace to learn the layers
+    assert model.layer_shape("h") == (4, 4, 4)
+    assert len(traces) == n0 + 1
+    copy = model.with_params({"w": np.zeros((3, 4), np.float32)})
+    assert model.layer_shape("h") == copy.layer_shape("h", 4) == (4, 4, 4)
+    assert len(traces) == n0 + 1  # second call and with_params copy: no new trace
+    assert copy.layer_shape("h", 8) == (8, 8, 4) and len(traces) == n0 + 2

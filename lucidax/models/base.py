@@ -174,6 +174,8 @@ class Model:
         # Compiled programs of this architecture, shared by every with_params copy (the dict
         # is copied by reference) and freed with the last copy: see `program`.
         self._programs: dict[Any, Callable[..., Any]] = {}
+        # Activation shapes {(layer, side): shape} (see `layer_shape`), shared the same way.
+        self._shapes: dict[tuple[str, int], tuple[int, ...]] = {}
 
     def program(self, key: Any, build: Callable[[Model], Callable[..., Any]]) -> Callable:
         """The compiled program ``key`` of this architecture: ``jax.jit(build(shell))``, made
@@ -256,12 +258,18 @@ class Model:
         return self.layers[layer].channels
 
     def layer_shape(self, layer: str, side: int | None = None) -> tuple[int, ...]:
-        """Activation shape (without batch) of ``layer`` for a square input of ``side`` px."""
+        """Activation shape (without batch) of ``layer`` for a square input of ``side`` px.
+
+        Traced once per ``(layer, side)`` for the architecture (every ``with_params`` copy
+        shares the answers)."""
         (layer,) = normalize_layers([layer], self.layer_names)
         side = side or self.input_spec.side or 64
-        x = jax.ShapeDtypeStruct((1, side, side, self.input_spec.channels), jnp.float32)
-        out = jax.eval_shape(lambda p, im: self._apply_fn(p, im, (layer,)), self.params, x)
-        return tuple(out[layer].shape[1:])
+        shape = self._shapes.get((layer, side))
+        if shape is None:
+            x = jax.ShapeDtypeStruct((1, side, side, self.input_spec.channels), jnp.float32)
+            out = jax.eval_shape(lambda p, im: self._apply_fn(p, im, (layer,)), self.params, x)
+            shape = self._shapes[(layer, side)] = tuple(out[layer].shape[1:])
+        return shape
 
     def with_params(self, params: Params) -> Model:
         """A copy of this model using ``params``."""
