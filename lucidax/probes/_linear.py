@@ -139,13 +139,7 @@ class ProbeResult:
 
     def to_dict(self, *, weights: bool = False) -> dict[str, Any]:
         """JSON-ready summary (weights left out unless asked for)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if f.name in ("weights", "bias") and not weights:
-                continue
-            v = getattr(self, f.name)
-            out[f.name] = _jsonable(v)
-        return out
+        return _result_dict(self, weights)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -203,12 +197,15 @@ class RidgeResult:
         return np.asarray(features, dtype=np.float64) @ self.weights + self.bias
 
     def to_dict(self, *, weights: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if f.name in ("weights", "bias") and not weights:
-                continue
-            out[f.name] = _jsonable(getattr(self, f.name))
-        return out
+        """JSON-ready summary (weights left out unless asked for)."""
+        return _result_dict(self, weights)
+
+
+def _result_dict(result: Any, weights: bool) -> dict[str, Any]:
+    """The fields of a result dataclass as JSON-ready values, ``weights`` and ``bias`` only
+    when ``weights``."""
+    return {f.name: _jsonable(getattr(result, f.name)) for f in dataclasses.fields(result)
+            if weights or f.name not in ("weights", "bias")}
 
 
 def _jsonable(v: Any) -> Any:
