@@ -31,9 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lucidax.models import starter
-from lucidax.models.base import Model, flatten_params
-from lucidax.models.registry import weights_sha256
+from lucidax.models import Model, flatten_params, starter, weights_sha256
 
 __all__ = ["EVAL_SEED", "TrainConfig", "evaluate", "main", "save", "train"]
 

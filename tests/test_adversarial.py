@@ -9,7 +9,7 @@ import pytest
 
 import lucidax.models as lm
 from lucidax.attribute import eps_needed, fgsm, pgd
-from lucidax.models.base import InputSpec
+from lucidax.models._base import InputSpec
 
 
 @pytest.fixture(scope="module")

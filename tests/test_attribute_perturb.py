@@ -22,7 +22,7 @@ from lucidax.attribute import (
     patch_masks,
     superpixels,
 )
-from lucidax.models.base import InputSpec
+from lucidax.models._base import InputSpec
 
 SIDE = 8
 

@@ -14,7 +14,7 @@ from skimage.metrics import structural_similarity
 import lucidax.models as lm
 from lucidax import visualize as viz
 from lucidax.models import starter as starter_pkg
-from lucidax.models.base import UnknownLayerError
+from lucidax.models._base import UnknownLayerError
 from lucidax.visualize import _invert as inv
 from lucidax.visualize import _render as render_mod
 from lucidax.visualize import objectives as ob

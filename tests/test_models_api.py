@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import lucidax.models as lm
-from lucidax.models.base import flatten_params, normalize_layers, unflatten_params
+from lucidax.models._base import flatten_params, normalize_layers, unflatten_params
 
 
 class GrayCNN(nn.Module):

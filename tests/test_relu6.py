@@ -16,7 +16,7 @@ import lucidax.attribute as G
 import lucidax.models as lm
 from lucidax.models import fastgrad
 from lucidax.models import hooks as H
-from lucidax.models.layers import same_padding
+from lucidax.models._layers import same_padding
 
 L = G
 

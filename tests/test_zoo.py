@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lucidax.models as lm
-from lucidax.models.base import flatten_params
-from lucidax.models.layers import _adaptive_matrix, same_padding
-from lucidax.models.registry import get_entry
+from lucidax.models._base import flatten_params
+from lucidax.models._layers import _adaptive_matrix, same_padding
+from lucidax.models._registry import get_entry
 
 ZOO = ("inceptionv1", "resnet50", "vgg16")
 SMALL_SIDE = {"inceptionv1": 64, "resnet50": 64, "vgg16": 32}

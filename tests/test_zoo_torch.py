@@ -326,7 +326,7 @@ def test_layer_helpers_match_torch():
     """Adaptive average pooling (every size to 7) and LRN match torch exactly."""
     import jax.numpy as jnp
 
-    from lucidax.models.layers import adaptive_avg_pool, local_response_norm
+    from lucidax.models._layers import adaptive_avg_pool, local_response_norm
 
     rng = np.random.default_rng(1)
     for h, w in [(2, 3), (7, 7), (9, 13), (20, 8)]:

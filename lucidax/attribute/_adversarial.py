@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lucidax.models.base import Model, suggest
+from lucidax.models import Model, suggest
 
 from ._common import check_images, make_scorer, program
 from ._targets import target_classes

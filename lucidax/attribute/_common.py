@@ -35,8 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lucidax.models import Model
-from lucidax.models.base import suggest
+from lucidax.models import Model, suggest
 from lucidax.models.fastgrad import apply as fast_apply
 
 from ._targets import resolve_target, target_classes

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from lucidax.models.base import Model, suggest
+from lucidax.models import Model, suggest
 from lucidax.visualize import ssim as _image_ssim
 
 from ._common import (

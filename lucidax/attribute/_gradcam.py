@@ -7,8 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lucidax.models import Model
-from lucidax.models.base import normalize_layers
+from lucidax.models import Model, normalize_layers
 from lucidax.models.hooks import apply_perturbed
 
 from ._common import (

@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lucidax.models import Model
-from lucidax.models.base import suggest
+from lucidax.models import Model, suggest
 
 from ._common import (
     REDUCTIONS,

@@ -35,7 +35,7 @@ from lucidax._files import (
     save_json,
     save_png,
 )
-from lucidax.models.base import Model, suggest
+from lucidax.models import Model, suggest
 
 from ._registry import as_names, get_method
 from ._report import page

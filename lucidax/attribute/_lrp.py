@@ -64,8 +64,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
-from lucidax.models import Model
-from lucidax.models.base import suggest
+from lucidax.models import Model, suggest
 from lucidax.models.hooks import (
     bind_equation,
     call_body,

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lucidax.models.base import Model
+from lucidax.models import Model
 
 from ._common import baseline_images, check_images, chunked_scores, make_scorer, program
 

@@ -60,7 +60,7 @@ def colorize(values: Any, cmap: str) -> np.ndarray:
     try:
         cm = matplotlib.colormaps[cmap]
     except KeyError as e:
-        from lucidax.models.base import suggest
+        from lucidax.models import suggest
 
         raise ValueError(suggest(cmap, sorted(matplotlib.colormaps), what="colormap")) from e
     return cm(np.clip(np.asarray(values, np.float32), 0, 1))[..., :3].astype(np.float32)

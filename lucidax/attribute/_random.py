@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lucidax.models.base import Model
+from lucidax.models import Model
 
 
 def random_map(model: Model, params: Any, images: Any, target: Any = None, *,

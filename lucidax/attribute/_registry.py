@@ -8,7 +8,7 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lucidax.models.base import suggest
+from lucidax.models import suggest
 
 from ._gradcam import gradcam
 from ._gradient import gradient_x_input, vanilla_gradient

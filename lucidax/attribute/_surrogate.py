@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lucidax.models.base import Model, suggest
+from lucidax.models import Model, suggest
 
 from ._common import baseline_images, check_images, chunked_scores, make_scorer, program
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lucidax.models.base import Model, suggest
+from lucidax.models import Model, suggest
 from lucidax.visualize import INPUT, Objective, class_logit
 
 __all__ = ["PREDICTED", "resolve_target", "target_classes"]

@@ -59,7 +59,7 @@ def _model_row(name: str) -> dict[str, Any]:
     """``lucidax models --json``: one zoo entry, without building the model or reading its
     weights: name, description, input side (as the description states it, else None), where
     its default weights come from (shipped, package or random) and whether they are there."""
-    from lucidax.models.registry import MissingWeightsError, get_entry
+    from lucidax.models import MissingWeightsError, get_entry
 
     entry = get_entry(name)
     side = re.search(r"\b(\d+) px\b", entry.description)  # the descriptions name it

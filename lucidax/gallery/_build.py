@@ -463,7 +463,7 @@ def _weights_file_sha(config: GalleryConfig, model) -> str | None:
     path = config.weights
     if path is None:
         try:
-            from lucidax.models.registry import get_entry
+            from lucidax.models import get_entry
 
             path = get_entry(config.model).default_weights if model.name == config.model else None
             path = path() if callable(path) else path  # weights inside another package

@@ -38,7 +38,7 @@ def plan_batches(layer_units: dict[str, Sequence[int]], batch_size: int) -> list
 
 
 def _resolve_layers(model, spec: str | tuple[str, ...]) -> tuple[str, ...]:
-    from lucidax.models.base import normalize_layers
+    from lucidax.models import normalize_layers
 
     if isinstance(spec, str) and spec.strip().lower() == "all":
         names = tuple(n for n in model.layer_names if not model.layers[n].pre_relu)

@@ -6,12 +6,19 @@
 >>> acts = model.apply(model.params, images, layers=("conv3", "logits"))
 """
 
-from ._wrap import wrap
-from .base import InputSpec, LayerInfo, Model, Taps, UnknownLayerError, normalize_layers, suggest
-from .convert import CheckpointMismatchError
-from .hooks import apply_perturbed, apply_with_relu
-from .io import UnsafeCheckpointError, load_params, read_checkpoint, save_params
-from .registry import (
+from ._base import (
+    InputSpec,
+    LayerInfo,
+    Model,
+    Taps,
+    UnknownLayerError,
+    flatten_params,
+    normalize_layers,
+    suggest,
+    unflatten_params,
+)
+from ._convert import CheckpointMismatchError
+from ._registry import (
     MissingWeightsError,
     ModelEntry,
     RandomWeightsWarning,
@@ -22,6 +29,9 @@ from .registry import (
     register,
     weights_sha256,
 )
+from ._wrap import wrap
+from .hooks import apply_perturbed, apply_with_relu
+from .io import UnsafeCheckpointError, load_params, read_checkpoint, save_params
 
 __all__ = [
     "CheckpointMismatchError",
@@ -37,6 +47,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "apply_perturbed",
     "apply_with_relu",
+    "flatten_params",
     "get_entry",
     "list_models",
     "load",
@@ -46,6 +57,7 @@ __all__ = [
     "register",
     "save_params",
     "suggest",
+    "unflatten_params",
     "weights_sha256",
     "wrap",
 ]

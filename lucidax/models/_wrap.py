@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .base import InputSpec, LayerInfo, Model
+from ._base import InputSpec, LayerInfo, Model
 
 __all__ = ["wrap"]
 

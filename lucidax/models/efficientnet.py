@@ -50,10 +50,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .base import LayerInfo, Model, Taps
-from .layers import BatchNorm, Conv, Dense, InitRules, linen_model, random_params, relu6
-from .layers import torch_key_map as _torch_key_map
-from .registry import MissingWeightsError, ModelEntry, register
+from ._base import LayerInfo, Model, Taps
+from ._layers import BatchNorm, Conv, Dense, InitRules, linen_model, random_params, relu6
+from ._layers import torch_key_map as _torch_key_map
+from ._registry import MissingWeightsError, ModelEntry, register
 
 __all__ = [
     "EfficientNetLite",

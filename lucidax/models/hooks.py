@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
-from .base import Model, normalize_layers, suggest
+from ._base import Model, normalize_layers, suggest
 
 __all__ = [
     "Rule",

@@ -29,8 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .base import LayerInfo, Model, Taps
-from .layers import (
+from ._base import LayerInfo, Model, Taps
+from ._layers import (
     Conv,
     Dense,
     InitRules,
@@ -40,8 +40,8 @@ from .layers import (
     random_params,
     relu,
 )
-from .layers import torch_key_map as _torch_key_map
-from .registry import ModelEntry, register
+from ._layers import torch_key_map as _torch_key_map
+from ._registry import ModelEntry, register
 
 __all__ = ["InceptionV1", "LAYERS", "MIXED", "build", "key_map"]
 

@@ -37,7 +37,7 @@ import ml_dtypes
 import numpy as np
 
 from .._files import atomic_write
-from .base import flatten_params, unflatten_params
+from ._base import flatten_params, unflatten_params
 
 __all__ = ["UnsafeCheckpointError", "load_params", "read_checkpoint", "save_params"]
 

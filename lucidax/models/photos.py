@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from .._files import match_channels
-from .base import suggest
+from ._base import suggest
 from .starter.data import BUILTIN_DATA as STARTER_DATA
 from .starter.data import SPLITS, builtin_split
 
@@ -247,7 +247,7 @@ def resolve_auto(spec: Any, model: Any, use: str) -> Any:
 
     Args:
       spec: the argument as given (str or path; for ``invert`` any of its items).
-      model: a :class:`~lucidax.models.base.Model` or a registered model name (a name's
+      model: a :class:`~lucidax.models._base.Model` or a registered model name (a name's
         input channels are not checked: RGB is assumed).
       use: one of :data:`AUTO_USES`.
 

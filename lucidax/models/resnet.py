@@ -27,8 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .base import LayerInfo, Model, Taps
-from .layers import (
+from ._base import LayerInfo, Model, Taps
+from ._layers import (
     IMAGENET_NORMALIZATION,
     BatchNorm,
     Conv,
@@ -40,7 +40,7 @@ from .layers import (
     relu,
     torch_key_map,
 )
-from .registry import ModelEntry, register
+from ._registry import ModelEntry, register
 
 __all__ = ["LAYERS", "ResNet", "STAGES", "build", "key_map"]
 

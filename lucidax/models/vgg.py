@@ -26,8 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .base import LayerInfo, Model, Taps
-from .layers import (
+from ._base import LayerInfo, Model, Taps
+from ._layers import (
     IMAGENET_NORMALIZATION,
     Conv,
     Dense,
@@ -39,7 +39,7 @@ from .layers import (
     relu,
     torch_key_map,
 )
-from .registry import ModelEntry, register
+from ._registry import ModelEntry, register
 
 __all__ = ["CONFIG", "LAYERS", "VGG", "build", "key_map"]
 

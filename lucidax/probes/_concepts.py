@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from lucidax._files import IMAGE_EXTENSIONS
-from lucidax.models.base import suggest
+from lucidax.models import suggest
 
 
 # ----------------------------------------------------------------------------------------------

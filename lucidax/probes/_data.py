@@ -22,7 +22,7 @@ from lucidax._files import (
     readable_images,
 )
 from lucidax.models import photos as builtin_photos
-from lucidax.models.base import suggest
+from lucidax.models import suggest
 
 from ._cache import _array_key
 

@@ -68,7 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucidax._batching import pad_batch, valid_mask
-from lucidax.models.base import Model, normalize_layers, suggest
+from lucidax.models import Model, normalize_layers, suggest
 from lucidax.models.fastgrad import apply as fast_apply
 
 DEFAULT_QUANTILE = 0.005

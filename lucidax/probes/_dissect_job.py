@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from lucidax._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from lucidax._files import check_int, prepare_out_dir
-from lucidax.models.base import Model
+from lucidax.models import Model
 from lucidax.models.starter import data as starter_data
 
 from ._concepts import FolderConcepts, StarterConcepts

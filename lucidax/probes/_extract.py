@@ -55,7 +55,7 @@ from lucidax._files import (
     none_left,
     warn_skipped,
 )
-from lucidax.models.base import Model, normalize_layers, suggest
+from lucidax.models import Model, normalize_layers, suggest
 from lucidax.models.fastgrad import apply as fast_apply
 
 from ._cache import (

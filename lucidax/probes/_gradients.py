@@ -13,8 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucidax._batching import pad_batch
-from lucidax.models import apply_perturbed
-from lucidax.models.base import Model, normalize_layers, suggest
+from lucidax.models import Model, apply_perturbed, normalize_layers, suggest
 
 from .._files import atomic_write
 from ._cache import _digest, _safe

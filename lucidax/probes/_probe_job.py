@@ -17,8 +17,8 @@ from typing import Any
 
 from lucidax._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from lucidax._files import check_int, prepare_out_dir
+from lucidax.models import Model, suggest
 from lucidax.models import photos as builtin_photos
-from lucidax.models.base import Model, suggest
 
 from ._data import list_image_folder, load_data
 from ._linear import DEFAULT_LAMBDAS, ProbeResult

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lucidax.models.base import Model
+from lucidax.models import Model
 
 from .._files import atomic_write, save_json
 from ._dissect import Dissection

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lucidax.models.base import suggest
+from lucidax.models import suggest
 
 CORRECTIONS = ("holm", "bh", "bonferroni", "none")
 _ALIASES = {"fdr_bh": "bh", "benjamini-hochberg": "bh", "bonf": "bonferroni", None: "none"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from lucidax.models.base import Model, normalize_layers, suggest
+from lucidax.models import Model, normalize_layers, suggest
 
 from ._extract import Features, extract
 from ._linear import DEFAULT_LAMBDAS, ProbeResult, fit_probe

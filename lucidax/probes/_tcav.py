@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from lucidax.models.base import Model, normalize_layers
+from lucidax.models import Model, normalize_layers
 
 from ._cache import _params_hash
 from ._cav import fit_cavs, tcav_scores

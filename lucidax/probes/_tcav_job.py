@@ -17,7 +17,7 @@ from typing import Any
 
 from lucidax._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from lucidax._files import check_int, prepare_out_dir
-from lucidax.models.base import Model, normalize_layers
+from lucidax.models import Model, normalize_layers
 
 from ._data import ImageSet
 from ._gradients import _check_model, _class_index

@@ -48,7 +48,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from lucidax.models.base import Model, normalize_layers
+from lucidax.models import Model, normalize_layers
 
 from .._fields import MEMORY_HELP, WEIGHTS_HELP, flag
 from .._files import (
@@ -464,7 +464,7 @@ def invert(
         False: try anyway.
     """
     if loss not in ("l2", "cosine"):
-        from lucidax.models.base import suggest
+        from lucidax.models import suggest
 
         raise ValueError(suggest(loss, ("l2", "cosine"), what="loss"))
     return _run("invert", model, params, images, layer, param=param, transforms=transforms,
@@ -685,7 +685,7 @@ class InvertJob:
         if self.layers is None:
             raise ValueError("--layers is required (comma-separated layer names)")
         if self.mode not in _MODES:
-            from lucidax.models.base import suggest
+            from lucidax.models import suggest
 
             raise ValueError(suggest(self.mode, _MODES, what="mode"))
         check_int(self.steps, "--steps")

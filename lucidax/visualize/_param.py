@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucidax._files import IMAGE_EXTENSIONS
-from lucidax.models.base import suggest
+from lucidax.models import suggest
 
 from ._common import draw
 

@@ -44,8 +44,8 @@ from jax.sharding import PartitionSpec as P
 
 from lucidax._batching import pad_batch
 from lucidax._memory import check_memory, estimate_render
+from lucidax.models import Model
 from lucidax.models import fastgrad as _fastgrad
-from lucidax.models.base import Model
 
 from ._param import Param, image
 from ._transforms import Compose, Transform, compose, resize, standard_transforms

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lucidax.models.base import suggest
+from lucidax.models import suggest
 
 from ._common import draw, is_key_batch
 

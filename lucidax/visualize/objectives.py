@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucidax._batching import pad_batch
-from lucidax.models.base import Model, normalize_layers, suggest
+from lucidax.models import Model, normalize_layers, suggest
 
 __all__ = [
     "INPUT",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from ..registry import ModelEntry, register
+from .._registry import ModelEntry, register
 from .data import (
     BACKGROUNDS,
     BUILTIN_DATA,

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import suggest
+from .._base import suggest
 
 __all__ = [
     "BACKGROUNDS",

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..base import InputSpec, LayerInfo, Model, Taps
+from .._base import InputSpec, LayerInfo, Model, Taps
 
 __all__ = [
     "CHANNELS",

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .base import InputSpec, LayerInfo, Model, unflatten_params
+from ._base import InputSpec, LayerInfo, Model, unflatten_params
 
 IMAGENET_NORMALIZATION = "(x - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225] (ImageNet)"
 

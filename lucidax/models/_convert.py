@@ -20,7 +20,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from .base import flatten_params, unflatten_params
+from ._base import flatten_params, unflatten_params
 
 __all__ = ["CheckpointMismatchError", "KeyMap", "convert_state_dict", "params_from_flat"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import jax
 
-from .base import Model, suggest
-from .convert import KeyMap, convert_state_dict, looks_like, params_from_flat
+from ._base import Model, suggest
+from ._convert import KeyMap, convert_state_dict, looks_like, params_from_flat
 
 __all__ = [
     "MissingWeightsError",
