@@ -217,7 +217,7 @@ def test_missing_weights_error_in_the_cli(monkeypatch, capsys):
                                      "pytorch-model==0.1.0")
 
     monkeypatch.setattr(eff, "weights_path", missing)
-    from lucidax.models import registry
+    from lucidax.models import _registry as registry
 
     entry = registry.get_entry("efficientnet_lite2")
     monkeypatch.setitem(registry._REGISTRY, "efficientnet_lite2",
