@@ -248,8 +248,8 @@ def test_no_python_warnings_from_donation(model):
 
 def test_fast_grads_match_standard_gradients():
     """The render loop's conv / max-pool input gradients equal JAX's standard ones."""
-    from lucidax.models import fastgrad
     from lucidax.models import _layers as L
+    from lucidax.models import fastgrad
 
     class Net(nn.Module):
         @nn.compact
