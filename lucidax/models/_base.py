@@ -177,7 +177,8 @@ class Model:
         # Activation shapes {(layer, side): shape} (see `layer_shape`), shared the same way.
         self._shapes: dict[tuple[str, int], tuple[int, ...]] = {}
 
-    def program(self, key: Any, build: Callable[[Model], Callable[..., Any]]) -> Callable:
+    def program(self, key: Any, build: Callable[[Model], Callable[..., Any]],
+                **jit_options: Any) -> Callable:
         """The compiled program ``key`` of this architecture: ``jax.jit(build(shell))``, made
         once and reused.
 
@@ -190,11 +191,13 @@ class Model:
         - ``key`` names the static configuration (layers, options, shapes that change the
           program): hashable, without arrays;
         - the programs live with the model: every ``with_params`` copy shares them, and they
-          are freed with the last copy (nothing global holds a model alive).
+          are freed with the last copy (nothing global holds a model alive);
+        - ``jit_options`` go to ``jax.jit`` (e.g. ``donate_argnums``); they are part of the
+          program, so one ``key`` always comes with the same options.
         """
         fn = self._programs.get(key)
         if fn is None:
-            fn = jax.jit(build(self.with_params(None)))
+            fn = jax.jit(build(self.with_params(None)), **jit_options)
             self._programs[key] = fn
         return fn
 

@@ -188,16 +188,12 @@ def _chunk_program(model: Model, cfg: _Config) -> Callable:
     :meth:`Model.program` (shared by every ``with_params`` copy of the model, freed with the
     last one): ``f(state, model_params, objective, step_keys, start, thresholds,
     redirect_steps)``, its ``state`` (image parameters, optimizer state, snapshots) donated.
-
-    ``Model.program`` jits what ``build`` returns without donation; ``build`` returns the
-    donating jit itself, which the stored program wraps (``__wrapped__``): called directly,
-    its buffers are donated (a jit nested in another would not donate them).
     """
 
     def build(shell: Model) -> Callable:
-        return jax.jit(functools.partial(_run_chunk, cfg, shell.apply), donate_argnums=0)
+        return functools.partial(_run_chunk, cfg, shell.apply)
 
-    return model.program(("lucidax.visualize.render", cfg), build).__wrapped__
+    return model.program(("lucidax.visualize.render", cfg), build, donate_argnums=0)
 
 
 def _keys(key, ids):
