@@ -1,8 +1,10 @@
 """TCAV: CAV fits, directional derivatives, planted concepts, calibration, cache, CLI runner.
 
 All solver calls use the same problem shape (40 problems of 20 examples, <= 8 features) so
-the vmapped L-BFGS program compiles once for the module. The starter model's own TCAV run is
-in scripts/bench_tcav.py and the README (too slow to compile for a unit test).
+the vmapped L-BFGS program compiles once for the module (one exception: the FastCAV agreement
+test fits 40 problems of 100 examples, the TCAV paper's 50 + 50). The starter model's own TCAV
+run is in scripts/bench_tcav.py and the README (too slow to compile for a unit test);
+scripts/bench_fastcav.py measures the mean-vs-logistic agreement on the starter and lite0.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from lucidax.probes import (
     CAVs,
     ImageSet,
     TCAVJob,
+    TCAVResult,
     adjust_pvalues,
     fit_cavs,
     layer_gradients,
@@ -110,6 +113,65 @@ def test_fit_cavs_validates_input():
         fit_cavs([np.full((3, 2), np.nan)], [np.zeros((3, 2))])
 
 
+def test_mean_cavs_match_logistic_and_recover_a_planted_direction():
+    """FastCAV (``method="mean"``): the normalized mean difference, exactly; on well-separated
+    isotropic features (50 + 50 examples) it agrees with the logistic CAV (cosine >= 0.9) and
+    recovers the planted concept direction."""
+    rng = np.random.default_rng(1)
+    u = np.array([1.0, -2.0, 0.5, 0.0, 0.0])
+    u /= np.linalg.norm(u)
+    pos = [rng.normal(size=(50, 5)) + 3.0 * u for _ in range(2 * RUNS)]
+    neg = [rng.normal(size=(50, 5)) for _ in range(2 * RUNS)]
+    mean = fit_cavs(pos, neg, method="mean", test_size=0.0)
+    logistic = fit_cavs(pos, neg, test_size=0.0)
+    assert mean.method == "mean" and logistic.method == "logistic"
+    assert mean.converged.all() and np.isnan(mean.lambda_) and logistic.lambda_ == 0.01
+    # FastCAV's definition: mean of the concept activations centred by the global mean
+    ref = np.stack([p.mean(0) - np.concatenate([p, n]).mean(0)
+                    for p, n in zip(pos, neg, strict=True)])
+    np.testing.assert_allclose(mean.directions,
+                               ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-6)
+    cos = np.sum(mean.directions * logistic.directions, axis=1)
+    assert float(np.mean(cos)) >= 0.95 and float(np.min(cos)) >= 0.9, cos
+    assert float(np.mean(mean.directions @ u)) >= 0.95 and np.all(mean.directions @ u > 0.85)
+    held = fit_cavs(pos, neg, method="mean")  # held-out accuracy of sign(v . (a - mean))
+    assert 0.9 < float(np.mean(held.accuracy)) <= 1.0
+    with pytest.raises(ValueError, match="unknown CAV method 'svm'; valid: logistic, mean"):
+        fit_cavs(pos, neg, method="svm")
+
+
+def test_mean_cavs_compile_once_for_every_width():
+    """One compiled FastCAV program per padded shape: new data and another width of the same
+    bucket (and the layers of a tcav_from_features call) reuse it."""
+    from lucidax.probes._cav import _mean_many
+
+    rng = np.random.default_rng(2)
+
+    def problems(d, shift=1.0):
+        return ([rng.normal(size=(NC, d)) + shift for _ in range(RUNS)],
+                [rng.normal(size=(NR, d)) for _ in range(RUNS)])
+
+    fit_cavs(*problems(3), method="mean", width=8)
+    size = _mean_many._cache_size()
+    fit_cavs(*problems(3, 2.0), method="mean", width=8)
+    fit_cavs(*problems(6), method="mean")  # bucket 8 too
+    assert _mean_many._cache_size() == size
+    # tcav_from_features: layers of widths 3 and 6 share one program (3 problem sets x RUNS)
+    rnd = {"a": rng.normal(size=(RUNS * (2 * NR + NC), 3)),
+           "b": rng.normal(size=(RUNS * (2 * NR + NC), 6))}
+    con = {c: {"a": rng.normal(size=(RUNS * NC, 3)) + 1, "b": rng.normal(size=(RUNS * NC, 6))}
+           for c in ("c1", "c2")}
+    grads = {"a": rng.normal(size=(10, 3)), "b": rng.normal(size=(10, 6))}
+    kw = dict(runs=RUNS, n_concept=NC, n_random=NR, cav="mean")
+    r1 = tcav_from_features(con, rnd, grads, **kw)
+    size = _mean_many._cache_size()
+    r2 = tcav_from_features(con, rnd, grads, seed=5, **kw)
+    assert _mean_many._cache_size() == size
+    assert {r.cav for r in r1 + r2} == {"mean"} and len(r1) == 4
+    with pytest.raises(ValueError, match="valid: logistic, mean"):
+        tcav_from_features(con, rnd, grads, runs=RUNS, n_concept=NC, n_random=NR, cav="svm")
+
+
 def test_tcav_scores_is_fraction_of_positive_directional_derivatives():
     g = np.array([[1.0, 0.0], [0.5, -1.0], [-1.0, 0.2], [2.0, 2.0]])
     v = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
@@ -175,6 +237,30 @@ def test_planted_concept_gives_tcav_one_and_is_significant(tiny, pools, reduce, 
     assert not rc.significant and rc.p_adj > 0.05
     assert a.correction == "holm" and a.test == "welch" and a.reduce == reduce
     json.dumps(a.to_dict())  # JSON-ready
+
+
+def test_mean_cavs_give_the_same_decisions_as_logistic(tiny, pools, tmp_path):
+    """``cav="mean"`` on the planted-concept setup: the same significance decisions as the
+    logistic CAVs for both classes, close TCAV scores, recorded in the result."""
+    concepts = {"planted": pools["planted"], "random concept": pools["random_concept"]}
+    res = {}
+    for cav in ("logistic", "mean"):
+        for cls in ("a", "b"):
+            out = tcav(tiny, tiny.params, concepts, pools["random"], pools["targets"], cls,
+                       ("conv",), runs=RUNS, n_concept=NC, n_random=NR, cav=cav,
+                       cache_dir=tmp_path, progress=False, seed=3)
+            res.update({(r.concept, cls, cav): r for r in out})
+    for c in concepts:
+        for cls in ("a", "b"):
+            lo, me = res[(c, cls, "logistic")], res[(c, cls, "mean")]
+            assert lo.cav == "logistic" and me.cav == "mean" and me.to_dict()["cav"] == "mean"
+            assert me.significant == lo.significant, (c, cls)
+            assert abs(me.mean - lo.mean) < 0.15, (c, cls, me.mean, lo.mean)
+    assert res[("planted", "a", "mean")].significant and res[("planted", "a", "mean")].mean > 0.9
+    assert res[("planted", "a", "mean")].cav_accuracy > 0.9
+    with pytest.raises(ValueError, match="valid: logistic, mean"):
+        tcav(tiny, tiny.params, concepts, pools["random"], pools["targets"], "a", "conv",
+             cav="svm", progress=False)
 
 
 def test_random_concepts_false_positive_rate_is_nominal():
@@ -277,6 +363,18 @@ def test_run_tcav_cli_from_folders_writes_results(tiny, pools, tmp_path, monkeyp
     assert again.cache["gradient_cache_misses"] == []
     assert again.cache["feature_cache_misses"] == []
     assert again.results[0].scores == planted.scores
+    assert doc["config"]["cav"] == "logistic" and doc["results"][0]["cav"] == "logistic"
+    # --cav mean: the same cache, recorded in results.json, the CSV and the table
+    fast = run_tcav(TCAVJob(tiny, out=tmp_path / "m", cache_dir=tmp_path / "o" / "cache",
+                            cav="mean", **kw), progress=False)
+    assert fast.cache["feature_cache_misses"] == []
+    assert [r.significant for r in fast.results] == [True, False]
+    doc = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert doc["config"]["cav"] == "mean" and {r["cav"] for r in doc["results"]} == {"mean"}
+    with open(fast.files["csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["cav"] for row in rows] == ["mean", "mean"]
+    assert "FastCAV" in fast.table
     # one concept, one narrow panel: the title is wrapped to the figure, never cut at its sides
     import importlib
 
@@ -300,6 +398,23 @@ def test_builtin_starter_sources_are_lazy_and_keyed():
     assert red.images.shape == (6, starter.SIDE, starter.SIDE, 3)
     with pytest.raises(ValueError, match="red"):
         ImageSet.starter(6, fixed={"color": "reed"})
+
+
+def test_cli_cav_flag_parses_into_the_job():
+    from lucidax.cli import build_parser
+    from lucidax.cli._common import dataclass_from_args
+
+    parser = build_parser()
+    base = ["tcav", "--concepts", "color:red", "--class", "3"]
+    assert dataclass_from_args(TCAVJob, parser.parse_args(base)).cav == "logistic"
+    job = dataclass_from_args(TCAVJob, parser.parse_args([*base, "--cav", "mean"]))
+    assert job.cav == "mean"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--cav", "svm"])
+    with pytest.raises(ValueError, match="--cav must be one of logistic, mean"):
+        run_tcav(TCAVJob("starter", concepts=["color:red"], cav="svm", out=None),
+                 progress=False)
+    assert TCAVResult.__dataclass_fields__["cav"].default == "logistic"
 
 
 def test_run_tcav_cli_rejects_bad_specs():

@@ -109,7 +109,7 @@ def format_results(results: Sequence[ProbeResult]) -> str:
 
 _TCAV_CSV_COLUMNS = ("concept", "layer", "target", "mean", "std", "null_mean", "null_std",
                "statistic", "df", "p", "p_adj", "significant", "cav_accuracy", "runs",
-               "independent_runs")
+               "independent_runs", "cav")  # new columns go last (readers index by name)
 
 def format_tcav(results: Sequence[TCAVResult]) -> str:
     """A plain-text table (what the CLI prints)."""
@@ -121,6 +121,9 @@ def format_tcav(results: Sequence[TCAVResult]) -> str:
             f"{r.concept[:22]:<22} {r.layer[:14]:<14} {r.target[:5]:>5} "
             f"{r.mean:5.2f} ± {r.std:4.2f} {r.null_mean:5.2f} ± {r.null_std:4.2f} "
             f"{r.p:9.2e} {r.p_adj:9.2e} {_stars(r):>4} {r.cav_accuracy:7.2f}")
+    if any(r.cav == "mean" for r in results):
+        lines.append("CAVs: mean difference (FastCAV); CAV acc: held-out accuracy of "
+                     "sign(v . (a - mean))")
     if results and not all(r.independent_runs for r in results):
         lines.append("note: some runs share images (pool too small); p-values are optimistic")
     return "\n".join(lines)

@@ -5,7 +5,11 @@ For a layer ``l``, a concept ``C`` and a class ``k``:
 1. **CAV**: an L2 logistic classifier separates the layer-``l`` features of concept examples
    from those of random examples; the CAV ``v`` is the unit normal of its decision boundary,
    pointing towards the concept (the probe solver of :func:`lucidax.probes.fit_probe`, every CAV
-   of a run solved at once: one ``vmap``-ed L-BFGS program).
+   of a run solved at once: one ``vmap``-ed L-BFGS program). With ``cav="mean"`` the CAV is
+   instead FastCAV's closed form (Schmalwasser et al., ICML 2025): the normalized difference
+   between the mean concept activation and the global mean, i.e. the direction of
+   ``mean(concept) - mean(random)`` (:func:`lucidax.probes.fit_cavs`), one pass over the
+   features; everything after the CAV is the same.
 2. **Directional derivative** of the class-``k`` logit along ``v`` for an input ``x``:
    ``S(x) = grad_l logit_k(x) . v``, with the gradient taken with respect to the layer's
    activation (the network truncated from ``l``, :func:`lucidax.models.apply_perturbed`).
@@ -63,7 +67,7 @@ import numpy as np
 from lucidax.models import Model, normalize_layers
 
 from ._cache import _params_hash
-from ._cav import fit_cavs, tcav_scores
+from ._cav import _check_method, fit_cavs, tcav_scores
 from ._data import ImageSet, _Batches
 from ._extract import extract
 from ._gradients import _cached_gradients, _check_model, _check_space, _class_index
@@ -95,6 +99,8 @@ class TCAVResult:
       independent_runs: every run used its own concept and random images (see the module
         docstring); False means the t-test's independence assumption is violated.
       reduce, test, correction, alpha: the configuration.
+      cav: how the CAVs were found: ``"logistic"`` (L2 logistic normals) or ``"mean"``
+        (FastCAV's mean difference, :func:`lucidax.probes.fit_cavs`).
     """
 
     concept: str
@@ -123,6 +129,7 @@ class TCAVResult:
     test: str
     correction: str
     alpha: float
+    cav: str = "logistic"
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -195,6 +202,7 @@ def tcav(
     equal_var: bool = False,
     lam: float = 0.01,
     cav_test_size: float = 1 / 3,
+    cav: str = "logistic",
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 50,
@@ -221,6 +229,9 @@ def tcav(
       alpha: significance level of ``p_adj``.
       equal_var: Student's t-test (True, the paper's) instead of Welch's (False).
       lam, cav_test_size: L2 strength and held-out share of the CAV classifiers.
+      cav: ``"logistic"`` (default: the L2 logistic CAVs of the paper) or ``"mean"``
+        (FastCAV: mean-difference CAVs, one pass, no solver; ``lam`` unused); see
+        :func:`lucidax.probes.fit_cavs`.
       seed: draws of the run sets and held-out splits.
       cache_dir: feature and gradient cache (None: nothing cached).
       stats: if given, filled with timings and cache facts.
@@ -236,6 +247,7 @@ def tcav(
     names = tuple(sorted(names, key=model.layer_names.index))
     reduce = _check_space(reduce)
     correction = _check_correction(correction)
+    cav = _check_method(cav)
     _check_counts(runs, n_concept, n_random, alpha)
     if not concepts:
         raise ValueError("no concepts given")
@@ -276,8 +288,8 @@ def tcav(
     results = tcav_from_features(
         {c: feats[src.key] for c, src in concept_sets.items()}, feats[random.key], grads,
         runs=runs, n_concept=n_concept, n_random=n_random, correction=correction,
-        alpha=alpha, equal_var=equal_var, lam=lam, cav_test_size=cav_test_size, seed=seed,
-        target=label, target_index=k, reduce=reduce, stats=info)
+        alpha=alpha, equal_var=equal_var, lam=lam, cav_test_size=cav_test_size, cav=cav,
+        seed=seed, target=label, target_index=k, reduce=reduce, stats=info)
     if stats is not None:
         stats.update(info)
         stats["timings_s"] = {"gradients": round(t_grad, 3), "features": round(t_feat, 3),
@@ -299,6 +311,7 @@ def tcav_from_features(
     equal_var: bool = False,
     lam: float = 0.01,
     cav_test_size: float = 1 / 3,
+    cav: str = "logistic",
     seed: int = 0,
     target: str = "",
     target_index: int = -1,
@@ -318,6 +331,7 @@ def tcav_from_features(
     if not concepts:
         raise ValueError("no concepts given")
     correction = _check_correction(correction)
+    cav = _check_method(cav)
     names = tuple(gradients)
     grads = {n: np.asarray(gradients[n], np.float64) for n in names}
     for src_name, f in (("random", random), *((f"concept {c!r}", v)
@@ -358,7 +372,7 @@ def tcav_from_features(
             pos += [cf[i] for i in concept_idx[c][0]]
             neg += [rf[i] for i in neg_idx]
             tags.append(c)
-        fit = fit_cavs(pos, neg, lam=lam, test_size=cav_test_size, seed=seed + 1,
+        fit = fit_cavs(pos, neg, method=cav, lam=lam, test_size=cav_test_size, seed=seed + 1,
                        width=small if widths[n] <= 1024 else None)
         converged &= bool(np.all(fit.converged))
         for j, tag in enumerate(tags):
@@ -393,6 +407,7 @@ def tcav_from_features(
             n_targets=int(len(grads[n])),
             independent_runs=bool(rand_indep and concept_idx[c][1]),
             reduce=reduce, test=test_name, correction=correction, alpha=float(alpha),
+            cav=cav,
         ))
     if stats is not None:
         stats["timings_s"] = {"cav_fits": round(t_fit, 3),

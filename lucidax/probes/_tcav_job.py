@@ -19,6 +19,7 @@ from lucidax._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from lucidax._files import check_int, prepare_out_dir
 from lucidax.models import Model, normalize_layers
 
+from ._cav import CAV_METHODS
 from ._data import ImageSet
 from ._gradients import _check_model, _class_index
 from ._report import format_tcav, write_tcav
@@ -52,6 +53,8 @@ class TCAVJob:
       runs, n_concept, n_random, n_targets: see :func:`lucidax.probes.tcav`; builtin pools
         are sized so that every run gets its own images.
       reduce, correction, alpha, equal_var, lam: see :func:`lucidax.probes.tcav`.
+      cav: ``"logistic"`` (L2 logistic CAVs, the paper's) or ``"mean"`` (FastCAV:
+        mean-difference CAVs, no solver), :func:`lucidax.probes.fit_cavs`.
       split: starter split of builtin sources (default ``test``: images the model was not
         trained on).
       seed: data and run-set seed.
@@ -99,6 +102,10 @@ class TCAVJob:
     batch_size: int = flag(50, "forward/backward batch")
     memory_check: bool = flag(True, MEMORY_HELP)
     lam: float = flag(0.01, "L2 strength of the CAV classifiers")
+    cav: str = flag("logistic", "how CAVs are found: logistic (L2 logistic classifiers, the "
+                                "paper's) or mean (FastCAV: normalized difference of the "
+                                "concept and random mean activations, one pass, no solver)",
+                    choices=CAV_METHODS)
 
     def check(self) -> None:
         """Bad input fails here, in one line naming the flag, before any work."""
@@ -107,6 +114,8 @@ class TCAVJob:
             check_int(getattr(self, f), "--" + f.replace("_", "-"), minimum=least)
         if not (isinstance(self.alpha, int | float) and 0 < self.alpha < 1):
             raise ValueError(f"--alpha must be in (0, 1); got {self.alpha!r}")
+        if self.cav not in CAV_METHODS:
+            raise ValueError(f"--cav must be one of {', '.join(CAV_METHODS)}; got {self.cav!r}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -224,7 +233,7 @@ def run_tcav(job: TCAVJob, *, progress: bool = True) -> TCAVRun:
     results = tcav(
         model, model.params, c_sets, r_set, t_set, k, names, runs=runs, n_concept=n_concept,
         n_random=n_random, reduce=job.reduce, correction=job.correction, alpha=job.alpha,
-        equal_var=job.equal_var, lam=job.lam, seed=seed, cache_dir=cache,
+        equal_var=job.equal_var, lam=job.lam, cav=job.cav, seed=seed, cache_dir=cache,
         batch_size=job.batch_size, progress=progress, stats=info,
         memory_check=job.memory_check)
     timings = dict(info.pop("timings_s", {}))
@@ -238,7 +247,7 @@ def run_tcav(job: TCAVJob, *, progress: bool = True) -> TCAVRun:
                 "runs": runs, "n_concept": n_concept, "n_random": n_random,
                 "n_targets": t_set.n, "reduce": job.reduce, "correction": job.correction,
                 "alpha": job.alpha, "equal_var": job.equal_var, "lam": job.lam,
-                "seed": seed},
+                "cav": job.cav, "seed": seed},
             "timings_s": timings, "cache": info})
     return TCAVRun(tuple(results), out_dir, files, format_tcav(results), timings, info)
 
