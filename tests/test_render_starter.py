@@ -15,12 +15,13 @@ def starter():
 def test_class_logit_renders_are_classified_as_their_class(starter):
     result = viz.render(
         starter, viz.channel("logits", range(10)), param=viz.image(sd=0.5), size=64,
-        steps=256, progress=False,
+        steps=128, progress=False,
     )
     assert result.all_finite
     logits = np.asarray(starter.apply(starter.params, result.images, ("logits",))["logits"])
     hits = logits.argmax(-1) == np.arange(10)
-    # Measured: 10/10 classes. The bar is >= 90% of classes.
+    # Measured: 10/10 classes at 128 steps (as at 256), each by a margin of >= 7.7 logits over
+    # the runner-up (>= 4.8 at 64 steps). The bar is >= 90% of classes.
     assert hits.mean() >= 0.9, f"renders classified as {logits.argmax(-1)}"
 
 

@@ -38,15 +38,25 @@ def models():
     return {name: lm.load(name, seed=0) for name in ZOO}
 
 
+class _SmallActs(dict):
+    """Every layer of a model for a fixed batch of 2 small images, computed (one compile per
+    model) on first access: under pytest-xdist a worker compiles only the models its tests
+    read (a full InceptionV1 compile is seconds)."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.models = models
+
+    def __missing__(self, name):
+        model, side = self.models[name], SMALL_SIDE[name]
+        x = jax.random.uniform(jax.random.key(1), (2, side, side, 3))
+        self[name] = jax.jit(lambda p, im: model.apply(p, im))(model.params, x)
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def small_acts(models):
-    """Every layer of every model for a fixed batch of 2 small images (one compile each)."""
-    out = {}
-    for name, model in models.items():
-        side = SMALL_SIDE[name]
-        x = jax.random.uniform(jax.random.key(1), (2, side, side, 3))
-        out[name] = jax.jit(lambda p, im, m=model: m.apply(p, im))(model.params, x)
-    return out
+    return _SmallActs(models)
 
 
 def _count(jaxpr, primitive: str) -> int:
@@ -333,7 +343,8 @@ def test_lucidax_layout_roundtrip(models, tmp_path):
     from lucidax.models.io import save_params
 
     model = models["inceptionv1"]
-    params = jax.tree.map(lambda v: v + 1.0, model.params)
+    # NumPy: a jnp add per leaf dispatches (and compiles) 116 tiny programs, seconds
+    params = jax.tree.map(lambda v: np.asarray(v) + np.float32(1.0), model.params)
     save_params(params, tmp_path / "inc.npz")
     loaded = lm.load("inceptionv1", weights=tmp_path / "inc.npz")
     for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(loaded.params), strict=True):

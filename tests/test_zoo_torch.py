@@ -264,51 +264,61 @@ _CHILD = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def torch_vs_lucidax(tmp_path_factory):
-    """Torch reference activations and lucidax's (computed torch-free from ``.pth`` files)."""
-    tmp = tmp_path_factory.mktemp("zoo_torch")
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    rng = np.random.default_rng(0)
-    refs, jobs = {}, []
-    for seed, (name, (cls, side, dense_std)) in enumerate(_CASES.items()):
-        with torch.device("meta"):  # skip torch's default init: _randomize sets everything
-            model = cls()
-        model = _randomize(model.to_empty(device="cpu"), seed, dense_std)
-        images = rng.random((2, side, side, 3), dtype=np.float32)
-        with torch.no_grad():
-            out = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
-        refs[name] = {
-            k: (v.permute(0, 2, 3, 1) if v.ndim == 4 else v).numpy() for k, v in out.items()
-        }
-        weights = tmp / f"{name}.pth"
-        torch.save(model.state_dict(), weights)
-        np.save(tmp / f"{name}_input.npy", images)
-        jobs.append(
-            {
-                "name": name,
-                "weights": str(weights),
-                "input": str(tmp / f"{name}_input.npy"),
-                "out": str(tmp / f"{name}_acts.npz"),
-            }
-        )
-        del model, out
+def _reference_and_ours(name: str, tmp) -> tuple[dict, dict]:
+    """Torch reference activations of ``name`` and lucidax's (computed torch-free from a
+    ``.pth`` file in a subprocess)."""
+    seed = list(_CASES).index(name)
+    cls, side, dense_std = _CASES[name]
+    with torch.device("meta"):  # skip torch's default init: _randomize sets everything
+        model = cls()
+    model = _randomize(model.to_empty(device="cpu"), seed, dense_std)
+    images = np.random.default_rng(seed).random((2, side, side, 3), dtype=np.float32)
+    with torch.no_grad():
+        out = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+    ref = {k: (v.permute(0, 2, 3, 1) if v.ndim == 4 else v).numpy() for k, v in out.items()}
+    job = {
+        "name": name,
+        "weights": str(tmp / f"{name}.pth"),
+        "input": str(tmp / f"{name}_input.npy"),
+        "out": str(tmp / f"{name}_acts.npz"),
+    }
+    torch.save(model.state_dict(), job["weights"])
+    np.save(job["input"], images)
+    del model, out
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(jobs)],
+        [sys.executable, "-c", _CHILD, json.dumps([job])],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "torch-free OK" in proc.stdout
-    ours = {job["name"]: dict(np.load(job["out"])) for job in jobs}
-    return refs, ours
+    os.remove(job["weights"])  # VGG-16's is 553 MB
+    return ref, dict(np.load(job["out"]))
+
+
+@pytest.fixture(scope="module")
+def torch_vs_lucidax(tmp_path_factory):
+    """``name -> (torch reference activations, lucidax's)``, each model built on first use.
+
+    Per model rather than all at once: under pytest-xdist each worker runs a module-scoped
+    fixture itself, so an all-models fixture was built twice (once per worker, ~100 s of CI).
+    """
+    tmp = tmp_path_factory.mktemp("zoo_torch")
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    cache: dict[str, tuple[dict, dict]] = {}
+
+    def get(name: str) -> tuple[dict, dict]:
+        if name not in cache:
+            cache[name] = _reference_and_ours(name, tmp)
+        return cache[name]
+
+    return get
 
 
 @pytest.mark.parametrize("name", list(_CASES))
 def test_every_layer_matches_torch(torch_vs_lucidax, name):
-    refs, ours = torch_vs_lucidax
-    ref, got = refs[name], ours[name]
+    ref, got = torch_vs_lucidax(name)
     # lucidax exposes exactly the reference's layers, in forward order
     assert list(got) == list(ref), (list(got), list(ref))
     errors = {}
@@ -348,7 +358,9 @@ def test_layer_helpers_match_torch():
 def test_checkpoint_mismatch_names_every_key(tmp_path):
     import lucidax.models as lm
 
-    sd = _randomize(TorchInceptionV1(), 7).state_dict()
+    with torch.device("meta"):  # skip torch's default init: _randomize sets everything
+        reference = TorchInceptionV1()
+    sd = _randomize(reference.to_empty(device="cpu"), 7).state_dict()
     del sd["mixed4a_3x3_pre_relu_conv.bias"]
     sd["mixed6a_1x1_pre_relu_conv.weight"] = torch.zeros(8, 8, 1, 1)
     sd["conv2d1_pre_relu_conv.weight"] = torch.zeros(32, 64, 1, 1)
