@@ -1,0 +1,267 @@
+"""The factorization result and the helpers shared by NMF, the TopK SAE and PCA (private).
+
+A factorization writes activations ``A [n, C]`` as codes ``U [n, K]`` times concept
+directions ``W [K, C]``. :class:`Factorization` holds ``W`` (plus the method's other arrays),
+maps new activations to codes (:meth:`Factorization.encode`, pure and jittable) and back
+(:meth:`Factorization.decode`), and saves to one ``.npz``. :func:`codes` encodes every row of
+a (possibly memory-mapped) matrix in fixed-size chunks; :func:`factorize` picks the method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..models import suggest
+from ._rows import Rows, as_rows
+
+__all__ = ["METHODS", "Factorization", "codes", "factorize", "key_config", "make_key"]
+
+METHODS = ("nmf", "sae", "pca")
+
+
+def make_key(key: Any) -> jax.Array:
+    """A PRNG key from an int seed or a key array."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.PRNGKey(int(key))
+    if hasattr(key, "dtype") and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                  or np.shape(key) == (2,)):
+        return jnp.asarray(key)
+    raise ValueError(f"key must be an int seed or a jax.random key; got {key!r}")
+
+
+def key_config(key: Any) -> Any:
+    """JSON-safe form of ``key`` (the int, or the key data as a list)."""
+    if isinstance(key, (int, np.integer)):
+        return int(key)
+    k = jnp.asarray(key)
+    if jnp.issubdtype(k.dtype, jax.dtypes.prng_key):
+        k = jax.random.key_data(k)
+    return np.asarray(k).tolist()
+
+
+def nmf_encode(W: jax.Array, acts: jax.Array, iterations: int) -> jax.Array:
+    """Non-negative least squares codes of ``acts [..., C]`` for fixed ``W [K, C]``:
+    start from ``relu(A W^+)`` (``W^+ = W^T (W W^T)^-1``), then ``iterations`` HALS sweeps."""
+    shape = acts.shape
+    a = acts.reshape(-1, shape[-1]).astype(jnp.float32)
+    W = W.astype(jnp.float32)
+    awt = a @ W.T
+    wwt = W @ W.T
+    u = hals_start(awt, wwt)
+    u = hals_sweeps(u, awt, wwt, iterations)
+    return u.reshape(*shape[:-1], W.shape[0])
+
+
+def hals_start(awt: jax.Array, wwt: jax.Array) -> jax.Array:
+    """``relu(A W^+)`` from ``A W^T`` and ``W W^T`` (a small ridge keeps it defined)."""
+    k = wwt.shape[0]
+    ridge = 1e-6 * jnp.trace(wwt) / k + 1e-12
+    return jax.nn.relu(awt @ jnp.linalg.inv(wwt + ridge * jnp.eye(k, dtype=wwt.dtype)))
+
+
+def hals_sweeps(u: jax.Array, awt: jax.Array, wwt: jax.Array, sweeps: int | jax.Array
+                ) -> jax.Array:
+    """``sweeps`` HALS sweeps over the columns of ``u`` for ``min ||A - u W||^2, u >= 0``,
+    given ``A W^T`` and ``W W^T`` (the rows of ``u`` are independent). Works on the
+    transposes so that each column update is a contiguous row; the column loop is unrolled
+    (``K`` is static)."""
+    k = wwt.shape[0]
+    diag = jnp.maximum(jnp.diag(wwt), 1e-12)
+    scaled = wwt / diag[:, None]  # row j: W W^T[j] / ||w_j||^2
+    target = (awt / diag).T  # [K, B]
+
+    def sweep(_, ut):
+        for j in range(k):
+            ut = ut.at[j].set(jnp.maximum(ut[j] + target[j] - scaled[j] @ ut, 0.0))
+        return ut
+
+    return jax.lax.fori_loop(0, sweeps, sweep, u.T).T
+
+
+def sae_encode(params: dict[str, jax.Array], acts: jax.Array, topk: int) -> jax.Array:
+    """TopK SAE codes: ``TopK(ReLU((x - b_dec) W_enc + b_enc))``."""
+    pre = jax.nn.relu((acts - params["b_dec"]) @ params["W_enc"] + params["b_enc"])
+    if topk >= pre.shape[-1]:
+        return pre
+    vals, idx = jax.lax.top_k(pre, topk)
+    kth = vals[..., -1:]
+    del idx
+    # keep the top-k values (ties at the k-th value all kept: measure-zero for real data)
+    return jnp.where(pre >= kth, pre, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Factorization:
+    """``A ~ U W``: concept directions and how to get codes for new activations.
+
+    Attributes:
+      method: ``"nmf"``, ``"sae"`` or ``"pca"``.
+      W: float32 ``[K, C]`` concept directions (NMF: non-negative; SAE: decoder rows, unit
+        norm; PCA: orthonormal components).
+      error: relative reconstruction error ``||A - U W||_F / ||A||_F`` over all rows (PCA:
+        of ``mean + U W``; SAE: of ``z W + b_dec``).
+      l0: mean number of non-zero codes per row.
+      sparsity: fraction of zero entries of ``U``.
+      iterations: outer iterations (NMF), epochs (SAE), 1 (PCA).
+      seconds: wall time of the fit.
+      history: relative error after each outer iteration / epoch.
+      extra: the method's other arrays and numbers (SAE ``W_enc``, ``b_enc``, ``b_dec``;
+        PCA ``mean``, ``eigenvalues``; NMF ``U`` (the training codes), ...).
+      config: the settings of the fit (``k``, ``key``, ``iterations``, ``tol``, ...).
+    """
+
+    method: str
+    W: np.ndarray
+    error: float
+    l0: float
+    sparsity: float
+    iterations: int
+    seconds: float
+    history: tuple[float, ...]
+    extra: dict = dataclasses.field(default_factory=dict)
+    config: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return int(self.W.shape[0])
+
+    def encode(self, acts: Any) -> jax.Array:
+        """Codes ``[..., K]`` of activations ``[..., C]`` (jnp, pure, jittable). NMF:
+        non-negative least squares with ``W`` fixed (``relu(A W^+)`` then
+        ``extra["encode_iterations"]`` HALS sweeps); SAE: its encoder; PCA: the projection of
+        the centred activations."""
+        acts = jnp.asarray(acts, jnp.float32)
+        if acts.shape[-1] != self.W.shape[1]:
+            raise ValueError(f"activations have {acts.shape[-1]} channels; this "
+                             f"factorization has C={self.W.shape[1]}")
+        if self.method == "nmf":
+            return nmf_encode(jnp.asarray(self.W), acts,
+                              int(self.extra.get("encode_iterations", 100)))
+        if self.method == "sae":
+            params = {n: jnp.asarray(self.extra[n]) for n in ("W_enc", "b_enc", "b_dec")}
+            return sae_encode(params, acts, int(self.config["topk"]))
+        return (acts - jnp.asarray(self.extra["mean"])) @ jnp.asarray(self.W).T
+
+    def decode(self, U: Any) -> jax.Array:
+        """Activations ``[..., C]`` from codes ``[..., K]`` (adds SAE ``b_dec`` / PCA mean)."""
+        out = jnp.asarray(U, jnp.float32) @ jnp.asarray(self.W)
+        if self.method == "sae":
+            out = out + jnp.asarray(self.extra["b_dec"])
+        elif self.method == "pca":
+            out = out + jnp.asarray(self.extra["mean"])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (no big arrays)."""
+        small = {k: v for k, v in self.extra.items() if not isinstance(v, np.ndarray)}
+        return {"method": self.method, "k": self.k, "channels": int(self.W.shape[1]),
+                "error": float(self.error), "l0": float(self.l0),
+                "sparsity": float(self.sparsity), "iterations": int(self.iterations),
+                "seconds": float(self.seconds), "history": [float(h) for h in self.history],
+                "extra": _json_safe(small), "config": _json_safe(self.config)}
+
+    def save(self, path: str | os.PathLike, *, include_codes: bool = False) -> str:
+        """Write one ``.npz`` (``W``, the extra arrays, JSON metadata) atomically. The training
+        codes ``extra["U"]`` (``[n, K]``) are left out unless ``include_codes``."""
+        path = os.fspath(path)
+        arrays = {"W": np.asarray(self.W, np.float32)}
+        for name, v in self.extra.items():
+            if isinstance(v, np.ndarray) and (include_codes or name != "U"):
+                arrays[f"extra.{name}"] = v
+        meta = self.to_dict()
+        meta.pop("k"), meta.pop("channels")
+        meta["format"] = "lucidax.concepts.Factorization/1"
+        arrays["meta"] = np.array(json.dumps(meta))
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".factorization-", suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Factorization:
+        """Read a file written by :meth:`save`."""
+        with np.load(os.fspath(path), allow_pickle=False) as z:
+            if "meta" not in z.files or "W" not in z.files:
+                raise ValueError(f"{os.fspath(path)!r} is not a saved Factorization")
+            meta = json.loads(str(z["meta"]))
+            extra = dict(meta["extra"])
+            for name in z.files:
+                if name.startswith("extra."):
+                    extra[name[len("extra."):]] = np.asarray(z[name])
+            return cls(meta["method"], np.asarray(z["W"], np.float32), meta["error"],
+                       meta["l0"], meta["sparsity"], meta["iterations"], meta["seconds"],
+                       tuple(meta["history"]), extra, meta["config"])
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return np.asarray(x).tolist()
+    return x
+
+
+def codes(fact: Factorization, rows: Any, *, batch_rows: int = 65536,
+          progress: bool = False) -> np.ndarray:
+    """float32 codes ``[n, K]`` of every row of ``rows`` (``[n, C]`` / ``[N, h, w, C]``, a
+    memmap is streamed), encoded in fixed-size chunks by one compiled program."""
+    from tqdm.auto import tqdm
+
+    from .._files import check_int
+
+    check_int(batch_rows, "batch_rows")
+    r = as_rows(rows)
+    if r.c != fact.W.shape[1]:
+        raise ValueError(f"rows have {r.c} channels; this factorization has "
+                         f"C={fact.W.shape[1]}")
+    enc = jax.jit(fact.encode)
+    out = np.empty((r.n, fact.k), np.float32)
+    for ch in tqdm(r.chunks(batch_rows), total=r.n_chunks(batch_rows), desc="codes",
+                   disable=not progress):
+        out[ch.start:ch.start + ch.n] = np.asarray(enc(ch.data))[:ch.n]
+    return out
+
+
+def factorize(rows: Any, k: int, *, method: str = "nmf", key: Any = 0, **kw: Any
+              ) -> Factorization:
+    """Factor ``rows`` into ``k`` concepts with ``method`` (``"nmf"``: :func:`nmf`,
+    ``"sae"``: :func:`topk_sae`, ``"pca"``: :func:`pca`); ``kw`` go to that function."""
+    if method == "nmf":
+        from ._nmf import nmf
+
+        return nmf(rows, k, key=key, **kw)
+    if method == "sae":
+        from ._sae import topk_sae
+
+        return topk_sae(rows, k, key=key, **kw)
+    if method == "pca":
+        from ._pca import pca
+
+        return pca(rows, k, **kw)
+    raise ValueError(suggest(method, METHODS, what="method"))
+
+
+def rows_arg(rows: Any, *, nonnegative: bool = False, method: str = "nmf") -> Rows:
+    return as_rows(rows, nonnegative=nonnegative, method=method)
