@@ -20,13 +20,17 @@ import pytest
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 # Too long for the test suite even at 2 steps (a gallery's example search over 1000 photo
-# crops, thousands of units): run with --dry-run instead.
+# crops, thousands of units; a concept run with its stability table): run with --dry-run
+# instead.
 DRY_RUN = {
     "lucidax gallery",
     "lucidax gallery --layers all --out lite0-all --dry-run",
     "lucidax gallery --layers blocks.12 --units 0-63 --variants 2 --out lite0-b12",
     "lucidax gallery --units 0-3;logits=1,207,285,947 --out lite0-mix",
     "lucidax gallery --model starter --out starter-all",
+    # 400 lite0 crops, Sobol on 8 images, 9 stability fits: minutes even at 2 steps
+    "lucidax concepts --model efficientnet_lite0 --layers head --data builtin:photos:chelsea "
+    "--n 400 --k 12 --class 285 --stability 3 --out runs/concepts-cat",
 }
 # Lines of the quick start that set up the environment or run this test suite.
 SETUP = ("python3 -m venv", ". .venv/bin/activate", "pip install", "python -m pytest")

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Sequence
 
 # Subcommands register themselves on import, in the order of `lucidax --help`.
-from . import _attribute, _dissect, _gallery, _invert, _models, _probe, _render, _tcav  # noqa: F401,I001
+from . import _attribute, _concepts, _dissect, _gallery, _invert, _models, _probe, _render, _tcav  # noqa: F401,I001
 from ._common import COMMANDS
 
 __all__ = ["build_parser", "main"]

@@ -27,7 +27,7 @@ from ._layout import grid_layout, sheet_layout, sheet_position
 
 __all__ = ["ANALYSES", "analysis_dirs", "write_site"]
 
-ANALYSES = ("probes", "tcav", "dissect", "invert", "attribution")
+ANALYSES = ("probes", "tcav", "dissect", "invert", "attribution", "concepts")
 _MAX_ROWS = 200
 _MAX_PRE = 20_000
 

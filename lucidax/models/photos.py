@@ -217,6 +217,7 @@ AUTO_USES: dict[str, tuple[str, str | None]] = {
     "attribute": ("builtin:starter:test", _PREFIX),
     "invert": ("builtin:starter:test", f"{_PREFIX}:<first {AUTO_INVERT_PHOTOS} sources>"),
     "dissect": ("builtin:starter", None),
+    "concepts": ("builtin:starter:test", _PREFIX),
 }
 
 
@@ -242,6 +243,7 @@ def resolve_auto(spec: Any, model: Any, use: str) -> Any:
     * ``invert``: a tuple of image arguments: ``("builtin:starter:test",)`` (a few starter
       test images) / the whole photos of the first :data:`AUTO_INVERT_PHOTOS` available
       sources (``builtin:photos:astronaut``, ...);
+    * ``concepts``: ``builtin:starter:test`` / ``builtin:photos`` (crops of every photo);
     * ``dissect``: ``builtin:starter``; other models: ValueError (dissection needs
       per-pixel concept masks, which only the starter data has built in).
 
