@@ -35,6 +35,7 @@ from lucidax._files import (
     save_json,
     save_png,
 )
+from lucidax._storage import OUT_HELP, staged
 from lucidax.models import Model, suggest
 
 from ._registry import as_names, get_method
@@ -288,7 +289,7 @@ class AttributeJob:
     target: str | int = flag(
         "predicted", "'predicted' (each image's top class), 'label' (builtin labels), a class "
                      "index or a class label")
-    out: str = flag("attribute-out", "output folder")
+    out: str = flag("attribute-out", OUT_HELP)
     n: int = flag(8, "number of images")
     seed: int = flag(0, "seed of the builtin images")
     evaluate: bool = flag(True, "deletion/insertion AUC for every method and a random map")
@@ -306,6 +307,7 @@ class AttributeJob:
                 check_option(m, k, v)
 
 
+@staged
 def run_attribute(job: AttributeJob, *, progress: bool = True) -> AttributeRun:
     """Run ``job`` (see :class:`AttributeJob`): ``lucidax attribute``."""
     import jax.numpy as jnp

@@ -24,6 +24,7 @@ import numpy as np
 
 from lucidax._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from lucidax._files import check_int, prepare_out_dir, save_json, to_uint8
+from lucidax._storage import OUT_HELP, staged
 from lucidax.models import Model, normalize_layers, suggest
 from lucidax.visualize import PARAMS
 
@@ -135,7 +136,7 @@ class ConceptsJob:
         None, "std of the render's random start (default: 0.01 for EfficientNet-Lite, 2.0 for "
               "the other models)")
     batch_size: int = flag(32, "images per forward pass")
-    out: str = flag("concepts-out", "output folder (index.html, <layer>/index.html, "
+    out: str = flag("concepts-out", f"{OUT_HELP} (index.html, <layer>/index.html, "
                                     "<layer>/class-<class>.html)")
     force: bool = flag(False, "redo every stage instead of resuming")
     dry_run: bool = flag(False, "load the model, resolve layers, data and class, print the "
@@ -234,6 +235,7 @@ def _images(spec: str, model: Model, n: int, seed: int) -> tuple[np.ndarray, str
 # ----------------------------------------------------------------------------------------------
 # the job
 # ----------------------------------------------------------------------------------------------
+@staged
 def run_concepts(job: ConceptsJob, *, progress: bool = True) -> ConceptsRun:
     """Run ``job`` (``lucidax concepts``): input is checked before the model loads; each stage
     resumes from ``<out>/<layer>/state.json``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from lucidax._batching import pad_batch
-from lucidax._files import check_array_file, prepare_out_dir
+from lucidax._files import check_array_file
+from lucidax._storage import Storage, check_out, open_storage
 
 from ._config import GalleryConfig, ManifestMismatchError
 from ._dataset import _DATASET_EXPECT, _Examples, _load_examples
@@ -34,7 +36,7 @@ from ._manifest import (
 )
 from ._plan import _Batch, _layer_dirs, _resolve_layers, _resolve_units, plan_batches
 from ._renderer import RESCUE_SD, _default_render, _objective_layer, _Renderer, _rescue
-from ._site import write_site
+from ._site import ANALYSES, write_site
 from ._write import _write_sheets, _write_unit
 
 __all__ = ["GalleryReport", "build_gallery"]
@@ -125,7 +127,8 @@ def _build(
     t_start = time.perf_counter()
     run = _start(config, model, render_fn, channel_fn, dataset)
     config, model = run.config, run.model
-    out = Path(config.out)
+    storage, listing = _open_out(config.out, run.tag)  # a URL: staging folder + publishing
+    out = storage.local
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
     clean_stale_tmp(out, tag=run.tag)
@@ -142,7 +145,7 @@ def _build(
     my_units = {(b.layer, u) for b in mine for u in b.units}
     done_mine = {
         (layer, u) for (layer, u) in my_units
-        if not config.force and unit_done(out, known.get(layer, {}).get(str(u)))
+        if not config.force and unit_done(out, known.get(layer, {}).get(str(u)), listing)
     }
     todo = [b for b in mine if any((b.layer, u) not in done_mine for u in b.units)]
     run_id = _shared_run_id(run.nproc)
@@ -167,7 +170,8 @@ def _build(
     }
     shard = _Shard(out, header, run, run_id,
                    # single process: the shard *is* manifest.json; it keeps every other entry
-                   keep_other=_without(known, my_units) if run.nproc == 1 else {})
+                   keep_other=_without(known, my_units) if run.nproc == 1 else {},
+                   storage=storage)
     for layer, u in sorted(done_mine):  # my shard starts with what is finished of my share
         shard.entries.setdefault(layer, {})[str(u)] = known[layer][str(u)]
     shard.write(complete=False)
@@ -185,13 +189,15 @@ def _build(
     render_s = time.perf_counter() - t_render
     shard.write(complete=True)
 
-    manifest_path = out / MANIFEST
-    index = _finish(out, run, run_id, header, known, shard) if run.pid == 0 else None
+    index = _finish(out, run, run_id, header, known, shard, storage, listing) \
+        if run.pid == 0 else None
     share = summarize(shard.entries)  # this process's share, rendered now or before
+    storage.close()  # a URL's staging folder: everything is published
     return GalleryReport(
-        out=str(out),
-        index=index,
-        manifest=str(manifest_path),
+        out=config.out if storage.remote else str(out),
+        index=None if index is None else storage.url_of("index.html") if storage.remote
+        else index,
+        manifest=storage.url_of(MANIFEST) if storage.remote else str(out / MANIFEST),
         process_id=run.pid,
         num_processes=run.nproc,
         units_total=sum(len(v) for v in run.layer_units.values()),
@@ -234,7 +240,7 @@ def _start(config: GalleryConfig, model: Any, render_fn: Callable | None,
     check memory -- all before anything is written."""
     if not isinstance(config, GalleryConfig):
         raise TypeError(f"build_gallery takes a GalleryConfig, got {type(config).__name__}")
-    prepare_out_dir(config.out)
+    check_out(config.out)  # a folder, or a URL whose fsspec backend is installed
     if dataset is None and config.dataset not in ("auto", "none") \
             and not config.dataset.startswith("builtin:") and Path(config.dataset).is_file():
         check_array_file(config.dataset, expect=_DATASET_EXPECT)
@@ -333,12 +339,18 @@ class _Shard:
     """This process's manifest shard: its finished entries, rewritten after every batch."""
 
     def __init__(self, out: Path, header: dict[str, Any], run: _Run, run_id: str,
-                 keep_other: dict[str, Any]):
+                 keep_other: dict[str, Any], storage: Storage | None = None):
         self.path = out / shard_name(run.pid, run.nproc)
         self.header, self.run, self.run_id, self.keep_other = header, run, run_id, keep_other
+        self.storage = storage
         self.entries: dict[str, dict[str, Any]] = {}
 
     def write(self, *, complete: bool) -> None:
+        """Write the shard; for a URL, publish first the new units' files, then the shard (so
+        a SIGKILL loses at most the batch in flight, and no entry names a missing file)."""
+        if self.storage is not None and self.storage.remote:
+            self.storage.publish(e[k] for us in self.entries.values() for e in us.values()
+                                 for k in ("grid", "loss_png") if e.get(k))
         write_manifest(
             self.path,
             self.header,
@@ -349,6 +361,8 @@ class _Shard:
             num_processes=self.run.nproc,
             complete=complete,
         )
+        if self.storage is not None:
+            self.storage.publish([self.path.name])
 
 
 def _render_all(out: Path, run: _Run, todo: list[_Batch], done: set[tuple[str, int]],
@@ -405,27 +419,56 @@ def _render_all(out: Path, run: _Run, todo: list[_Batch], done: set[tuple[str, i
 
 
 def _finish(out: Path, run: _Run, run_id: str, header: dict[str, Any],
-            known: dict[str, Any], shard: _Shard) -> str:
+            known: dict[str, Any], shard: _Shard, storage: Storage,
+            listing: dict[str, int] | None) -> str:
     """Process 0: merge every shard into ``manifest.json``, write the contact sheets and the
-    site; returns the index path."""
+    site; returns the index path. For a URL: the shards come from it, the unit grids and
+    analyses the site shows are fetched, and every new file goes to it (index.html last)."""
     manifest_path = out / MANIFEST
     if run.nproc > 1:
         entries = _gather_shards(out, run.nproc, run_id, run.config.shard_timeout,
-                                 shard.entries, run.pid)
+                                 shard.entries, run.pid,
+                                 pull=storage.pull if storage.remote else None)
         merged = merge_entries({"units": known}, {"units": entries})
         write_manifest(manifest_path, header, merged, tag=run.tag, run_id=run_id, complete=True)
+        storage.publish([MANIFEST])
     # every shard (this run's, or a killed earlier run's, already read into `known`) is now
     # part of manifest.json
-    for p in out.glob("manifest.*.json"):
+    shards = {p.name for p in out.glob("manifest.*.json")}
+    shards.update(k for k in listing or {} if _SHARD.fullmatch(k))
+    for name in shards:
         try:
-            p.unlink()
+            (out / name).unlink()
         except FileNotFoundError:
             pass
+    storage.remove(sorted(shards))
     final = read_manifest(manifest_path)
     if final is None:
         raise RuntimeError(f"{manifest_path} could not be read back")
+    if storage.remote:  # what the sheets and the site read: every grid, the analyses
+        storage.pull([e["grid"] for us in final["units"].values() for e in us.values()
+                      if e.get("grid") and not (out / e["grid"]).is_file()]
+                     + [k for k in listing or {} if k.split("/", 1)[0] in ANALYSES])
     _write_sheets(out, final, run.tag)
-    return str(write_site(out, final, tag=run.tag))
+    index = str(write_site(out, final, tag=run.tag))
+    storage.publish_changed(last=["index.html"])
+    return index
+
+
+_SHARD = re.compile(r"manifest\.\d+\.json")
+
+
+def _open_out(out: str, tag: str) -> tuple[Storage, dict[str, int] | None]:
+    """The output's :class:`~lucidax._storage.Storage` and, for a URL, the listing of its
+    files (one request: what :func:`unit_done` checks on resume), with the manifest and the
+    shards copied into the staging folder and this process's stale temp files removed."""
+    storage = open_storage(out, tag=tag)
+    if not storage.remote:
+        return storage, None
+    listing = storage.listing()
+    storage.clean_tmp(listing)
+    storage.pull(k for k in listing if k == MANIFEST or _SHARD.fullmatch(k))
+    return storage, listing
 
 
 def _check_memory(config: GalleryConfig, model, layer_units: dict[str, Sequence[int]]) -> None:

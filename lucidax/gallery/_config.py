@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lucidax._fields import flag
+from lucidax._storage import OUT_HELP
 from lucidax.visualize import default_init_sd, unit_list
 
 __all__ = [
@@ -114,7 +115,7 @@ class GalleryConfig:
         None, "'all' or ranges such as 0-15,20 for every layer (units past a layer's size are "
               "left out); per-layer units after ';': '0-7;logits=1,207,285' ('logits=1,2' "
               "alone: only the named layers). With --layers and no --units: every unit")
-    out: str = flag("gallery", "output folder (re-running the same command resumes there)")
+    out: str = flag("gallery", f"{OUT_HELP}; re-running the same command resumes there")
     steps: int | None = flag(None, "optimization steps per render")
     size: int | None = flag(None, "render side in pixels (also the tiles' side)")
     model_side: int | None = flag(

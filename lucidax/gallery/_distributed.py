@@ -84,14 +84,18 @@ def _shared_run_id(num_processes: int) -> str:
 
 
 def _gather_shards(
-    out: Path, nproc: int, run_id: str, timeout: float, mine: dict, pid: int
+    out: Path, nproc: int, run_id: str, timeout: float, mine: dict, pid: int, pull=None
 ) -> dict[str, dict[str, Any]]:
+    """``pull([name])`` (an output URL's :meth:`lucidax._storage.Storage.pull`) first copies
+    each missing shard from the URL into ``out``."""
     deadline = time.monotonic() + timeout
     got: dict[int, dict[str, Any]] = {pid: {"units": mine}}
     while True:
         for p in range(nproc):
             if p in got:
                 continue
+            if pull is not None:
+                pull([shard_name(p, nproc)])
             m = read_manifest(out / shard_name(p, nproc))
             if m is not None and m.get("run_id") == run_id and m.get("complete"):
                 got[p] = m

@@ -76,14 +76,21 @@ def settings_fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def unit_done(out: Path, entry: dict[str, Any] | None) -> bool:
-    """A unit is finished when its entry says so and its PNG files exist and decode."""
+def unit_done(out: Path, entry: dict[str, Any] | None,
+              listing: dict[str, int] | None = None) -> bool:
+    """A unit is finished when its entry says so and its PNG files exist and decode; with
+    ``listing`` (``{key: size}`` of an output URL, listed once per resume) when its files are
+    there and not empty (a URL's files are published whole: see :mod:`lucidax._storage`)."""
     if not entry or entry.get("status") not in DONE_STATES:
         return False
     for key in ("grid", "loss_png"):
         rel = entry.get(key)
         if not rel:
             return False
+        if listing is not None:
+            if ".." in rel.split("/") or not listing.get(rel):
+                return False
+            continue
         p = out / rel
         try:
             p.resolve().relative_to(out.resolve())

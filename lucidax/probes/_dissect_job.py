@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from lucidax._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from lucidax._files import check_int, prepare_out_dir
+from lucidax._storage import OUT_HELP, staged
 from lucidax.models import Model
 from lucidax.models.starter import data as starter_data
 
@@ -67,7 +68,7 @@ class DissectJob:
         3, "data passes for the thresholds: 3 exact, 2 relative error < 2^-15, 1 < 2^-3",
         choices=(1, 2, 3))
     size: int | None = flag(None, "image side for folder data (default: the model's input side)")
-    out: str = flag("dissect-out", "output folder")
+    out: str = flag("dissect-out", OUT_HELP)
     batch_size: int = flag(32, "images per step")
     memory_check: bool = flag(True, MEMORY_HELP)
 
@@ -106,6 +107,7 @@ def _source(data: str | os.PathLike, model: Model, n: int, seed: int, size: int 
     return FolderConcepts(spec, size=side, channels=model.input_spec.channels)
 
 
+@staged
 def run_dissect(job: DissectJob, *, progress: bool = True) -> DissectRun:
     """Run ``job`` (``lucidax dissect``): the model is loaded after its input is checked."""
     from lucidax.models import photos

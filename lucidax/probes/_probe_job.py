@@ -17,6 +17,7 @@ from typing import Any
 
 from lucidax._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from lucidax._files import check_int, prepare_out_dir
+from lucidax._storage import OUT_HELP, staged
 from lucidax.models import Model, suggest
 from lucidax.models import photos as builtin_photos
 
@@ -68,7 +69,7 @@ class ProbeJob:
     target: str | None = flag(
         None, "label family / CSV column (starter: digit, color, background, position, size; "
               "photos: source)")
-    out: str = flag("probe-out", "output folder")
+    out: str = flag("probe-out", OUT_HELP)
     reduce: Any = flag("mean", "spatial reduction: mean, max, center, grid4, position:y,x")
     n: int = flag(2000, "images of builtin data")
     seed: int = flag(0, "data and split seed")
@@ -132,6 +133,7 @@ def _check_target(data: str, target: str | None,
     return target
 
 
+@staged
 def run_probe(job: ProbeJob, *, progress: bool = True) -> ProbeRun:
     """Run ``job`` (``lucidax probe``): the model is loaded after its input is checked."""
     job.check()

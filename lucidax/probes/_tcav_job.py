@@ -17,6 +17,7 @@ from typing import Any
 
 from lucidax._fields import MEMORY_HELP, WEIGHTS_HELP, flag, load_model
 from lucidax._files import check_int, prepare_out_dir
+from lucidax._storage import OUT_HELP, staged
 from lucidax.models import Model, normalize_layers
 
 from ._cav import CAV_METHODS
@@ -97,7 +98,7 @@ class TCAVJob:
         False, "Student's pooled-variance t-test (the paper's) instead of Welch's")
     split: str = flag("test", "starter split of builtin sources", choices=("train", "test"))
     seed: int = flag(0, "data and run-set seed")
-    out: str | None = flag("tcav-out", "output folder")
+    out: str | None = flag("tcav-out", OUT_HELP)
     cache_dir: str | None = flag(None, "feature/gradient cache (default: <out>/cache)")
     batch_size: int = flag(50, "forward/backward batch")
     memory_check: bool = flag(True, MEMORY_HELP)
@@ -175,6 +176,7 @@ def _parse_source(spec: str, *, model: Model, n: int, split_default: str, seed: 
 
 
 
+@staged
 def run_tcav(job: TCAVJob, *, progress: bool = True) -> TCAVRun:
     """Run ``job`` (``lucidax tcav``): the model is loaded after its input is checked, the
     image folders are checked before any extraction."""

@@ -62,6 +62,7 @@ from .._files import (
     save_json,
 )
 from .._memory import check_memory, estimate_inversion
+from .._storage import OUT_HELP, staged
 from ._jobs import save_images
 from ._labeled_grid import save_labeled_grid
 from ._param import Param, image
@@ -666,7 +667,7 @@ class InvertJob:
                 "photo shipped in installed packages), builtin:photos:<source> (one, e.g. "
                 "builtin:photos:chelsea) or builtin:starter[:test|:train] (its first 4 images)")
     out: str | os.PathLike = flag(
-        "invert-out", "output folder: grid.png, <image>/<layer>.png, metrics.json")
+        "invert-out", f"{OUT_HELP}: grid.png, <image>/<layer>.png, metrics.json")
     mode: str = flag("invert", "invert: match the activations; caricature: exaggerate them",
                        choices=_MODES)
     loss: str = flag("l2", "inversion loss", choices=("l2", "cosine"))
@@ -697,6 +698,7 @@ class InvertJob:
         return self
 
 
+@staged
 def run_invert(job: InvertJob, *, progress: bool = True) -> InvertRun:
     """Run ``job`` (``lucidax invert``): everything :class:`InvertJob` says, checked before
     the model is loaded."""

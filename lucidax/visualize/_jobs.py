@@ -14,6 +14,7 @@ import numpy as np
 from .._fields import MEMORY_HELP, flag
 from .._files import check_int, image_grid, prepare_out_dir, save_json, save_png
 from .._memory import check_memory, estimate_render
+from .._storage import OUT_HELP, staged
 from ._param import Param, cppn, fft, image, maco, pixel
 from ._render import render
 from ._silence import stuck_renders, zero_steps
@@ -155,7 +156,7 @@ class RenderJob:
     layer: str = flag("conv4", "layer whose channels are rendered (lucidax models NAME lists "
                                 "the layers)")
     units: str = flag("0-7", "'all' or ranges such as 0-15,20")
-    out: str = flag("renders", "output folder: <out>/<layer>/<unit>.png (unit number, 4 "
+    out: str = flag("renders", f"{OUT_HELP}: <out>/<layer>/<unit>.png (unit number, 4 "
                                 "digits), <out>/<layer>.png (grid), <out>/<layer>/render.json")
     steps: int = flag(256, "optimization steps")
     size: int | None = flag(None, "render side in pixels (default: the model's input side, "
@@ -172,6 +173,7 @@ class RenderJob:
     memory_check: bool = flag(True, MEMORY_HELP)
 
 
+@staged
 def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
     """Render ``job.units`` of ``job.layer`` in batches; write one PNG per unit, a grid and a
     ``render.json`` summary (objective value, loss trace end, finiteness per unit, and
