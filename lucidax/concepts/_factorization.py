@@ -5,6 +5,15 @@ directions ``W [K, C]``. :class:`Factorization` holds ``W`` (plus the method's o
 maps new activations to codes (:meth:`Factorization.encode`, pure and jittable) and back
 (:meth:`Factorization.decode`), and saves to one ``.npz``. :func:`codes` encodes every row of
 a (possibly memory-mapped) matrix in fixed-size chunks; :func:`factorize` picks the method.
+
+Every fit and :func:`codes` take ``devices`` (None: all local devices; ``[jax.devices()[0]]``
+forces one). With several devices the work is data parallel over the rows: each chunk is
+padded to a multiple of the device count (the padding rows masked out) and placed
+row-sharded, ``NamedSharding(Mesh(devices, ("rows",)), P("rows"))``, while ``W``, the SAE
+parameters and the statistics are replicated; the same jitted steps run SPMD (one compiled
+program per shapes and mesh) and XLA inserts the all-reduces for the sums over rows. The
+result equals the one-device fit up to float summation order; ``config["devices"]`` records
+the number used. With one device there is no mesh.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..models import suggest
-from ._rows import Rows, as_rows
+from ._rows import Rows, as_rows, row_devices
 
 __all__ = ["METHODS", "Factorization", "codes", "factorize", "key_config", "make_key"]
 
@@ -115,7 +124,9 @@ class Factorization:
       history: relative error after each outer iteration / epoch.
       extra: the method's other arrays and numbers (SAE ``W_enc``, ``b_enc``, ``b_dec``;
         PCA ``mean``, ``eigenvalues``; NMF ``U`` (the training codes), ...).
-      config: the settings of the fit (``k``, ``key``, ``iterations``, ``tol``, ...).
+      config: the settings of the fit (``k``, ``key``, ``iterations``, ``tol``, ...,
+        ``devices``: the number of devices the rows were sharded over; see the module
+        docstring).
     """
 
     method: str
@@ -223,10 +234,11 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def codes(fact: Factorization, rows: Any, *, batch_rows: int = 65536,
+def codes(fact: Factorization, rows: Any, *, batch_rows: int = 65536, devices: Any = None,
           progress: bool = False) -> np.ndarray:
     """float32 codes ``[n, K]`` of every row of ``rows`` (``[n, C]`` / ``[N, h, w, C]``, a
-    memmap is streamed), encoded in fixed-size chunks by one compiled program."""
+    memmap is streamed), encoded in fixed-size chunks by one compiled program; with several
+    ``devices`` (None: all local ones) each chunk is row-sharded over them."""
     from tqdm.auto import tqdm
 
     from .._files import check_int
@@ -236,18 +248,22 @@ def codes(fact: Factorization, rows: Any, *, batch_rows: int = 65536,
     if r.c != fact.W.shape[1]:
         raise ValueError(f"rows have {r.c} channels; this factorization has "
                          f"C={fact.W.shape[1]}")
+    place = row_devices(devices)
     enc = jax.jit(fact.encode)
     out = np.empty((r.n, fact.k), np.float32)
-    for ch in tqdm(r.chunks(batch_rows), total=r.n_chunks(batch_rows), desc="codes",
+    for ch in tqdm(r.chunks(batch_rows, multiple=place.count),
+                   total=r.n_chunks(batch_rows, place.count), desc="codes",
                    disable=not progress):
-        out[ch.start:ch.start + ch.n] = np.asarray(enc(ch.data))[:ch.n]
+        data = ch.data if place.mesh is None and place.device is None else place.rows(ch.data)
+        out[ch.start:ch.start + ch.n] = np.asarray(enc(data))[:ch.n]
     return out
 
 
 def factorize(rows: Any, k: int, *, method: str = "nmf", key: Any = 0, **kw: Any
               ) -> Factorization:
     """Factor ``rows`` into ``k`` concepts with ``method`` (``"nmf"``: :func:`nmf`,
-    ``"sae"``: :func:`topk_sae`, ``"pca"``: :func:`pca`); ``kw`` go to that function."""
+    ``"sae"``: :func:`topk_sae`, ``"pca"``: :func:`pca`); ``kw`` go to that function
+    (``devices`` included)."""
     if method == "nmf":
         from ._nmf import nmf
 

@@ -4,11 +4,18 @@ Each outer iteration is one pass over the row chunks of ``A``. With ``W`` fixed,
 each chunk are updated by accelerated HALS (Gillis & Glineur 2012): the costly product
 ``A_b W^T`` is computed once and reused for ``inner`` cheap sweeps over the columns of
 ``U_b``; the chunk then adds ``U_b^T A_b`` and ``U_b^T U_b`` to the sufficient statistics.
-After the pass, ``W`` gets ``inner`` HALS sweeps from those statistics alone. The codes of
+After the pass, ``W`` gets ``w_inner`` HALS sweeps from those statistics alone. The codes of
 all rows live in a host float32 array ``[n, K]``. Because the rows of ``U`` are independent
 given ``W`` and the ``W`` update only uses sums over rows, the result does not depend on the
 chunking (up to float summation order). The relative error comes from the statistics,
 ``||A||^2 - 2 tr(W^T U^T A) + tr(U^T U W W^T)``, without another pass.
+
+With several devices (``devices``; default all local ones) the fit is data parallel: each
+chunk (its rows padded to a multiple of the device count, the padding masked out) and its
+codes are row-sharded over a 1-D mesh, ``W`` and the statistics replicated; the same jitted
+chunk step then runs SPMD, each device doing the HALS sweeps of its own rows, and XLA
+all-reduces the sums over rows ``U_b^T A_b`` and ``U_b^T U_b``. The ``W`` update (``K x C``)
+is replicated. The nndsvda init (a subsample of at most 16,384 rows) runs on one device.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import numpy as np
 from .._files import check_int
 from ..models import suggest
 from ._factorization import Factorization, hals_start, hals_sweeps, key_config, make_key
-from ._rows import as_rows, check_k
+from ._rows import as_rows, check_k, row_devices
 
 __all__ = ["nmf"]
 
@@ -130,6 +137,7 @@ def nmf(
     encode_iterations: int = 100,
     batch_rows: int = 65536,
     target: float | None = None,
+    devices: Any = None,
     progress: bool = True,
 ) -> Factorization:
     """Non-negative matrix factorization ``A ~ U W`` (``U, W >= 0``), streamed over chunks.
@@ -151,11 +159,15 @@ def nmf(
       encode_iterations: HALS sweeps of :meth:`Factorization.encode`.
       batch_rows: rows per chunk (one compiled program for every chunk).
       target: also stop as soon as the relative error is <= ``target``.
+      devices: the devices to shard the rows over (None: all local devices;
+        ``[jax.devices()[0]]`` forces one). With several, each chunk is padded to a multiple
+        of their number and row-sharded, ``W`` and the statistics replicated (see the
+        module docstring); the result equals the one-device fit up to float summation order.
       progress: show a tqdm progress bar over the outer iterations.
 
     Returns:
       a :class:`Factorization` (``method="nmf"``); ``extra["U"]`` holds the training codes
-      ``[n, K]``.
+      ``[n, K]``; ``config["devices"]`` the number of devices used.
     """
     from tqdm.auto import tqdm
 
@@ -175,6 +187,7 @@ def nmf(
         raise ValueError("activations are all zero: nothing to factor")
     rng_key = make_key(key)
     k = int(k)
+    place = row_devices(devices)
 
     if init == "nndsvda":
         m = min(r.n, _INIT_ROWS)
@@ -187,7 +200,7 @@ def nmf(
         W0 = np.asarray(jnp.abs(jax.random.normal(jax.random.fold_in(rng_key, 1), (k, r.c)))
                         * scale, np.float32)
 
-    size = r.chunk_size(batch_rows)
+    size = r.chunk_size(batch_rows, place.count)
     U = np.zeros((r.n, k), np.float32)
     cache = r.n * r.c * 4 <= _DEVICE_CACHE_BYTES
     dev_chunks: list = []
@@ -196,25 +209,24 @@ def nmf(
         if dev_chunks:
             yield from dev_chunks
             return
-        for ch in r.chunks(batch_rows):
-            item = (ch.start, ch.n, jnp.asarray(ch.data), jnp.asarray(ch.mask))
+        for ch in r.chunks(batch_rows, multiple=place.count):
+            item = (ch.start, ch.n, place.rows(ch.data), place.rows(ch.mask))
             if cache:
                 dev_chunks.append(item)
             yield item
 
-    W = jnp.asarray(W0)
+    W = place.replicate(W0)
     history: list[float] = []
     bar = tqdm(total=iterations, desc=f"nmf k={k}", disable=not progress)
     it = 0
     for it in range(1, iterations + 1):
-        uta = jnp.zeros((k, r.c), jnp.float32)
-        utu = jnp.zeros((k, k), jnp.float32)
-        fresh = jnp.asarray(it == 1)
+        uta, utu, fresh = place.replicate((jnp.zeros((k, r.c), jnp.float32),
+                                           jnp.zeros((k, k), jnp.float32), jnp.asarray(it == 1)))
         for start, n, a, mask in source():
             u = U[start:start + size]
             if u.shape[0] < size:
                 u = np.concatenate([u, np.zeros((size - u.shape[0], k), np.float32)])
-            u, uta, utu = _chunk_jit(a, jnp.asarray(u), mask, W, uta, utu, fresh, inner)
+            u, uta, utu = _chunk_jit(a, place.rows(u), mask, W, uta, utu, fresh, inner)
             U[start:start + n] = np.asarray(u)[:n]
         W, wwt = _w_step(W, uta, utu, w_inner)
         err = _error(W, wwt, uta, utu, r.sq_norm)
@@ -234,4 +246,4 @@ def nmf(
         extra={"U": U, "encode_iterations": int(encode_iterations)},
         config={"k": k, "key": key_config(key), "iterations": iterations, "tol": tol,
                 "init": init, "inner": inner, "w_inner": w_inner, "batch_rows": batch_rows,
-                "target": target, "rows": r.n, "channels": r.c})
+                "target": target, "rows": r.n, "channels": r.c, "devices": place.count})

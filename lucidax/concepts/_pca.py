@@ -4,6 +4,11 @@ One pass over the row chunks accumulates the sum and the Gram matrix of the rows
 the first chunk's mean (float32 per chunk on the device, summed in float64 on the host: the
 shift keeps the float32 Gram free of the cancellation a raw ``A^T A`` would suffer); the
 covariance's top-``k`` eigenvectors (``numpy.linalg.eigh``) are the components.
+
+With several devices (``devices``; default all local ones) each chunk -- padded to a multiple
+of the device count, the padding masked out -- is row-sharded over a 1-D mesh and the shift
+replicated: each device forms the sum and Gram matrix of its own rows and XLA all-reduces
+them, so the host receives one replicated ``[C]`` and ``[C, C]`` per chunk as with one device.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 
 from .._files import check_int
 from ._factorization import Factorization
-from ._rows import as_rows, check_k
+from ._rows import as_rows, check_k, row_devices
 
 __all__ = ["pca"]
 
@@ -28,8 +33,8 @@ def _moments(a, mask, shift):
     return d.sum(0), d.T @ d
 
 
-def pca(rows: Any, k: int, *, batch_rows: int = 65536, progress: bool = False
-        ) -> Factorization:
+def pca(rows: Any, k: int, *, batch_rows: int = 65536, devices: Any = None,
+        progress: bool = False) -> Factorization:
     """Principal components of ``rows`` (``[n, C]`` / ``[N, h, w, C]``, a memmap is streamed).
 
     ``W`` holds the top-``k`` eigenvectors of the covariance (orthonormal rows; each sign
@@ -37,6 +42,8 @@ def pca(rows: Any, k: int, *, batch_rows: int = 65536, progress: bool = False
     and ``extra["eigenvalues"]`` the covariance eigenvalues of the ``k`` components;
     codes are projections of the centred rows. ``error`` is ``||A - mean - U W||_F /
     ||A||_F`` (from the eigenvalues, no second pass); ``l0 = k`` (codes are dense).
+    ``devices``: the devices to shard each chunk's rows over (None: all local devices;
+    ``[jax.devices()[0]]`` forces one); ``config["devices"]`` records their number.
     """
     from tqdm.auto import tqdm
 
@@ -44,15 +51,16 @@ def pca(rows: Any, k: int, *, batch_rows: int = 65536, progress: bool = False
     r = as_rows(rows, method="pca")
     check_k(k, r, method="pca", at_most_c=True)
     check_int(batch_rows, "batch_rows")
+    place = row_devices(devices)
     shift = None
     total = np.zeros(r.c)
     gram = np.zeros((r.c, r.c))
-    for ch in tqdm(r.chunks(batch_rows), total=r.n_chunks(batch_rows), desc="pca",
-                   disable=not progress):
+    for ch in tqdm(r.chunks(batch_rows, multiple=place.count),
+                   total=r.n_chunks(batch_rows, place.count), desc="pca", disable=not progress):
         if shift is None:
             shift = ch.data[:ch.n].astype(np.float64).mean(0)
-            shift32 = jnp.asarray(shift, jnp.float32)
-        s, g = _moments(jnp.asarray(ch.data), jnp.asarray(ch.mask), shift32)
+            shift32 = place.replicate(jnp.asarray(shift, jnp.float32))
+        s, g = _moments(place.rows(ch.data), place.rows(ch.mask), shift32)
         total += np.asarray(s, np.float64)
         gram += np.asarray(g, np.float64)
     shift = np.asarray(shift32, np.float64)
@@ -71,4 +79,5 @@ def pca(rows: Any, k: int, *, batch_rows: int = 65536, progress: bool = False
         iterations=1, seconds=time.perf_counter() - t0, history=(error,),
         extra={"mean": mean.astype(np.float32),
                "eigenvalues": (evals[order] / max(r.n - 1, 1)).astype(np.float32)},
-        config={"k": int(k), "batch_rows": batch_rows, "rows": r.n, "channels": r.c})
+        config={"k": int(k), "batch_rows": batch_rows, "rows": r.n, "channels": r.c,
+                "devices": place.count})

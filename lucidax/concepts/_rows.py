@@ -6,20 +6,31 @@ copied), checks it in one streaming pass (non-empty, finite; non-negative for NM
 returns a :class:`Rows`. :meth:`Rows.chunks` then yields host chunks of a fixed number of
 rows -- the last one padded (zeros) with a validity mask -- so one compiled program handles
 every chunk, and a memmap is read one chunk at a time, never whole.
+
+:func:`row_devices` gives the factorizations their data parallelism: with several devices
+(default: all local devices) each chunk's rows are a multiple of the device count (the
+padding rows masked like those of the last chunk) and placed row-sharded --
+``NamedSharding(Mesh(devices, ("rows",)), P("rows"))`` -- while the parameters and
+statistics are replicated; the jitted steps then run SPMD and XLA inserts the all-reduces
+for the sums over rows. With one device nothing is sharded (no mesh).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from .._batching import pad_batch, valid_mask
 from .._files import check_int
 
-__all__ = ["Chunk", "Rows", "as_rows"]
+__all__ = ["Chunk", "RowDevices", "Rows", "as_rows", "row_devices"]
 
 _CHECK_ROWS = 65536  # rows per validation step (bounded memory for memmaps)
 
@@ -54,14 +65,18 @@ class Rows:
     mean_value: float
     min_value: float
 
-    def chunk_size(self, batch_rows: int) -> int:
-        """Rows per chunk: ``batch_rows``, or ``n`` when everything fits in one chunk."""
-        return min(int(batch_rows), self.n)
+    def chunk_size(self, batch_rows: int, multiple: int = 1) -> int:
+        """Rows per chunk: ``batch_rows``, or ``n`` when everything fits in one chunk, rounded
+        up to a multiple of ``multiple`` (the device count: the extra rows are padding)."""
+        size = min(int(batch_rows), self.n)
+        return -(-size // multiple) * multiple
 
-    def chunks(self, batch_rows: int, *, order: np.ndarray | None = None) -> Iterator[Chunk]:
-        """Host chunks of ``chunk_size(batch_rows)`` rows, float32, in row order (or the chunk
-        order ``order``, a permutation of chunk indices). The last one is zero-padded."""
-        size = self.chunk_size(batch_rows)
+    def chunks(self, batch_rows: int, *, order: np.ndarray | None = None,
+               multiple: int = 1) -> Iterator[Chunk]:
+        """Host chunks of ``chunk_size(batch_rows, multiple)`` rows, float32, in row order (or
+        the chunk order ``order``, a permutation of chunk indices). The last one (and with
+        ``multiple > 1`` possibly the only one) is zero-padded."""
+        size = self.chunk_size(batch_rows, multiple)
         n_chunks = -(-self.n // size)
         for i in (range(n_chunks) if order is None else order):
             start = int(i) * size
@@ -69,8 +84,8 @@ class Rows:
             n = block.shape[0]
             yield Chunk(start, n, pad_batch(block, size, fill="zeros"), valid_mask(n, size))
 
-    def n_chunks(self, batch_rows: int) -> int:
-        return -(-self.n // self.chunk_size(batch_rows))
+    def n_chunks(self, batch_rows: int, multiple: int = 1) -> int:
+        return -(-self.n // self.chunk_size(batch_rows, multiple))
 
     def take(self, index: np.ndarray) -> np.ndarray:
         """float32 rows at ``index`` (sorted internally for memmap locality)."""
@@ -83,6 +98,55 @@ class Rows:
     def subset(self, index: np.ndarray) -> Rows:
         """The rows at ``index`` (a copy, float32) as a new :class:`Rows`."""
         return as_rows(self.take(np.sort(np.asarray(index))))
+
+
+@dataclasses.dataclass(frozen=True)
+class RowDevices:
+    """Where the factorizations run: ``count`` devices; ``mesh`` a 1-D mesh (axis ``"rows"``)
+    when there are several, else None (one device: plain arrays, nothing sharded)."""
+
+    count: int
+    mesh: Mesh | None
+    device: Any = None  # the one device asked for explicitly (None: the default device)
+
+    def rows(self, x: Any) -> jax.Array:
+        """``x`` (leading axis: rows, a multiple of ``count``) on the device(s), row-sharded."""
+        if self.mesh is not None:
+            return jax.device_put(x, NamedSharding(self.mesh, P("rows")))
+        return jnp.asarray(x) if self.device is None else jax.device_put(x, self.device)
+
+    def replicate(self, tree: Any) -> Any:
+        """Every leaf of ``tree`` on the device(s), replicated over the mesh."""
+        if self.mesh is not None:
+            return jax.device_put(tree, NamedSharding(self.mesh, P()))
+        if self.device is None:
+            return jax.tree_util.tree_map(jnp.asarray, tree)
+        return jax.device_put(tree, self.device)
+
+
+def row_devices(devices: Sequence[Any] | None) -> RowDevices:
+    """The devices for a factorization: ``None`` all local devices, else the given list
+    (``[jax.devices()[0]]`` forces one device)."""
+    if devices is None:
+        devs = list(jax.local_devices())
+    else:
+        if isinstance(devices, jax.Device):
+            devices = [devices]
+        try:
+            devs = list(devices)
+        except TypeError:
+            raise ValueError(f"devices must be None or a list of jax devices; got "
+                             f"{devices!r}") from None
+        if not devs:
+            raise ValueError("devices: empty list")
+        if not all(isinstance(d, jax.Device) for d in devs):
+            raise ValueError(f"devices must be jax devices (e.g. jax.devices()[:2]); got "
+                             f"{devs!r}")
+        if len(set(devs)) != len(devs):
+            raise ValueError(f"devices: repeated device in {devs!r}")
+    if len(devs) == 1:
+        return RowDevices(1, None, None if devices is None else devs[0])
+    return RowDevices(len(devs), Mesh(np.asarray(devs), ("rows",)))
 
 
 def _to_host(x: Any) -> np.ndarray:

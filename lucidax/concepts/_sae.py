@@ -8,6 +8,15 @@ the last ``dead_rows`` rows) are revived by the auxiliary TopK loss of the paper
 latents' own top ``2 * topk`` pre-activations reconstruct the residual ``x - x_hat``.
 Training runs one jitted ``lax.scan`` over the mini-batches of each host chunk (rows shuffled
 within the chunk, chunk order shuffled, both from the key).
+
+With several devices (``devices``; default all local ones) training is data parallel: the
+mini-batch size and the chunk are rounded up to multiples of the device count (extra rows
+are masked padding), each chunk is row-sharded over a 1-D mesh and the parameters, Adam
+state and dead-latent counters are replicated. At the start of a chunk its shuffled rows are
+laid out (one gather across the devices) so that device ``d`` holds the ``d``-th slice of every
+mini-batch; each Adam step then computes the loss and gradients of its own slice and XLA
+all-reduces them -- the mini-batches (and so the fit) are the same as on one device, up to
+float summation order.
 """
 
 from __future__ import annotations
@@ -20,10 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from .._files import check_int
 from ._factorization import Factorization, key_config, make_key, sae_encode
-from ._rows import as_rows, check_k
+from ._rows import as_rows, check_k, row_devices
 
 __all__ = ["topk_sae"]
 
@@ -32,10 +43,13 @@ TRACES = {"train": 0}
 
 
 @functools.lru_cache(maxsize=16)
-def _programs(bs: int, size: int, topk: int, kaux: int, aux_alpha: float, lr: float):
-    """The jitted chunk trainer and evaluator for one static configuration."""
+def _programs(bs: int, size: int, topk: int, kaux: int, aux_alpha: float, lr: float,
+              mesh: Any = None):
+    """The jitted chunk trainer and evaluator for one static configuration (``mesh``: the
+    1-D row mesh when sharded over several devices, else None)."""
     opt = optax.adam(lr)
     nb = size // bs
+    nd = 1 if mesh is None else mesh.devices.size
 
     def loss_fn(p, x, m, dead):
         pre = jax.nn.relu((x - p["b_dec"]) @ p["W_enc"] + p["b_enc"])
@@ -54,9 +68,8 @@ def _programs(bs: int, size: int, topk: int, kaux: int, aux_alpha: float, lr: fl
         aux = jnp.where(jnp.any(dead), aux, 0.0)
         return mse + aux_alpha * aux, (mse, jnp.sum(m[:, None] * x**2) / nv, z)
 
-    def step(carry, idx):
-        p, o, since, a, mask, dead_rows = carry
-        x, m = a[idx], mask[idx]
+    def update(p, o, since, x, m, dead_rows):
+        """One Adam step on the mini-batch ``x`` (mask ``m``)."""
         dead = since > dead_rows
         (_, (mse, sq, z)), g = jax.value_and_grad(loss_fn, has_aux=True)(p, x, m, dead)
         upd, o = opt.update(g, o, p)
@@ -66,7 +79,12 @@ def _programs(bs: int, size: int, topk: int, kaux: int, aux_alpha: float, lr: fl
         fired = jnp.any((z > 0) & m[:, None], axis=0)
         since = jnp.where(fired, 0.0, since + m.sum())
         nv = m.sum()
-        return (p, o, since, a, mask, dead_rows), (mse * nv, sq * nv)
+        return p, o, since, (mse * nv, sq * nv)
+
+    def step(carry, idx):
+        p, o, since, a, mask, dead_rows = carry
+        p, o, since, out = update(p, o, since, a[idx], mask[idx], dead_rows)
+        return (p, o, since, a, mask, dead_rows), out
 
     def train_chunk(p, o, since, a, mask, key, dead_rows):
         TRACES["train"] += 1
@@ -75,12 +93,35 @@ def _programs(bs: int, size: int, topk: int, kaux: int, aux_alpha: float, lr: fl
             step, (p, o, since, a, mask, dead_rows), perm)
         return p, o, since, se.sum(), sq.sum()
 
+    def sharded_step(carry, j):
+        p, o, since, a3, m3, dead_rows = carry
+        # mini-batch j: the j-th slice of each device's block (local, no communication)
+        rows = NamedSharding(mesh, P("rows"))
+        x = jax.lax.with_sharding_constraint(a3[:, j].reshape(bs, -1), rows)
+        m = jax.lax.with_sharding_constraint(m3[:, j].reshape(bs), rows)
+        p, o, since, out = update(p, o, since, x, m, dead_rows)
+        return (p, o, since, a3, m3, dead_rows), out
+
+    def train_chunk_sharded(p, o, since, a, mask, key, dead_rows):
+        TRACES["train"] += 1
+        # the same permutation as on one device, laid out so that device d holds the d-th
+        # slice of every mini-batch: row d*size/nd + j*bs/nd + t is perm[j*bs + d*bs/nd + t]
+        perm = jax.random.permutation(key, size).reshape(nb, nd, bs // nd)
+        perm = perm.transpose(1, 0, 2).reshape(size)
+        rows = NamedSharding(mesh, P("rows"))
+        a3 = jax.lax.with_sharding_constraint(a[perm], rows).reshape(nd, nb, bs // nd, -1)
+        m3 = jax.lax.with_sharding_constraint(mask[perm], rows).reshape(nd, nb, bs // nd)
+        (p, o, since, _, _, _), (se, sq) = jax.lax.scan(
+            sharded_step, (p, o, since, a3, m3, dead_rows), jnp.arange(nb))
+        return p, o, since, se.sum(), sq.sum()
+
     def evaluate(p, a, mask):
         z = sae_encode(p, a, topk)
         err = (a - (z @ p["W_dec"] + p["b_dec"])) * mask[:, None]
         return jnp.sum(err**2, axis=1), jnp.sum(mask[:, None] * (z > 0), axis=0), err
 
-    return opt, jax.jit(train_chunk, donate_argnums=(0, 1, 2)), jax.jit(evaluate)
+    train = train_chunk if mesh is None else train_chunk_sharded
+    return opt, jax.jit(train, donate_argnums=(0, 1, 2)), jax.jit(evaluate)
 
 
 def _resample(p, o, since, dead, item, evaluate, key):
@@ -135,6 +176,7 @@ def topk_sae(
     dead_rows: int | None = None,
     resample: bool = True,
     batch_rows: int = 65536,
+    devices: Any = None,
     progress: bool = True,
 ) -> Factorization:
     """Train a TopK sparse autoencoder with ``k`` latents (``k`` may exceed C: overcomplete).
@@ -154,6 +196,9 @@ def topk_sae(
         towards the residuals of badly reconstructed rows (drawn with probability
         proportional to their squared error; Bricken et al. 2023), their Adam moments reset.
       batch_rows: rows per host chunk (a multiple of ``batch_size`` is used).
+      devices: the devices to shard the rows over (None: all local devices;
+        ``[jax.devices()[0]]`` forces one). With several, ``batch_size`` is rounded up to a
+        multiple of their number and every mini-batch is split over them (module docstring).
       progress: show a tqdm progress bar over the epochs.
 
     Returns:
@@ -161,7 +206,8 @@ def topk_sae(
       ``extra`` ``W_enc``, ``b_enc``, ``b_dec``, ``rows_per_second`` (training throughput)
       and ``dead`` (latents that never fired in the final evaluation pass); ``error`` and
       ``l0`` are measured by a final pass over all rows with the trained weights, ``history``
-      is the running training error of each epoch.
+      is the running training error of each epoch; ``config["devices"]`` the number of
+      devices used.
     """
     from tqdm.auto import tqdm
 
@@ -178,15 +224,19 @@ def topk_sae(
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be a number > 0; got {lr!r}")
     k, topk = int(k), int(topk)
-    bs = min(int(batch_size), r.n)
+    place = row_devices(devices)
+    nd = place.count
+    bs = -(-min(int(batch_size), r.n) // nd) * nd  # each device gets bs / nd rows per step
     size = max(bs, (min(int(batch_rows), r.n) // bs) * bs)
-    n_chunks = r.n_chunks(size)
+    n_chunks = r.n_chunks(size, nd)
+    assert r.chunk_size(size, nd) == size
     steps_per_epoch = n_chunks * (size // bs)
     if epochs is None:
         epochs = max(1, -(-1000 // steps_per_epoch))
     dead_rows = min(r.n, 100_000) if dead_rows is None else dead_rows
     kaux = min(2 * topk, k)
-    opt, train_chunk, evaluate = _programs(bs, size, topk, kaux, float(aux_alpha), float(lr))
+    opt, train_chunk, evaluate = _programs(bs, size, topk, kaux, float(aux_alpha), float(lr),
+                                           place.mesh)
 
     rng_key = make_key(key)
     init_idx = np.asarray(jax.random.choice(jax.random.fold_in(rng_key, 0), r.n, (k,),
@@ -195,11 +245,11 @@ def topk_sae(
     d = d + 1e-3 * np.asarray(jax.random.normal(jax.random.fold_in(rng_key, 1), d.shape),
                               np.float32) * (np.abs(d).mean() + 1e-6)
     d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-    p = {"W_enc": jnp.asarray(d.T), "b_enc": jnp.zeros(k, jnp.float32),
-         "W_dec": jnp.asarray(d), "b_dec": jnp.zeros(r.c, jnp.float32)}
-    o = opt.init(p)
-    since = jnp.zeros(k, jnp.float32)
-    dead_limit = jnp.float32(dead_rows)
+    p = place.replicate({"W_enc": jnp.asarray(d.T), "b_enc": jnp.zeros(k, jnp.float32),
+                         "W_dec": jnp.asarray(d), "b_dec": jnp.zeros(r.c, jnp.float32)})
+    o = place.replicate(opt.init(p))
+    since = place.replicate(jnp.zeros(k, jnp.float32))
+    dead_limit = place.replicate(jnp.float32(dead_rows))
 
     cache = r.n * r.c * 4 <= _DEVICE_CACHE_BYTES
     dev: dict[int, tuple] = {}
@@ -207,8 +257,8 @@ def topk_sae(
     def chunk(i):
         if i in dev:
             return dev[i]
-        ch = next(r.chunks(size, order=[i]))
-        item = (jnp.asarray(ch.data), jnp.asarray(ch.mask))
+        ch = next(r.chunks(size, order=[i], multiple=nd))
+        item = (place.rows(ch.data), place.rows(ch.mask))
         if cache:
             dev[i] = item
         return item
@@ -232,8 +282,8 @@ def topk_sae(
         history.append(float(np.sqrt(se / max(sq, 1e-30))))
         dead = np.asarray(since) > dead_rows
         if resample and dead.any() and ep < epochs - 1:
-            p, o, since = _resample(p, o, since, dead, chunk(int(order[0])), evaluate,
-                                    jax.random.fold_in(ek, 10**6))
+            p, o, since = place.replicate(_resample(p, o, since, dead, chunk(int(order[0])),
+                                                    evaluate, jax.random.fold_in(ek, 10**6)))
             resampled += int(dead.sum())
         bar.update(1)
         bar.set_postfix(error=f"{history[-1]:.4f}")
@@ -259,4 +309,4 @@ def topk_sae(
                "dead": int((~fired).sum()), "resampled": resampled},
         config={"k": k, "topk": topk, "key": key_config(key), "epochs": epochs,
                 "batch_size": bs, "lr": lr, "aux_alpha": aux_alpha, "dead_rows": dead_rows,
-                "batch_rows": size, "rows": r.n, "channels": r.c})
+                "batch_rows": size, "rows": r.n, "channels": r.c, "devices": nd})
