@@ -310,6 +310,9 @@ class AttributeJob:
 @staged
 def run_attribute(job: AttributeJob, *, progress: bool = True) -> AttributeRun:
     """Run ``job`` (see :class:`AttributeJob`): ``lucidax attribute``."""
+    from .._compile_cache import enable_for_job  # on unless turned off: see there
+
+    enable_for_job()
     import jax.numpy as jnp
 
     from ._evaluate import deletion_curve, insertion_curve

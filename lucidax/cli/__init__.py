@@ -10,6 +10,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from .. import _compile_cache
+
 # Subcommands register themselves on import, in the order of `lucidax --help`.
 from . import _attribute, _concepts, _dissect, _gallery, _invert, _models, _probe, _render, _tcav  # noqa: F401,I001
 from ._common import COMMANDS
@@ -23,6 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Feature visualization, inversion, probing, concept tests, dissection, "
         "attribution and galleries for CNNs in JAX.",
     )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--compile-cache", metavar="DIR", default=None,
+        help="keep compiled programs in DIR so later runs skip compiling them again "
+        "(default: $LUCIDAX_COMPILE_CACHE if set, else "
+        f"{_compile_cache.default_compile_cache_dir()})")
+    cache.add_argument(
+        "--no-compile-cache", dest="compile_cache", action="store_false", default=None,
+        help="compile everything afresh, without the on-disk compilation cache "
+        "(LUCIDAX_COMPILE_CACHE=0 does the same) (default: cache on)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add, _ in COMMANDS.values():
         add(sub)
@@ -79,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    _compile_cache.configure_compile_cache(args.compile_cache)  # before anything compiles
     try:
         with _one_line_warnings(args.command):
             return COMMANDS[args.command][1](args) or 0

@@ -239,6 +239,9 @@ def _images(spec: str, model: Model, n: int, seed: int) -> tuple[np.ndarray, str
 def run_concepts(job: ConceptsJob, *, progress: bool = True) -> ConceptsRun:
     """Run ``job`` (``lucidax concepts``): input is checked before the model loads; each stage
     resumes from ``<out>/<layer>/state.json``."""
+    from .._compile_cache import enable_for_job  # on unless turned off: see there
+
+    enable_for_job()
     from lucidax.models import photos
 
     from ._page import write_pages

@@ -111,6 +111,9 @@ def build_gallery(
     Returns:
       :class:`GalleryReport` for this process.
     """
+    from .._compile_cache import enable_for_job  # on unless turned off: see there
+
+    enable_for_job()
     return _build(config, progress=progress, model=model, dataset=dataset)
 
 

@@ -110,6 +110,9 @@ def _source(data: str | os.PathLike, model: Model, n: int, seed: int, size: int 
 @staged
 def run_dissect(job: DissectJob, *, progress: bool = True) -> DissectRun:
     """Run ``job`` (``lucidax dissect``): the model is loaded after its input is checked."""
+    from .._compile_cache import enable_for_job  # on unless turned off: see there
+
+    enable_for_job()
     from lucidax.models import photos
 
     job.check()

@@ -136,6 +136,9 @@ def _check_target(data: str, target: str | None,
 @staged
 def run_probe(job: ProbeJob, *, progress: bool = True) -> ProbeRun:
     """Run ``job`` (``lucidax probe``): the model is loaded after its input is checked."""
+    from .._compile_cache import enable_for_job  # on unless turned off: see there
+
+    enable_for_job()
     job.check()
     out = prepare_out_dir(job.out)
     if job.cache_dir is not None:

@@ -180,6 +180,9 @@ def _parse_source(spec: str, *, model: Model, n: int, split_default: str, seed: 
 def run_tcav(job: TCAVJob, *, progress: bool = True) -> TCAVRun:
     """Run ``job`` (``lucidax tcav``): the model is loaded after its input is checked, the
     image folders are checked before any extraction."""
+    from .._compile_cache import enable_for_job  # on unless turned off: see there
+
+    enable_for_job()
     t0 = time.perf_counter()
     job.check()
     if job.out is not None:

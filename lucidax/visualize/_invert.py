@@ -702,6 +702,9 @@ class InvertJob:
 def run_invert(job: InvertJob, *, progress: bool = True) -> InvertRun:
     """Run ``job`` (``lucidax invert``): everything :class:`InvertJob` says, checked before
     the model is loaded."""
+    from .._compile_cache import enable_for_job  # on unless turned off: see there
+
+    enable_for_job()
     job.validate()
     model, weights, layers, images, out = job.model, job.weights, job.layers, job.images, job.out
     steps, mode, loss, size, seed = job.steps, job.mode, job.loss, job.size, job.seed

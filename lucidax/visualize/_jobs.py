@@ -179,6 +179,10 @@ def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
     ``render.json`` summary (objective value, loss trace end, finiteness per unit, and
     whether it is silent: its render never left its start, see
     :func:`lucidax.visualize.stuck_renders`; its PNG is still written)."""
+    from .._compile_cache import enable_for_job  # on unless turned off: see there
+
+    enable_for_job()
+
     import jax
 
     from ..models import load
