@@ -14,9 +14,11 @@ import fsspec
 import imageio.v3 as iio
 import pytest
 from test_gallery_procs import SETTINGS, _build_here, _free_port, _start, runner  # noqa: F401
+from test_gallery_support import tiny_model
 
 from lucidax._storage import UnsafeKeyError, check_key, is_url, open_storage
 from lucidax.cli import build_parser, main
+from lucidax.gallery import GalleryConfig, plan_gallery
 from lucidax.gallery._manifest import unit_done
 
 CFG = {**SETTINGS, "layers": "c1,c2", "units": "0-3", "batch_size": 2}
@@ -77,6 +79,8 @@ def test_gallery_to_url_same_as_local(scheme, local_gallery, tmp_path, staging):
     again = _build_here({**CFG, "out": url})
     assert (again.units_rendered, again.units_skipped) == (0, 8)
     assert _url_files(url) == got
+    plan = plan_gallery(GalleryConfig(**CFG, out=url), model=tiny_model())  # --dry-run
+    assert plan.done == 8 and f"{url}/manifest.json" in plan.summary()
 
 
 def _url_done(root: Path) -> int:

@@ -108,6 +108,24 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     return m
 
 
+def read_out_manifest(out: str) -> dict[str, Any] | None:
+    """``manifest.json`` of an output folder or URL (see :mod:`lucidax._storage`), or None."""
+    from lucidax._storage import is_url
+
+    if not is_url(out):
+        return read_manifest(Path(out) / MANIFEST)
+    import fsspec
+
+    try:
+        with fsspec.open(f"{out.rstrip('/')}/{MANIFEST}", "rb") as f:
+            m = json.loads(f.read())
+    except (OSError, ValueError, ImportError):
+        return None
+    if not isinstance(m, dict) or m.get("format") != FORMAT or not isinstance(m.get("units"), dict):
+        return None
+    return m
+
+
 def merge_entries(*manifests: dict[str, Any] | None) -> dict[str, dict[str, dict[str, Any]]]:
     """``units`` of several manifests, later ones winning per unit."""
     out: dict[str, dict[str, dict[str, Any]]] = {}

@@ -10,7 +10,7 @@ from typing import Any
 
 from ._config import GalleryConfig, GalleryConfigError, parse_layer_units
 from ._io import safe_name
-from ._manifest import MANIFEST, read_manifest
+from ._manifest import MANIFEST, read_out_manifest
 
 __all__ = ["GalleryPlan", "plan_batches", "plan_gallery"]
 
@@ -122,7 +122,7 @@ class GalleryPlan:
         lines.append(f"  {c.steps} steps, {c.size} px ({seen}), {c.variants} variant(s) per "
                      f"unit, {c.batch_size} units per batch; {examples}")
         if self.done:
-            lines.append(f"  {self.done} units already in {Path(c.out) / MANIFEST}")
+            lines.append(f"  {self.done} units already in {_where(c.out)}")
         return "\n".join(lines)
 
 
@@ -157,8 +157,14 @@ def plan_gallery(config: GalleryConfig, *, model: Any = None) -> GalleryPlan:
     config = config.resolved(model.name)
     layers = _resolve_layers(model, config.layers)
     layer_units = _resolve_units(model, layers, config.units)
-    manifest = read_manifest(Path(config.out) / MANIFEST) or {}
+    manifest = read_out_manifest(config.out) or {}  # a folder or a URL
     done = sum(len(units) for units in manifest.get("units", {}).values()
                if isinstance(units, dict))
     return GalleryPlan(config=config, model=model.name, layer_units=layer_units, done=done)
 
+
+def _where(out: str) -> str:
+    """Where ``out``'s manifest is, for the user (a URL stays a URL)."""
+    from lucidax._storage import is_url
+
+    return f"{out.rstrip('/')}/{MANIFEST}" if is_url(out) else str(Path(out) / MANIFEST)
