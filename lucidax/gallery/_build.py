@@ -6,7 +6,7 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from lucidax._storage import Storage, check_out, open_storage
 
 from ._config import GalleryConfig, ManifestMismatchError
 from ._dataset import _DATASET_EXPECT, _Examples, _load_examples
-from ._distributed import _gather_shards, _shared_run_id, init_distributed
+from ._distributed import _gather_shards, _shared_run_id, claim_batches, init_distributed
 from ._examples import ReceptiveField, receptive_fields, top_k_examples
 from ._io import clean_stale_tmp
 from ._manifest import (
@@ -34,7 +34,15 @@ from ._manifest import (
     unit_done,
     write_manifest,
 )
-from ._plan import _Batch, _layer_dirs, _resolve_layers, _resolve_units, plan_batches
+from ._plan import (
+    _Batch,
+    _layer_dirs,
+    _resolve_layers,
+    _resolve_units,
+    lpt_order,
+    plan_batches,
+    plan_costs,
+)
 from ._renderer import RESCUE_SD, _default_render, _objective_layer, _Renderer, _rescue
 from ._site import ANALYSES, write_site
 from ._write import _write_sheets, _write_unit
@@ -142,15 +150,19 @@ def _build(
     fingerprint = settings_fingerprint(settings)
     known, old_layers = _existing(out, fingerprint, settings, force=config.force)
 
-    # ---- this process's share of the global plan, and what of it is already done
+    # ---- the global plan and what of it is already done; several processes claim the
+    # unfinished batches one at a time from a shared queue, most costly first (_distributed)
     batches = plan_batches(run.layer_units, config.batch_size)
+    done = {
+        (b.layer, u) for b in batches for u in b.units
+        if not config.force and unit_done(out, known.get(b.layer, {}).get(str(u)), listing)
+    }
+    # finished units stay in the shard of their batch's round-robin process
     mine = [b for b in batches if b.index % run.nproc == run.pid]
     my_units = {(b.layer, u) for b in mine for u in b.units}
-    done_mine = {
-        (layer, u) for (layer, u) in my_units
-        if not config.force and unit_done(out, known.get(layer, {}).get(str(u)), listing)
-    }
-    todo = [b for b in mine if any((b.layer, u) not in done_mine for u in b.units)]
+    done_mine = done & my_units
+    todo = [b for b in batches if any((b.layer, u) not in done for u in b.units)]
+    costs = plan_costs(config, model, todo, known) if run.nproc > 1 else {}
     run_id = _shared_run_id(run.nproc)
 
     rfs, layer_info = _layer_facts(config, model, tuple(run.layer_units), dirs, old_layers)
@@ -187,8 +199,11 @@ def _build(
         else {}
     )
     t_render = time.perf_counter()
+    work = todo if run.nproc == 1 else claim_batches(
+        lpt_order(todo, costs), out, run_id, run.pid, run.nproc, costs=costs, plan=batches,
+        timeout=config.shard_timeout)
     rendered, failed = _render_all(
-        out, run, todo, done_mine, shard, topk, rfs, examples, dirs, top_k, progress)
+        out, run, work, done, shard, topk, rfs, examples, dirs, top_k, progress)
     render_s = time.perf_counter() - t_render
     shard.write(complete=True)
 
@@ -368,19 +383,22 @@ class _Shard:
             self.storage.publish([self.path.name])
 
 
-def _render_all(out: Path, run: _Run, todo: list[_Batch], done: set[tuple[str, int]],
+def _render_all(out: Path, run: _Run, todo: Iterable[_Batch], done: set[tuple[str, int]],
                 shard: _Shard, topk: dict[str, Any], rfs: dict[str, ReceptiveField],
                 examples: _Examples | None, dirs: dict[str, str], top_k: int,
                 progress: bool) -> tuple[int, list[str]]:
-    """Render the batches ``todo`` and write their units (the shard after every batch);
-    returns ``(units rendered, "layer/unit" of those that did not stay finite)``."""
+    """Render the batches ``todo`` (a list, or the batches this process claims as it goes)
+    and write their units (the shard after every batch); returns ``(units rendered,
+    "layer/unit" of those that did not stay finite)``. Entries record when their batch
+    started and finished (``started_at``/``finished_at``, Unix seconds)."""
     config = run.config
     renderer = _Renderer(config, run.model, run.render_fn, run.channel_fn)
-    n_todo = sum(1 for b in todo for u in b.units if (b.layer, u) not in done)
+    n_todo = (sum(1 for b in todo for u in b.units if (b.layer, u) not in done)
+              if isinstance(todo, Sequence) else None)  # None: claimed as it goes
     failed: list[str] = []
     rendered = 0
     bar = None
-    if progress and n_todo:
+    if progress and n_todo != 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_todo, unit="unit", position=0, dynamic_ncols=True,
@@ -389,7 +407,7 @@ def _render_all(out: Path, run: _Run, todo: list[_Batch], done: set[tuple[str, i
         for b in todo:
             if bar is not None:
                 bar.set_postfix_str(f"{b.layer} {b.units[0]}-{b.units[-1]}", refresh=False)
-            t0 = time.perf_counter()
+            t0, started_at = time.perf_counter(), time.time()
             padded = pad_batch(np.asarray(b.units), b.width).tolist()  # one shape per layer
             res = renderer(b.layer, padded)
             rescued: set[int] = set()
@@ -411,6 +429,10 @@ def _render_all(out: Path, run: _Run, todo: list[_Batch], done: set[tuple[str, i
                 shard.entries.setdefault(b.layer, {})[str(u)] = entry
                 if entry["status"] == "failed":
                     failed.append(f"{b.layer}/{u}")
+            finished_at = time.time()
+            for _, u in new:
+                shard.entries[b.layer][str(u)].update(started_at=round(started_at, 3),
+                                                      finished_at=round(finished_at, 3))
             rendered += len(new)
             shard.write(complete=False)
             if bar is not None:

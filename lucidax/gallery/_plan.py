@@ -12,7 +12,8 @@ from ._config import GalleryConfig, GalleryConfigError, parse_layer_units
 from ._io import safe_name
 from ._manifest import MANIFEST, read_out_manifest
 
-__all__ = ["GalleryPlan", "plan_batches", "plan_gallery"]
+__all__ = ["GalleryPlan", "batch_costs", "layer_costs", "lpt_assign", "lpt_order",
+           "measured_batch_s", "plan_batches", "plan_costs", "plan_gallery"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,101 @@ def plan_batches(layer_units: dict[str, Sequence[int]], batch_size: int) -> list
         width = min(batch_size, len(units))
         for s in range(0, len(units), width):
             out.append(_Batch(len(out), layer, units[s : s + width], width))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# cost of a batch, and the order work is handed out in (uneven layers: a deep layer's batch
+# costs many times an early one's)
+
+
+def layer_costs(model, objective: dict[str, str], side: int) -> dict[str, float]:
+    """Estimated relative cost of one image's render step for units of each layer:
+    ``{layer: floats of every activation up to its objective layer + the input}`` at
+    ``side`` px (forward and backward passes scale with them). ``objective`` maps a layer to
+    the layer its render maximizes (its pre-ReLU twin, say). 1.0 for every layer when the
+    model's shapes cannot be computed (one abstract trace; nothing is allocated)."""
+    from lucidax._memory import _layer_floats
+
+    floats = _layer_floats(model, list(dict.fromkeys(objective.values())), side)
+    if not floats:
+        return dict.fromkeys(objective, 1.0)
+    base = float(side * side * model.input_spec.channels)
+    cum, total = {}, base
+    for name in model.layer_names:  # running sum in the model's order
+        if name in floats:
+            total += floats[name]
+            cum[name] = total
+    return {layer: cum.get(obj, total) for layer, obj in objective.items()}
+
+
+def batch_costs(batches: Sequence[_Batch], per_image: dict[str, float], *, variants: int = 1,
+                measured: dict[str, float] | None = None) -> dict[int, float]:
+    """``{batch index: cost}``. Estimated: ``per_image[layer] x width x variants`` (a batch
+    costs its padded width). ``measured`` (``{layer: seconds per batch}``, e.g. from the
+    ``time_s`` of a resumed gallery's entries) replaces the estimate of its layers; the other
+    layers' estimates are then put in seconds by the median measured/estimated ratio."""
+    est = {b.index: per_image.get(b.layer, 1.0) * b.width * variants for b in batches}
+    measured = {k: v for k, v in (measured or {}).items() if v and v > 0}
+    if not measured:
+        return est
+    ratios = sorted(measured[b.layer] / est[b.index] for b in batches
+                    if b.layer in measured and est[b.index] > 0)
+    scale = ratios[len(ratios) // 2] if ratios else 1.0
+    return {b.index: measured[b.layer] if b.layer in measured else est[b.index] * scale
+            for b in batches}
+
+
+def measured_batch_s(entries: dict[str, dict[str, Any]], widths: dict[str, int]
+                     ) -> dict[str, float]:
+    """``{layer: seconds per batch}`` from finished entries' ``time_s`` (seconds per unit
+    of their batch): the median over the layer's entries times the layer's batch width."""
+    out = {}
+    for layer, us in entries.items():
+        ts = sorted(float(e["time_s"]) for e in us.values()
+                    if isinstance(e, dict) and isinstance(e.get("time_s"), (int, float))
+                    and e["time_s"] > 0)
+        if ts and layer in widths:
+            out[layer] = ts[len(ts) // 2] * widths[layer]
+    return out
+
+
+def plan_costs(config: GalleryConfig, model, batches: Sequence[_Batch],
+               known: dict[str, dict[str, Any]] | None = None) -> dict[int, float]:
+    """:func:`batch_costs` of ``batches`` for a resolved ``config``: estimated from the
+    model's shapes at the side it sees, measured where ``known`` (a resumed gallery's
+    entries) timed the layer."""
+    from ._renderer import _objective_layer
+
+    layers = list(dict.fromkeys(b.layer for b in batches))
+    if not layers:
+        return {}
+    side = config.size + (12 if config.transforms != "none" else 0)
+    target = config.model_side or model.input_spec.side
+    side = max(side, int(target)) if target else side
+    per_image = layer_costs(model, {k: _objective_layer(model, k, config) for k in layers}, side)
+    widths = {b.layer: b.width for b in batches}
+    measured = measured_batch_s({k: v for k, v in (known or {}).items() if k in widths}, widths)
+    return batch_costs(batches, per_image, variants=config.variants, measured=measured)
+
+
+def lpt_order(batches: Sequence[_Batch], costs: dict[int, float]) -> list[_Batch]:
+    """Longest-processing-time first (ties: plan order). Handed out one at a time to
+    whichever process is free, the last batch to start is the cheapest, so the processes
+    finish within one (small) batch of each other."""
+    return sorted(batches, key=lambda b: (-costs.get(b.index, 0.0), b.index))
+
+
+def lpt_assign(batches: Sequence[_Batch], costs: dict[int, float],
+               nproc: int) -> list[list[_Batch]]:
+    """Static LPT: each batch, most costly first, to the least-loaded process (ties: the
+    lowest id). The shares of a schedule without a shared queue."""
+    load = [0.0] * nproc
+    out: list[list[_Batch]] = [[] for _ in range(nproc)]
+    for b in lpt_order(batches, costs):
+        p = min(range(nproc), key=lambda i: (load[i], i))
+        load[p] += costs.get(b.index, 0.0)
+        out[p].append(b)
     return out
 
 
