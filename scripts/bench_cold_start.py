@@ -8,11 +8,13 @@ Every phase runs in a fresh Python process (``--child``), as a user's next comma
   with the same cache folder. Reports the first ``fit_probe`` call's time, the speed-up over
   scikit-learn (target >= 10x with a warm cache) and the whole process's time.
 * ``tcav``: ``run_tcav`` on the starter model (1 concept x ``--tcav-runs`` random sets x 4
-  layers); the feature cache is filled first by a process without the compilation cache,
-  so ``cold`` / ``warm`` differ only in the compilation cache. ``warm`` also times a second
-  call in the same process (everything compiled in memory).
-* ``gallery``: resuming an already complete small starter gallery (``lucidax gallery``,
-  which finds every unit done): the whole process, cold vs warm compilation cache.
+  layers): ``cold``: everything from scratch (empty feature cache and compilation cache, the
+  issue's cold process); ``warm``: a fresh feature cache but the warm compilation cache;
+  ``warm_features_cached``: features cached too, plus a second call in the same process
+  (everything compiled in memory).
+* ``gallery``: a small starter gallery with units 0-3 done (made without the compilation
+  cache) resumed with units 0-7 (8 units left over 2 layers) by ``lucidax gallery``, the
+  whole process, cold vs warm compilation cache; then a resume of the complete gallery.
 
 Each record has the compilation-cache hits/misses of its process (JAX monitoring events)
 and the load average. Prints one JSON line per phase, then a summary line. Example::
@@ -118,14 +120,14 @@ def _gallery_child(args: argparse.Namespace) -> dict:
 
     t_import = time.perf_counter() - t0
     t1 = time.perf_counter()
-    rc = main(_gallery_argv(args.gallery_out))
+    rc = main(_gallery_argv(args.gallery_out, args.gallery_units))
     wall = time.perf_counter() - t1
     return {"rc": rc, "gallery_s": round(wall, 2), "import_s": round(t_import, 2),
             "process_to_result_s": round(t_import + wall, 2), **_cache_counts(counts)}
 
 
-def _gallery_argv(out: str) -> list[str]:
-    return ["gallery", "--model", "starter", "--layers", "conv2,conv4", "--units", "0-3",
+def _gallery_argv(out: str, units: str) -> list[str]:
+    return ["gallery", "--model", "starter", "--layers", "conv2,conv4", "--units", units,
             "--steps", "16", "--size", "32", "--top-k", "4", "--dataset-size", "64",
             "--out", out, "--quiet"]
 
@@ -138,7 +140,7 @@ def _spawn(kind: str, phase: str, args: argparse.Namespace, cache: str | None,
     cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--n", str(args.n),
            "--d", str(args.d), "--classes", str(args.classes), "--tcav-runs",
            str(args.tcav_runs), "--tcav-cache", args.tcav_cache, "--gallery-out",
-           args.gallery_out, *extra]
+           args.gallery_out, "--gallery-units", args.gallery_units, *extra]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -160,6 +162,7 @@ def main() -> None:
     p.add_argument("--only", default="probe,tcav,gallery", help="benches to run")
     p.add_argument("--tcav-cache", help=argparse.SUPPRESS)
     p.add_argument("--gallery-out", help=argparse.SUPPRESS)
+    p.add_argument("--gallery-units", default="0-3", help=argparse.SUPPRESS)
     p.add_argument("--child", choices=("probe", "tcav", "tcav2", "gallery"),
                    help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -170,23 +173,40 @@ def main() -> None:
         print(json.dumps(rec), flush=True)
         return
     tmp = tempfile.mkdtemp(prefix="bench-cold-")
-    args.tcav_cache = os.path.join(tmp, "tcav-features")
-    args.gallery_out = os.path.join(tmp, "gallery")
     only = args.only.split(",")
     recs: dict[str, dict] = {}
+    args.tcav_cache = args.gallery_out = tmp
+
+    def spawn(name, kind, phase, cache, **paths):
+        vars(args).update(paths)
+        recs[name] = _spawn(kind, phase, args, cache)
+
     try:
-        for kind in ("probe", "tcav", "gallery"):
-            if kind not in only:
-                continue
-            cache = os.path.join(tmp, f"compile-{kind}")
-            if kind == "tcav":  # the features, without the compilation cache
-                _spawn("tcav", "prepare", args, None)
-            if kind == "gallery":  # a complete gallery, without the compilation cache
-                _spawn("gallery", "prepare", args, None)
-                recs["gallery-nocache"] = _spawn("gallery", "no_cache", args, None)
-            recs[f"{kind}-cold"] = _spawn(kind, "cold", args, cache)
-            recs[f"{kind}-warm"] = _spawn("tcav2" if kind == "tcav" else kind, "warm",
-                                          args, cache)
+        if "probe" in only:
+            cache = os.path.join(tmp, "compile-probe")
+            spawn("probe-cold", "probe", "cold", cache)
+            spawn("probe-warm", "probe", "warm", cache)
+        if "tcav" in only:
+            # everything from scratch (features too), then a fresh feature cache with the
+            # warm compilation cache, then the same with the features cached
+            cache, feats = os.path.join(tmp, "compile-tcav"), os.path.join(tmp, "tcav-a")
+            spawn("tcav-cold", "tcav", "cold", cache, tcav_cache=feats)
+            spawn("tcav-warm", "tcav", "warm", cache, tcav_cache=os.path.join(tmp, "tcav-b"))
+            spawn("tcav-warm-features", "tcav2", "warm_features_cached", cache,
+                  tcav_cache=feats)
+        if "gallery" in only:
+            # a gallery with units 0-3 done, resumed with 0-7: 4 units left to render
+            done = os.path.join(tmp, "gallery-done")
+            spawn("gallery-prepare", "gallery", "prepare", None, gallery_out=done,
+                  gallery_units="0-3")
+            for phase in ("cold", "warm"):
+                out = os.path.join(tmp, f"gallery-{phase}")
+                shutil.copytree(done, out)
+                spawn(f"gallery-{phase}", "gallery", f"resume_{phase}",
+                      os.path.join(tmp, "compile-gallery"), gallery_out=out,
+                      gallery_units="0-7")
+            spawn("gallery-complete", "gallery", "resume_complete_warm",
+                  os.path.join(tmp, "compile-gallery"), gallery_out=out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     summary: dict = {"summary": f"cold starts, {os.cpu_count()} CPUs",
@@ -201,19 +221,21 @@ def main() -> None:
             "speedup_in_process": w["speedup_second_call"],
             "target_10x_met_warm_cache": w["speedup_first_call"] >= 10.0}
     if "tcav-warm" in recs:
+        c, w, f = recs["tcav-cold"], recs["tcav-warm"], recs["tcav-warm-features"]
         summary["tcav"] = {
-            "runs": args.tcav_runs, "process_cold_s": recs["tcav-cold"]["process_to_result_s"],
-            "process_warm_cache_s": recs["tcav-warm"]["process_to_result_s"],
-            "run_tcav_cold_s": recs["tcav-cold"]["run_tcav_s"],
-            "run_tcav_warm_cache_s": recs["tcav-warm"]["run_tcav_s"],
-            "run_tcav_in_process_s": recs["tcav-warm"].get("run_tcav_second_call_s")}
+            "runs": args.tcav_runs, "process_cold_s": c["process_to_result_s"],
+            "process_warm_compile_cache_s": w["process_to_result_s"],
+            "process_warm_compile_cache_features_cached_s": f["process_to_result_s"],
+            "run_tcav_cold_s": c["run_tcav_s"], "run_tcav_warm_compile_cache_s": w["run_tcav_s"],
+            "run_tcav_features_cached_s": f["run_tcav_s"],
+            "run_tcav_in_process_s": f.get("run_tcav_second_call_s")}
     if "gallery-warm" in recs:
+        c, w = recs["gallery-cold"], recs["gallery-warm"]
         summary["gallery_resume"] = {
-            "process_no_cache_s": recs["gallery-nocache"]["process_wall_s"],
-            "process_cold_s": recs["gallery-cold"]["process_wall_s"],
-            "process_warm_cache_s": recs["gallery-warm"]["process_wall_s"],
-            "build_gallery_cold_s": recs["gallery-cold"]["gallery_s"],
-            "build_gallery_warm_cache_s": recs["gallery-warm"]["gallery_s"]}
+            "units_left": 8, "process_cold_s": c["process_wall_s"],
+            "process_warm_cache_s": w["process_wall_s"],
+            "build_gallery_cold_s": c["gallery_s"], "build_gallery_warm_cache_s": w["gallery_s"],
+            "complete_gallery_resume_s": recs["gallery-complete"]["process_wall_s"]}
     print(json.dumps(summary))
 
 
