@@ -94,8 +94,9 @@ class GalleryConfig:
       seed: seed of every random draw (renders and dataset sampling).
       force: re-render every requested unit, even finished ones or a folder made with
         different settings.
-      distributed: run as one of several processes (``jax.distributed``); each renders its
-        share of the units, process 0 writes the index once all are done.
+      distributed: run as one of several processes (``jax.distributed``); each claims the
+        next unrendered batch (most expensive first) when it is free, process 0 writes the
+        index once all are done.
       coordinator_address, num_processes, process_id: for ``distributed``; None reads the
         environment variables ``LUCIDAX_COORDINATOR``, ``LUCIDAX_NUM_PROCESSES``,
         ``LUCIDAX_PROCESS_ID``.
@@ -146,8 +147,8 @@ class GalleryConfig:
         False, "re-render every requested unit, even finished ones or an --out folder made "
                "with other settings")
     distributed: bool = flag(
-        False, "one of several jax.distributed processes: each renders its share of the "
-               "units, process 0 writes the site")
+        False, "one of several jax.distributed processes: each claims the next batch when it "
+               "is free (costliest first), process 0 writes the site")
     coordinator_address: str | None = flag(
         None, "with --distributed: host:port of process 0 (default: $LUCIDAX_COORDINATOR)")
     num_processes: int | None = flag(
