@@ -70,14 +70,11 @@ def _build_here(cfg: dict):
     )
 
 
-def test_resume_after_sigkill(runner, tmp_path):
-    out = tmp_path / "g"
-    cfg = {**SETTINGS, "out": str(out), "layers": "c1,c2", "batch_size": 1}
-    total = 4 + 6
-    proc = _start(runner, cfg, sleep=0.4)
+def kill_after_first_unit(proc, count_done) -> None:
+    """SIGKILL ``proc`` as soon as ``count_done()`` sees a finished unit."""
     try:
         deadline = time.monotonic() + 120
-        while _done(out) == 0:
+        while count_done() == 0:
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "no unit finished in time"
             time.sleep(0.02)
@@ -88,6 +85,30 @@ def test_resume_after_sigkill(runner, tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
+
+
+def finish_all(procs, timeout: float) -> list[list[str]]:
+    """Wait for every process, check each exited 0, and return the sorted ``REPORT`` lines
+    (split into words, without the tag) of all of them."""
+    logs = []
+    for p in procs:
+        try:
+            logs.append(p.communicate(timeout=timeout)[0])
+        finally:
+            if p.poll() is None:
+                p.kill()
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log
+    return sorted(line.split()[1:] for log in logs for line in log.splitlines()
+                  if line.startswith("REPORT"))
+
+
+def test_resume_after_sigkill(runner, tmp_path):
+    out = tmp_path / "g"
+    cfg = {**SETTINGS, "out": str(out), "layers": "c1,c2", "batch_size": 1}
+    total = 4 + 6
+    proc = _start(runner, cfg, sleep=0.4)
+    kill_after_first_unit(proc, lambda: _done(out))
     m = json.loads((out / "manifest.json").read_text())
     done_before = {
         (layer, u): (out / e["grid"]).read_bytes()
@@ -148,18 +169,7 @@ def test_two_processes_make_the_same_gallery(runner, tmp_path):
     one = tmp_path / "one"
     report = _build_here({**base, "out": str(one)})
     assert report.units_rendered == 8
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=180)[0])
-        finally:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log
-    reports = sorted(
-        line.split()[1:] for log in logs for line in log.splitlines() if line.startswith("REPORT")
-    )
+    reports = finish_all(procs, 180)
     # batches are claimed from a shared queue: both worked, every unit rendered once
     assert [r[0] for r in reports] == ["0", "1"] and sum(int(r[1]) for r in reports) == 8
     assert reports[0][2].endswith("index.html") and reports[1][2] == "None"
@@ -221,17 +231,7 @@ def test_uneven_plan_keeps_both_processes_busy(tmp_path):
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in range(2)
     ]
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=120)[0])
-        finally:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log
-    reports = sorted(line.split()[1:] for log in logs for line in log.splitlines()
-                     if line.startswith("REPORT"))
+    reports = finish_all(procs, 120)
     assert [r[0] for r in reports] == ["0", "1"]
     assert sum(int(r[1]) for r in reports) == 10  # every unit once, none twice
 

@@ -5,15 +5,21 @@ root only (each process with its own staging folder), unsafe keys, the ``--out``
 from __future__ import annotations
 
 import json
-import signal
-import time
 import uuid
 from pathlib import Path
 
 import fsspec
 import imageio.v3 as iio
 import pytest
-from test_gallery_procs import SETTINGS, _build_here, _free_port, _start, runner  # noqa: F401
+from test_gallery_procs import (  # noqa: F401
+    SETTINGS,
+    _build_here,
+    _free_port,
+    _start,
+    finish_all,
+    kill_after_first_unit,
+    runner,
+)
 from test_gallery_support import tiny_model
 
 from lucidax._storage import UnsafeKeyError, check_key, is_url, open_storage
@@ -97,19 +103,7 @@ def test_resume_after_sigkill_through_file_url(runner, tmp_path):  # noqa: F811
     cfg = {**CFG, "out": url, "batch_size": 1, "units": "all"}
     total = 4 + 6
     proc = _start(runner, cfg, sleep=0.4, LUCIDAX_STAGING=str(tmp_path / "stage-killed"))
-    try:
-        deadline = time.monotonic() + 120
-        while _url_done(root) == 0:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "no unit finished in time"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_first_unit(proc, lambda: _url_done(root))
     m = json.loads((root / "manifest.json").read_text())
     done_before = {(layer, u): (root / e["grid"]).read_bytes()
                    for layer, us in m["units"].items() for u, e in us.items()
@@ -141,17 +135,7 @@ def test_two_processes_through_file_url(runner, local_gallery, tmp_path):  # noq
     procs = [_start(runner, cfg, LUCIDAX_COORDINATOR=coord, LUCIDAX_NUM_PROCESSES="2",
                     LUCIDAX_PROCESS_ID=str(i), LUCIDAX_STAGING=str(tmp_path / f"stage{i}"))
              for i in range(2)]
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=180)[0])
-        finally:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log
-    reports = sorted(line.split()[1:] for log in logs for line in log.splitlines()
-                     if line.startswith("REPORT"))
+    reports = finish_all(procs, 180)
     assert sum(int(r[1]) for r in reports) == 8
     assert reports[0][2] == f"{url}/index.html" and reports[1][2] == "None"
     got, want = _url_files(url), _local_files(local_gallery)
