@@ -169,6 +169,27 @@ def test_render_command_to_urls(tmp_path, capsys, staging):
     assert not any(staging.iterdir())
 
 
+def test_concepts_to_a_url_resume_from_it(tmp_path, staging):
+    """An analysis command to memory:// and file://: its pages and stages land at the URL, and
+    a second run in another staging folder resumes from what is there (no stage redone)."""
+    from lucidax.concepts import ConceptsJob, run_concepts
+
+    for url in (f"memory://lucidax-test-{uuid.uuid4().hex}/c", f"file://{tmp_path}/root/c"):
+        job = ConceptsJob(model="starter", layers="conv4", n=32, k=3, steps=4, top=2,
+                          heatmaps=1, iterations=20, out=url)
+        run = run_concepts(job, progress=False)
+        assert run.out == url
+        got = _url_files(url)
+        for key in ("index.html", "conv4/index.html", "conv4/factorization.npz",
+                    "conv4/state.json", "conv4/renders/00.png", "conv4/crops/02.png"):
+            assert key in got, key
+        assert not any(staging.iterdir())
+        again = run_concepts(job, progress=False)
+        assert _url_files(url)["conv4/factorization.npz"] == got["conv4/factorization.npz"]
+        assert _url_files(url)["conv4/renders.json"] == got["conv4/renders.json"]
+        assert again.layers[0].factorization.W.tolist() == run.layers[0].factorization.W.tolist()
+
+
 def test_unsafe_keys_are_refused(tmp_path):
     for bad in ("../x.png", "/etc/passwd", "a/../../b", "a//b", "./a", "a\\b", "", "a\x00"):
         with pytest.raises(UnsafeKeyError):
