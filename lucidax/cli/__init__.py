@@ -13,7 +13,18 @@ from collections.abc import Sequence
 from .. import _compile_cache
 
 # Subcommands register themselves on import, in the order of `lucidax --help`.
-from . import _attribute, _concepts, _dissect, _gallery, _invert, _models, _probe, _render, _tcav  # noqa: F401,I001
+from . import (  # noqa: F401,I001
+    _attribute,
+    _concepts,
+    _dissect,
+    _gallery,
+    _interpretability,
+    _invert,
+    _models,
+    _probe,
+    _render,
+    _tcav,
+)
 from ._common import COMMANDS
 
 __all__ = ["build_parser", "main"]

@@ -37,6 +37,12 @@ from ._examples import (
     top_k_examples,
     unit_activation,
 )
+from ._interpretability import (
+    InterpretabilityJob,
+    InterpretabilityRun,
+    default_observer,
+    run_interpretability,
+)
 from ._io import UnsafePathError, safe_name, safe_path
 from ._plan import GalleryPlan, plan_batches, plan_gallery
 
@@ -45,12 +51,15 @@ __all__ = [
     "GalleryConfigError",
     "GalleryPlan",
     "GalleryReport",
+    "InterpretabilityJob",
+    "InterpretabilityRun",
     "ManifestMismatchError",
     "PRESETS",
     "ReceptiveField",
     "TopK",
     "UnsafePathError",
     "build_gallery",
+    "default_observer",
     "init_distributed",
     "parse_layer_units",
     "parse_units",
@@ -58,6 +67,7 @@ __all__ = [
     "plan_gallery",
     "receptive_field",
     "receptive_fields",
+    "run_interpretability",
     "safe_name",
     "safe_path",
     "top_k_examples",

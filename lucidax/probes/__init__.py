@@ -43,6 +43,14 @@ from ._dissect import (
 from ._dissect_job import BUILTIN_DISSECT_DATA, DissectJob, DissectRun, run_dissect
 from ._extract import REDUCTIONS, Features, Skipped, extract
 from ._gradients import FEATURE_SPACES, layer_gradients
+from ._interpretability import (
+    DEFAULT_BANDS,
+    InterpretabilityResult,
+    Tasks,
+    interpretability_scores,
+    observer_choices,
+    sample_tasks,
+)
 from ._linear import (
     DEFAULT_LAMBDAS,
     LogisticFit,
@@ -77,6 +85,7 @@ __all__ = [
     "BUILTIN_DISSECT_DATA",
     "CORRECTIONS",
     "CSV_COLUMNS",
+    "DEFAULT_BANDS",
     "DEFAULT_IOU_THRESHOLD",
     "DEFAULT_LAMBDAS",
     "DEFAULT_QUANTILE",
@@ -92,6 +101,7 @@ __all__ = [
     "Features",
     "FolderConcepts",
     "ImageSet",
+    "InterpretabilityResult",
     "LogisticFit",
     "ProbeConvergenceWarning",
     "ProbeJob",
@@ -104,6 +114,7 @@ __all__ = [
     "TCAVResult",
     "TCAVRun",
     "TTest",
+    "Tasks",
     "UnitDissection",
     "adjust_pvalues",
     "concept_category",
@@ -118,11 +129,13 @@ __all__ = [
     "format_dissection",
     "format_results",
     "format_tcav",
+    "interpretability_scores",
     "iou_counts",
     "layer_gradients",
     "list_image_folder",
     "load_data",
     "load_image",
+    "observer_choices",
     "plot_dissection",
     "plot_results",
     "plot_tcav",
@@ -131,6 +144,7 @@ __all__ = [
     "run_dissect",
     "run_probe",
     "run_tcav",
+    "sample_tasks",
     "starter_concept_masks",
     "starter_concepts",
     "stratified_folds",
