@@ -239,11 +239,8 @@ def observer_choices(features: Any, tasks: Tasks, refs_override: Any = None) -> 
         d_lo = mean_sim(lo, tasks.max_refs) - mean_sim(lo, tasks.min_refs)
     else:
         f = _normalized(features, "observer features")
-        # mean cosine to a reference set = query . mean of the normalized references
-        m_min = f[tasks.min_refs].mean(axis=2)  # [U, T, D]
-        if refs_override is None:
-            m_max = f[tasks.max_refs].mean(axis=2)
-        else:
+        syn = None
+        if refs_override is not None:
             if len(refs_override) != hi.shape[0]:
                 raise ValueError(f"refs_override has {len(refs_override)} units; the tasks "
                                  f"have {hi.shape[0]}")
@@ -252,10 +249,20 @@ def observer_choices(features: Any, tasks: Tasks, refs_override: Any = None) -> 
             if any(p.shape != (f.shape[1],) for p in per):
                 raise ValueError(f"synthetic reference features must have the observer's "
                                  f"{f.shape[1]} dimensions")
-            m_max = np.broadcast_to(np.stack(per)[:, None, :], m_min.shape)
-        w = m_max - m_min
-        d_hi = np.einsum("utd,utd->ut", f[hi], w)
-        d_lo = np.einsum("utd,utd->ut", f[lo], w)
+            syn = np.stack(per)  # [U, D]
+        # mean cosine to a reference set = query . mean of the normalized references; units
+        # in chunks so the gathered references [u, T, k, D] stay under ~64 MB
+        u_all, t, k = tasks.max_refs.shape
+        step = max(1, (64 << 20) // max(1, t * k * f.shape[1] * 4))
+        d_hi, d_lo = np.empty(hi.shape, np.float64), np.empty(hi.shape, np.float64)
+        for a in range(0, u_all, step):
+            sl = slice(a, a + step)
+            m_min = f[tasks.min_refs[sl]].mean(axis=2)  # [u, T, D]
+            m_max = (f[tasks.max_refs[sl]].mean(axis=2) if syn is None
+                     else np.broadcast_to(syn[sl, None, :], m_min.shape))
+            w = m_max - m_min
+            d_hi[sl] = np.einsum("utd,utd->ut", f[hi[sl]], w)
+            d_lo[sl] = np.einsum("utd,utd->ut", f[lo[sl]], w)
     diff = d_hi - d_lo
     tie = np.abs(diff) <= 1e-7 * (np.abs(d_hi) + np.abs(d_lo) + 1e-12)
     return np.where(tie, 0.5, (diff > 0).astype(np.float64))
