@@ -138,6 +138,31 @@ def _apply(folder: str | None) -> None:
     else:
         if jax.config.jax_compilation_cache_max_size == -1:
             jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
+        if jax.config.jax_compilation_cache_max_size != -1:
+            _repair(Path(folder))
+
+
+def _repair(folder: Path) -> int:
+    """Give every entry without its access-time file one (now). JAX's LRU eviction reads the
+    ``<key>-atime`` file of every ``<key>-cache`` entry on each write, and one missing file
+    (a process killed between writing the two, or an entry written with eviction off) makes
+    every later write fail with a warning; returns the number repaired."""
+    import time
+
+    stamp = time.time_ns().to_bytes(8, "little")
+    fixed = 0
+    try:
+        for entry in folder.glob("*-cache"):
+            atime = entry.with_name(entry.name[: -len("-cache")] + "-atime")
+            if not atime.exists():
+                try:
+                    atime.write_bytes(stamp)
+                    fixed += 1
+                except OSError:
+                    pass
+    except OSError:
+        pass
+    return fixed
 
 
 def enable_compile_cache(path: str | os.PathLike | None = None) -> str | None:

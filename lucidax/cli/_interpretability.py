@@ -17,7 +17,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "and k min references, one query from the 0.95-0.98 and one from the 0.02-0.05 "
         "quantiles), let an observer pick the query more similar to the max references (mean "
         "cosine of another network's features), and report the fraction correct with a "
-        "Wilson 95%% interval (the Machine Interpretability Score's task, Zimmermann et al. "
+        "Wilson 95% interval (the Machine Interpretability Score's task, Zimmermann et al. "
         "2024; its DreamSim observer is approximated, so the numbers are not MIS values). "
         "--synthetic: the same with the unit's renders as max references; --randomize: the "
         "randomized-weights control.",
