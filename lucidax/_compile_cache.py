@@ -31,9 +31,13 @@ Policy (who turns it on):
 
 Turning it on is process-wide (JAX has one cache): the thresholds are set so that every
 program is cached, small CPU ones included (``jax_persistent_cache_min_compile_time_secs``
-= 0, ``jax_persistent_cache_min_entry_size_bytes`` = -1); the folder is bounded to
-:data:`MAX_SIZE_BYTES` (least recently used entries go first) when ``filelock`` is
-installed, which also serializes concurrent processes' reads and writes. It never fails a
+= 0, ``jax_persistent_cache_min_entry_size_bytes`` = -1). The folder is not bounded
+(JAX's default, ``jax_compilation_cache_max_size`` = -1): JAX's LRU eviction re-reads the
+access time of every entry on each write, which cost minutes over the test suite's ~3,000
+programs (a cold fresh-clone CI: pytest 10 min 19 s with eviction at 2 GiB), and one entry
+left without its access-time file by a killed process made every later write fail with a
+warning. Programs are small (the whole test suite's: ~45 MB); delete the folder to reclaim
+the space. A bound set through ``jax.config`` is kept. It never fails a
 run: a folder that cannot be created or written gives one :class:`CompileCacheWarning` and
 the run goes on uncached. The cache removes XLA compilation, not tracing or lowering.
 
@@ -65,8 +69,6 @@ __all__ = [
 ENV = "LUCIDAX_COMPILE_CACHE"
 #: Values of :data:`ENV` (case-insensitive, stripped) that turn the cache off.
 OFF_VALUES = frozenset({"", "0", "off", "none", "false", "no"})
-#: Bound on the cache folder (bytes) when ``filelock`` is installed (JAX needs it to evict).
-MAX_SIZE_BYTES = 2 * 1024**3
 
 _lock = threading.Lock()
 # path: the folder JAX caches in (None: off); source: who decided ('argument', 'env',
@@ -131,38 +133,6 @@ def _apply(folder: str | None) -> None:
         return
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    try:
-        import filelock  # noqa: F401 - JAX's LRU eviction needs it
-    except ImportError:
-        pass
-    else:
-        if jax.config.jax_compilation_cache_max_size == -1:
-            jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
-        if jax.config.jax_compilation_cache_max_size != -1:
-            _repair(Path(folder))
-
-
-def _repair(folder: Path) -> int:
-    """Give every entry without its access-time file one (now). JAX's LRU eviction reads the
-    ``<key>-atime`` file of every ``<key>-cache`` entry on each write, and one missing file
-    (a process killed between writing the two, or an entry written with eviction off) makes
-    every later write fail with a warning; returns the number repaired."""
-    import time
-
-    stamp = time.time_ns().to_bytes(8, "little")
-    fixed = 0
-    try:
-        for entry in folder.glob("*-cache"):
-            atime = entry.with_name(entry.name[: -len("-cache")] + "-atime")
-            if not atime.exists():
-                try:
-                    atime.write_bytes(stamp)
-                    fixed += 1
-                except OSError:
-                    pass
-    except OSError:
-        pass
-    return fixed
 
 
 def enable_compile_cache(path: str | os.PathLike | None = None) -> str | None:

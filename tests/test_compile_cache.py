@@ -158,16 +158,3 @@ def test_default_dir_per_platform(monkeypatch, platform, env, expected):
         monkeypatch.setenv(k, v)
     assert default_compile_cache_dir() == Path(os.path.expanduser(expected))
 
-
-def test_entries_without_an_access_time_are_repaired(tmp_path):
-    """A process killed between JAX writing ``<key>-cache`` and ``<key>-atime`` would make every
-    later write of the LRU cache fail (it reads every entry's atime): enabling repairs it."""
-    from lucidax._compile_cache import _repair
-
-    (tmp_path / "k1-cache").write_bytes(b"x")
-    (tmp_path / "k2-cache").write_bytes(b"y")
-    (tmp_path / "k2-atime").write_bytes((5).to_bytes(8, "little"))
-    assert _repair(tmp_path) == 1
-    assert (tmp_path / "k1-atime").is_file()
-    assert (tmp_path / "k2-atime").read_bytes() == (5).to_bytes(8, "little")
-    assert _repair(tmp_path) == 0
