@@ -204,7 +204,7 @@ def _resolve_class(model: Model, target: Any) -> tuple[int, str | None]:
     if isinstance(target, str):
         if target in labels:
             index = labels.index(target)
-        elif not labels and target.strip().isdigit():
+        elif target.strip().lstrip("-").isdigit():  # an index given as text ("285", --class)
             index = int(target)
         elif labels:
             raise ValueError(suggest(target, labels, what="class label"))

@@ -30,6 +30,7 @@ from lucidax.visualize import PARAMS
 
 from ._discover import layer_activations
 from ._factorization import Factorization, codes
+from ._importance import _check_model, _resolve_class
 from ._page import class_figure
 from ._stages import (
     _FORMAT,
@@ -201,21 +202,10 @@ def _default_layer(model: Model) -> str:
 
 
 def _target(model: Model, spec: Any) -> tuple[int, str]:
-    labels = tuple(model.labels or ())
-    if model.logits_layer is None:
-        raise ValueError(f"model {model.name!r} has no logits layer: --class needs one")
-    if isinstance(spec, str) and spec in labels:
-        return labels.index(spec), spec
-    if isinstance(spec, str) and spec.strip().lstrip("-").isdigit():
-        spec = int(spec)
-    if isinstance(spec, int | np.integer) and not isinstance(spec, bool):
-        n = len(labels) or model.channels(model.logits_layer)
-        if not 0 <= spec < n:
-            raise ValueError(f"--class {spec} is out of range: the model has {n} classes "
-                             f"(0..{n - 1})")
-        return int(spec), labels[spec] if labels else str(spec)
-    raise ValueError(suggest(str(spec), labels, what="class label") if labels else
-                     f"--class {spec!r}: give a class index")
+    """``(index, label)`` of ``--class`` (a label or an index), before any work."""
+    _check_model(model)
+    index, label = _resolve_class(model, spec)
+    return index, label if label is not None else str(index)
 
 
 def _images(spec: str, model: Model, n: int, seed: int) -> tuple[np.ndarray, str]:
@@ -284,8 +274,8 @@ def run_concepts(job: ConceptsJob, *, progress: bool = True) -> ConceptsRun:
         facts = examples_stage(folder, images, code_maps, grid, job)["concepts"]
         fp_render = fingerprint({"f": fp_fact, "steps": job.steps, "size": job.size,
                                  "param": job.param, "init_sd": job.init_sd})
-        renders = renders_stage(state, folder, fp_render, model, layer, fact, images, job,
-                                progress)
+        renders = renders_stage(state, folder, fp_render, model, layer, fact, rows,
+                                len(images), job, progress)
         for row, r in zip(facts, renders["concepts"], strict=True):
             row.update({f"render_{k}": v for k, v in r.items() if k != "concept"})
         importance = None
