@@ -30,6 +30,7 @@ __all__ = [
     "crop_at",
     "direction_activations",
     "heatmaps",
+    "image_means",
     "layer_activations",
     "render_concepts",
     "top_examples",
@@ -140,6 +141,16 @@ def heatmaps(codes: Any, side: int) -> np.ndarray:
     up = np.asarray(jax.image.resize(c, (len(c), side, side), "linear"))
     peak = float(np.max(np.abs(up))) if up.size else 0.0
     return np.clip(up / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(up)
+
+
+def image_means(rows: Any, n_images: int, *, chunk: int = 256) -> np.ndarray:
+    """``float32 [N, C]``: each image's activation averaged over its positions, from the rows
+    ``[N * h * w, C]`` of :func:`layer_activations` (read ``chunk`` images at a time, so a
+    memory-mapped cache is never loaded whole)."""
+    r = np.asarray(rows)
+    per = r.reshape(n_images, -1, r.shape[-1])
+    return np.concatenate([per[i : i + chunk].mean(axis=1, dtype=np.float64)
+                           for i in range(0, n_images, chunk)]).astype(np.float32)
 
 
 def direction_activations(model: Model, params: Any, images: Any, layer: str, W: Any, *,

@@ -24,6 +24,7 @@ from ._discover import (
     crop_at,
     direction_activations,
     heatmaps,
+    image_means,
     render_concepts,
     top_examples,
 )
@@ -133,8 +134,10 @@ def examples_stage(folder: str, images: np.ndarray, code_maps: np.ndarray,
 
 
 def renders_stage(state: State, folder: str, fp: str, model: Model, layer: str, fact,
-                  images: np.ndarray, job: ConceptsJob, progress: bool) -> dict[str, Any]:
-    """Every concept's render, and its activation against the natural images'."""
+                  rows: np.ndarray, n_images: int, job: ConceptsJob,
+                  progress: bool) -> dict[str, Any]:
+    """Every concept's render, and its activation against the natural images' (from the rows
+    already extracted: no second pass over the images)."""
     path = os.path.join(folder, "renders.json")
     if state.fresh("renders", fp, path):
         with open(path) as f:
@@ -151,8 +154,7 @@ def renders_stage(state: State, folder: str, fp: str, model: Model, layer: str, 
     # how strongly each render drives its own direction, against the natural images
     rend = direction_activations(model, model.params, res.images, layer, fact.W,
                                  batch_size=job.batch_size)
-    nat = direction_activations(model, model.params, images, layer, fact.W,
-                                batch_size=job.batch_size)
+    nat = image_means(rows, n_images) @ np.asarray(fact.W, np.float32).T
     own = np.diag(rend)
     nat_max = nat.max(axis=0)
     nat_p99 = np.percentile(nat, 99, axis=0)
