@@ -101,11 +101,15 @@ def unit_done(out: Path, entry: dict[str, Any] | None,
     return True
 
 
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    m = read_json(path)
+def _valid(m: Any) -> dict[str, Any] | None:
+    """``m`` when it is a manifest of this format, else None."""
     if not isinstance(m, dict) or m.get("format") != FORMAT or not isinstance(m.get("units"), dict):
         return None
     return m
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    return _valid(read_json(path))
 
 
 def read_out_manifest(out: str) -> dict[str, Any] | None:
@@ -121,9 +125,7 @@ def read_out_manifest(out: str) -> dict[str, Any] | None:
             m = json.loads(f.read())
     except (OSError, ValueError, ImportError):
         return None
-    if not isinstance(m, dict) or m.get("format") != FORMAT or not isinstance(m.get("units"), dict):
-        return None
-    return m
+    return _valid(m)
 
 
 def merge_entries(*manifests: dict[str, Any] | None) -> dict[str, dict[str, dict[str, Any]]]:
