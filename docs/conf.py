@@ -73,6 +73,9 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(typing|collections|pathlib|os|concurrent|dataclasses|enum|types)\..*"),
     (r"py:.*", r"(int|float|str|bool|bytes|dict|list|tuple|object|None|type|slice|Any)"),
     (r"py:.*", r"(optional|callable|array|array-like|pytree|default .*)"),
+    (r"py:.*", r"_pickle\..*"),
+    # type aliases of lucidax's annotations (documented in prose where they are used)
+    (r"py:class", r"(ApplyFn|Params|Acts)"),
 ]
 
 html_theme = "furo"

@@ -1,6 +1,6 @@
-"""The README runs as written.
+"""The README and the user guide (docs/guide/*.md) run as written.
 
-Every fenced ``python`` block runs in a fresh namespace, and every command of every fenced
+Every fenced ``python`` block of these pages runs in a fresh namespace, and every command of every fenced
 ``bash`` block runs through ``lucidax.cli.main``, each in its own empty folder, with
 ``LUCIDAX_MAX_STEPS=2`` (every render, inversion and gallery stops after 2 optimization
 steps: the commands and code are the README's, only shorter). Setup lines (venv, pip) and the
@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+# the README and the user guide's pages (the docs' tutorials are executed by the docs build)
+PAGES = [README, *sorted((ROOT / "docs" / "guide").glob("*.md"))]
 
 # Too long for the test suite even at 2 steps (a gallery's example search over 1000 photo
 # crops, thousands of units; a concept run with its stability table): run with --dry-run
@@ -33,19 +36,20 @@ DRY_RUN = {
     "--n 400 --k 12 --class 285 --stability 3 --out runs/concepts-cat",
 }
 # Lines of the quick start that set up the environment or run this test suite.
-SETUP = ("python3 -m venv", ". .venv/bin/activate", "pip install", "python -m pytest")
+SETUP = ("python3 -m venv", ". .venv/bin/activate", "pip install", "python -m pytest",
+         "bash docs/build.sh")
 
 
-def _blocks(text: str) -> list[tuple[str, str, str]]:
-    """``(language, code, heading)`` of every fenced block."""
-    out, heading = [], "top"
+def _blocks(text: str, page: str = "README") -> list[tuple[str, str, str]]:
+    """``(language, code, heading)`` of every fenced block (heading prefixed by the page)."""
+    out, heading = [], page
     lines = text.splitlines()
     i = 0
     while i < len(lines):
         line = lines[i]
         if line.startswith("#") and not line.startswith("#!"):
-            heading = line.lstrip("#").strip()
-        m = re.match(r"^```(\w*)\s*$", line)
+            heading = f"{page} {line.lstrip('#').strip()}"
+        m = re.match(r"^```([\w{}-]*)\s*$", line)
         if m:
             j = i + 1
             while not lines[j].startswith("```"):
@@ -76,8 +80,8 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
 
 
-_TEXT = README.read_text()
-_BLOCKS = _blocks(_TEXT)
+_TEXT = "\n".join(page.read_text() for page in PAGES)
+_BLOCKS = [b for page in PAGES for b in _blocks(page.read_text(), page.stem)]
 PYTHON = [(code, h) for lang, code, h in _BLOCKS if lang == "python"]
 COMMANDS = [(cmd, h) for lang, code, h in _BLOCKS if lang == "bash" for cmd in _commands(code)]
 RUN = list({" ".join(c): (c, h) for c, h in COMMANDS  # each distinct command once
