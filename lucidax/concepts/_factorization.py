@@ -127,6 +127,16 @@ class Factorization:
       config: the settings of the fit (``k``, ``key``, ``iterations``, ``tol``, ...,
         ``devices``: the number of devices the rows were sharded over; see the module
         docstring).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.concepts import nmf
+      >>> rows = np.random.default_rng(0).random((256, 16), dtype=np.float32)
+      >>> fact = nmf(rows, 4, iterations=20, progress=False)
+      >>> fact.method, fact.W.shape, fact.encode(rows[:3]).shape
+      ('nmf', (4, 16), (3, 4))
+      >>> fact.decode(fact.encode(rows[:3])).shape, bool(fact.error < 1)
+      ((3, 16), True)
     """
 
     method: str
@@ -236,9 +246,35 @@ def _json_safe(x: Any) -> Any:
 
 def codes(fact: Factorization, rows: Any, *, batch_rows: int = 65536, devices: Any = None,
           progress: bool = False) -> np.ndarray:
-    """float32 codes ``[n, K]`` of every row of ``rows`` (``[n, C]`` / ``[N, h, w, C]``, a
-    memmap is streamed), encoded in fixed-size chunks by one compiled program; with several
-    ``devices`` (None: all local ones) each chunk is row-sharded over them."""
+    """float32 codes ``[n, K]`` of every row of ``rows``, encoded with ``fact.encode`` in
+    fixed-size chunks by one compiled program.
+
+    Args:
+      fact: the :class:`Factorization` whose :meth:`~Factorization.encode` gives the codes.
+      rows: activations ``[n, C]`` or ``[N, h, w, C]`` (flattened to ``[N * h * w, C]``); a
+        ``np.memmap`` (e.g. the cache of :func:`layer_activations`) is streamed, never loaded
+        whole.
+      batch_rows: rows per chunk (one compiled program for every chunk).
+      devices: the devices to shard each chunk's rows over (None: all local devices;
+        ``[jax.devices()[0]]`` forces one).
+      progress: show a tqdm progress bar over the chunks.
+
+    Returns:
+      float32 ``[n, K]`` codes (``n = N * h * w`` for a 4-D ``rows``): reshape them to
+      ``[N, h, w, K]`` for :func:`top_examples`.
+
+    Raises:
+      ValueError: ``rows`` do not have the factorization's ``C`` channels, or ``batch_rows``
+        is not a positive integer.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.concepts import codes, nmf
+      >>> rows = np.random.default_rng(0).random((4, 8, 8, 16), dtype=np.float32)
+      >>> fact = nmf(rows, 4, iterations=20, progress=False)
+      >>> codes(fact, rows).reshape(4, 8, 8, fact.k).shape
+      (4, 8, 8, 4)
+    """
     from tqdm.auto import tqdm
 
     from .._files import check_int
@@ -261,9 +297,31 @@ def codes(fact: Factorization, rows: Any, *, batch_rows: int = 65536, devices: A
 
 def factorize(rows: Any, k: int, *, method: str = "nmf", key: Any = 0, **kw: Any
               ) -> Factorization:
-    """Factor ``rows`` into ``k`` concepts with ``method`` (``"nmf"``: :func:`nmf`,
-    ``"sae"``: :func:`topk_sae`, ``"pca"``: :func:`pca`); ``kw`` go to that function
-    (``devices`` included)."""
+    """Factor ``rows`` into ``k`` concepts with the method named by ``method``.
+
+    Args:
+      rows: activations ``[n, C]`` or ``[N, h, w, C]`` (a ``np.memmap`` is streamed).
+      k: number of concepts.
+      method: ``"nmf"`` (:func:`nmf`: non-negative rows, a post-ReLU layer), ``"sae"``
+        (:func:`topk_sae`) or ``"pca"`` (:func:`pca`).
+      key: int seed or jax key of the fit (unused by PCA, which is deterministic).
+      **kw: passed to that function (``iterations``, ``topk``, ``devices``, ``progress``...).
+
+    Returns:
+      the :class:`Factorization` of that function.
+
+    Raises:
+      ValueError: an unknown ``method`` (the message suggests the closest one), or what the
+        method itself refuses (e.g. negative rows for NMF).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.concepts import factorize
+      >>> rows = np.random.default_rng(0).random((256, 16), dtype=np.float32)
+      >>> fact = factorize(rows, 3, method="pca")
+      >>> fact.method, fact.W.shape
+      ('pca', (3, 16))
+    """
     if method == "nmf":
         from ._nmf import nmf
 

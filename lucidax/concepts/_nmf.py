@@ -156,7 +156,7 @@ def nmf(
         sqrt(mean(A) / k)``). The codes start at ``relu(A W^+)`` in the first pass.
       inner: HALS sweeps of each chunk's codes per outer iteration (reusing ``A_b W^T``).
       w_inner: HALS sweeps of ``W`` per outer iteration (from the statistics; cheap).
-      encode_iterations: HALS sweeps of :meth:`Factorization.encode`.
+      encode_iterations: HALS sweeps of :meth:`lucidax.concepts.Factorization.encode`.
       batch_rows: rows per chunk (one compiled program for every chunk).
       target: also stop as soon as the relative error is <= ``target``.
       devices: the devices to shard the rows over (None: all local devices;
@@ -168,6 +168,18 @@ def nmf(
     Returns:
       a :class:`Factorization` (``method="nmf"``); ``extra["U"]`` holds the training codes
       ``[n, K]``; ``config["devices"]`` the number of devices used.
+
+    Raises:
+      ValueError: negative or all-zero ``rows``, ``k`` out of ``1..C``, an unknown ``init``,
+        or a count that is not a positive integer.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.concepts import nmf
+      >>> rows = np.random.default_rng(0).random((256, 16), dtype=np.float32)
+      >>> fact = nmf(rows, 4, iterations=50, progress=False)
+      >>> fact.W.shape, fact.extra["U"].shape, bool((fact.W >= 0).all())
+      ((4, 16), (256, 4), True)
     """
     from tqdm.auto import tqdm
 

@@ -35,15 +35,36 @@ def _moments(a, mask, shift):
 
 def pca(rows: Any, k: int, *, batch_rows: int = 65536, devices: Any = None,
         progress: bool = False) -> Factorization:
-    """Principal components of ``rows`` (``[n, C]`` / ``[N, h, w, C]``, a memmap is streamed).
+    """Principal components of activation rows, in one streamed pass.
 
-    ``W`` holds the top-``k`` eigenvectors of the covariance (orthonormal rows; each sign
-    fixed so that its largest-magnitude entry is positive), ``extra["mean"]`` the row mean
-    and ``extra["eigenvalues"]`` the covariance eigenvalues of the ``k`` components;
-    codes are projections of the centred rows. ``error`` is ``||A - mean - U W||_F /
-    ||A||_F`` (from the eigenvalues, no second pass); ``l0 = k`` (codes are dense).
-    ``devices``: the devices to shard each chunk's rows over (None: all local devices;
-    ``[jax.devices()[0]]`` forces one); ``config["devices"]`` records their number.
+    Args:
+      rows: activations ``[n, C]`` or ``[N, h, w, C]`` (a ``np.memmap`` is streamed).
+      k: number of components (``1 <= k <= C``).
+      batch_rows: rows per chunk (one compiled program for every chunk).
+      devices: the devices to shard each chunk's rows over (None: all local devices;
+        ``[jax.devices()[0]]`` forces one); ``config["devices"]`` records their number.
+      progress: show a tqdm progress bar over the chunks.
+
+    Returns:
+      a :class:`Factorization` (``method="pca"``): ``W [k, C]`` the top-``k`` eigenvectors
+      of the covariance (orthonormal rows; each sign fixed so that its largest-magnitude
+      entry is positive), ``extra["mean"]`` ``[C]`` the row mean and
+      ``extra["eigenvalues"]`` ``[k]`` the covariance eigenvalues of the components; codes
+      are projections of the centred rows. ``error`` is ``||A - mean - U W||_F / ||A||_F``
+      (from the eigenvalues, no second pass); ``l0 = k`` (codes are dense).
+
+    Raises:
+      ValueError: ``k`` out of ``1..C``, or ``batch_rows`` not a positive integer.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.concepts import pca
+      >>> rows = np.random.default_rng(0).random((256, 16), dtype=np.float32)
+      >>> fact = pca(rows, 3)
+      >>> fact.W.shape, fact.extra["mean"].shape, fact.extra["eigenvalues"].shape
+      ((3, 16), (16,), (3,))
+      >>> bool(np.allclose(fact.W @ fact.W.T, np.eye(3), atol=1e-5))  # orthonormal rows
+      True
     """
     from tqdm.auto import tqdm
 

@@ -208,6 +208,17 @@ def topk_sae(
       ``l0`` are measured by a final pass over all rows with the trained weights, ``history``
       is the running training error of each epoch; ``config["devices"]`` the number of
       devices used.
+
+    Raises:
+      ValueError: ``topk > k``, a count that is not a positive integer, or ``lr <= 0``.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.concepts import topk_sae
+      >>> rows = np.random.default_rng(0).normal(size=(256, 16)).astype(np.float32)
+      >>> fact = topk_sae(rows, 32, topk=2, epochs=2, batch_size=64, progress=False)
+      >>> fact.W.shape, fact.extra["W_enc"].shape, int((fact.encode(rows[:5]) > 0).sum(-1).max())
+      ((32, 16), (16, 32), 2)
     """
     from tqdm.auto import tqdm
 

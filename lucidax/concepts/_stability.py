@@ -26,11 +26,29 @@ def match_concepts(W1: Any, W2: Any, *, absolute: bool = False
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Match the concepts (rows) of ``W2 [K2, C]`` to those of ``W1 [K1, C]``.
 
-    Returns ``(order, similarity)``: ``W2[order[i]]`` is matched to ``W1[i]`` with cosine
-    similarity ``similarity[i]`` (the matching maximizes their sum: Hungarian algorithm,
-    ``scipy.optimize.linear_sum_assignment``). ``absolute`` matches on ``|cos|`` (PCA
-    components have no sign). With ``K2 < K1`` the unmatched rows of ``W1`` get order -1
-    and similarity 0.
+    The matching is one-to-one and maximizes the sum of the cosine similarities (Hungarian
+    algorithm, ``scipy.optimize.linear_sum_assignment``).
+
+    Args:
+      W1: concept directions ``[K1, C]`` (e.g. ``Factorization.W`` of one seed).
+      W2: concept directions ``[K2, C]`` with the same ``C``.
+      absolute: match on ``|cos|`` (PCA components have no sign).
+
+    Returns:
+      ``(order, similarity)``: int64 ``order [K1]`` and float64 ``similarity [K1]``;
+      ``W2[order[i]]`` is matched to ``W1[i]`` with cosine similarity ``similarity[i]``.
+      With ``K2 < K1`` the unmatched rows of ``W1`` get order -1 and similarity 0.
+
+    Raises:
+      ValueError: ``W1`` and ``W2`` are not 2-D with the same number of columns.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.concepts import match_concepts
+      >>> W1 = np.eye(3, 8)
+      >>> order, similarity = match_concepts(W1, W1[[2, 0, 1]])
+      >>> order.tolist(), similarity.round(3).tolist()
+      ([1, 2, 0], [1.0, 1.0, 1.0])
     """
     a, b = np.asarray(W1, np.float64), np.asarray(W2, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
@@ -50,16 +68,27 @@ def match_concepts(W1: Any, W2: Any, *, absolute: bool = False
 
 @dataclasses.dataclass(frozen=True)
 class Stability:
-    """Agreement of the concepts of fits with different seeds.
+    """Agreement of the concepts of fits with different seeds (what :func:`stability`
+    returns).
 
     Attributes:
-      method, k, seeds: as asked.
+      method: the factorization method, ``"nmf"``, ``"sae"`` or ``"pca"``.
+      k: number of concepts of each fit.
+      seeds: the seeds, as ints.
       resample: fraction of rows each seed was fitted on (None: all rows).
       mean: mean matched cosine over all seed pairs and concepts.
       pairs: ``{(seed_i, seed_j): mean matched cosine}`` for every pair.
       per_concept: ``[K]`` mean over the other seeds of the matched cosine of each concept of
         the first seed's fit.
       errors: relative reconstruction error of each seed's fit.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.concepts import stability
+      >>> rows = np.random.default_rng(0).random((256, 16), dtype=np.float32)
+      >>> st = stability(rows, 4, method="nmf", seeds=(0, 1), iterations=10)
+      >>> st.per_concept.shape, list(st.pairs), len(st.errors), bool(0 <= st.mean <= 1)
+      ((4,), [(0, 1)], 2, True)
     """
 
     method: str
@@ -91,7 +120,23 @@ def stability(rows: Any, k: int, *, method: str = "nmf", seeds: Any = (0, 1, 2),
       resample: fraction in (0, 1]: each seed is fitted on its own seeded random subset of
         that share of the rows. Without it PCA is deterministic and trivially stable (1.0),
         and only the init of NMF / SAE varies.
-      kw: passed to the method (``iterations``, ``topk``, ...; ``progress`` defaults off).
+      **kw: passed to the method (``iterations``, ``topk``, ...; ``progress`` defaults off).
+
+    Returns:
+      a :class:`Stability`: the mean matched cosine over all pairs of seeds, per pair and
+      per concept of the first seed's fit (PCA is matched on ``|cos|``).
+
+    Raises:
+      ValueError: an unknown ``method``, fewer than two distinct ``seeds``, or ``resample``
+        outside (0, 1].
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.concepts import stability
+      >>> rows = np.random.default_rng(0).random((256, 16), dtype=np.float32)
+      >>> st = stability(rows, 4, method="pca", seeds=(0, 1, 2), resample=0.5)
+      >>> len(st.pairs), st.per_concept.shape, bool(0 <= st.mean <= 1)
+      (3, (4,), True)
     """
     if method not in METHODS:
         raise ValueError(suggest(method, METHODS, what="method"))
