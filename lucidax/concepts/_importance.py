@@ -68,6 +68,19 @@ class ConceptImportance:
       std: ``[K]``: the standard deviation over images.
       ranking: ``int64 [K]``: concept indices by decreasing ``mean``.
       settings: how it was computed (designs, seed, residual... for Sobol).
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.concepts import gradient_importance, layer_activations, nmf
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> rows, grid = layer_activations(model, model.params, images, "conv5", progress=False)
+      >>> fact = nmf(rows, 3, iterations=20, progress=False)
+      >>> imp = gradient_importance(model, model.params, images, "conv5", fact.W, fact.encode,
+      ...                           target=3, progress=False)
+      >>> imp.method, imp.target, imp.per_image.shape, imp.mean.shape, sorted(imp.ranking.tolist())
+      ('gradient', 3, (2, 3), (3,), [0, 1, 2])
     """
 
     method: str
@@ -124,13 +137,30 @@ def _positive_int(value: Any, what: str) -> int:
 
 
 def sobol_design(k: int, designs: int = 32, seed: int = 0) -> np.ndarray:
-    """Masks ``float32 [(k + 2) * designs, k]`` in ``[0, 1]`` for :func:`sobol_total_indices`.
+    """Masks ``float32 [(k + 2) * designs, k]`` in [0, 1] for :func:`sobol_total_indices`.
 
     Saltelli / Jansen layout: ``designs`` points of a scrambled Sobol sequence of dimension
     ``2k`` (``scipy.stats.qmc.Sobol``, seeded by ``seed``) give two independent matrices ``A``
     (first ``k`` columns) and ``B`` (last ``k``); the rows are ``A``, then ``B``, then for each
     ``i`` in ``0..k-1`` the matrix ``A_B^i`` (``A`` with column ``i`` taken from ``B``). A
     power of two for ``designs`` keeps the Sobol sequence balanced (32 as in CRAFT).
+
+    Args:
+      k: number of concepts (the dimension of a mask).
+      designs: points of each of the matrices ``A`` and ``B``.
+      seed: seeds the scrambling: equal seeds give equal masks.
+
+    Returns:
+      float32 ``[(k + 2) * designs, k]`` in [0, 1].
+
+    Raises:
+      ValueError: ``k`` or ``designs`` not a positive integer, or ``seed`` not an integer.
+
+    Example:
+      >>> from lucidax.concepts import sobol_design
+      >>> masks = sobol_design(3, designs=8)
+      >>> masks.shape, masks.dtype, bool(masks.min() >= 0 and masks.max() <= 1)
+      ((40, 3), dtype('float32'), True)
     """
     from scipy.stats import qmc
 
@@ -156,6 +186,28 @@ def sobol_total_indices(values: Any, k: int, designs: int) -> np.ndarray:
     Jansen's estimator: ``ST_i = mean_j (f(A)_j - f(A_B^i)_j)^2 / (2 Var f)``, the variance
     taken over the ``2 * designs`` independent points ``A`` and ``B``. All zeros when the
     function does not vary (nothing to apportion).
+
+    Args:
+      values: the function's outputs ``[(k + 2) * designs]`` on the rows of
+        ``sobol_design(k, designs)``, in the same order.
+      k: number of inputs (concepts).
+      designs: as given to :func:`sobol_design`.
+
+    Returns:
+      float64 ``[k]``: the total-order index of each input (>= 0; about 0 for an input the
+      function ignores).
+
+    Raises:
+      ValueError: ``values`` does not hold ``(k + 2) * designs`` numbers, or ``k`` /
+        ``designs`` is not a positive integer.
+
+    Example:
+      >>> from lucidax.concepts import sobol_design, sobol_total_indices
+      >>> masks = sobol_design(3, designs=32)
+      >>> values = masks[:, 0] + 2 * masks[:, 1]  # input 2 is ignored
+      >>> st = sobol_total_indices(values, 3, 32)
+      >>> st.shape, bool(st[1] > st[0] > st[2]), float(st[2])
+      ((3,), True, 0.0)
     """
     k = _positive_int(k, "k (the number of concepts)")
     designs = _positive_int(designs, "designs")
@@ -345,8 +397,9 @@ def sobol_importance(
     them, ``mean`` their average over images.
 
     Args:
-      model, params: the network (it must have a ``logits_layer``).
-      images: float ``[N, H, W, C]`` in the model's value range (``[0, 1]`` for the zoo),
+      model: the network; it must have a ``logits_layer``.
+      params: its parameters (``model.params``).
+      images: float ``[N, H, W, C]`` in the model's value range ([0, 1] for the zoo),
         typically images of the ``target`` class.
       layer: where the concepts live.
       W: concept directions ``[K, C]`` (``C`` = channels of ``layer``).
@@ -362,7 +415,27 @@ def sobol_importance(
       progress: tqdm bar over the images.
 
     Returns:
-      :class:`ConceptImportance` with ``method="sobol"``.
+      :class:`ConceptImportance` with ``method="sobol"`` (``per_image [N, K]``).
+
+    Raises:
+      TypeError: ``model`` is not a :class:`lucidax.models.Model`.
+      ValueError: the model has no logits layer, ``layer`` is unknown or the logits layer
+        itself, ``target`` is not a class of the model, ``images`` are not a float batch
+        ``[N, H, W, C]``, ``W`` is not ``[K, C]`` for ``layer``, or ``encode`` does not give
+        codes ``[..., K]``.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.concepts import sobol_importance, layer_activations, nmf
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> rows, grid = layer_activations(model, model.params, images, "conv5", progress=False)
+      >>> fact = nmf(rows, 3, iterations=20, progress=False)
+      >>> imp = sobol_importance(model, model.params, images, "conv5", fact.W, fact.encode,
+      ...                        target=3, designs=4, progress=False)
+      >>> imp.per_image.shape, imp.settings["evaluations_per_image"], bool((imp.mean >= 0).all())
+      ((2, 3), 20, True)
     """
     _check_model(model)
     layer = _check_layer(model, layer)
@@ -437,11 +510,41 @@ def gradient_importance(
 
     The first-order share of the ``target`` logit carried by each concept (exact for a
     network linear after ``layer`` with ``A = U W``). Signed: a concept that lowers the logit
-    gets a negative value. Same arguments as :func:`sobol_importance`; one forward and one
-    backward pass per batch of ``batch_size`` images.
+    gets a negative value. One forward and one backward pass per batch of ``batch_size``
+    images: much cheaper than :func:`sobol_importance`.
+
+    Args:
+      model: the network; it must have a ``logits_layer``.
+      params: its parameters (``model.params``).
+      images: float ``[N, H, W, C]`` in the model's value range ([0, 1] for the zoo),
+        typically images of the ``target`` class.
+      layer: where the concepts live.
+      W: concept directions ``[K, C]`` (``C`` = channels of ``layer``).
+      encode: ``acts [..., C] -> codes [..., K]`` (jittable; a factorization's ``encode``).
+      target: class index, or class label of ``model.labels``.
+      batch_size: images per forward / backward pass (the last batch padded).
+      progress: tqdm bar over the batches.
 
     Returns:
       :class:`ConceptImportance` with ``method="gradient"`` (``per_image [N, K]``).
+
+    Raises:
+      TypeError: ``model`` is not a :class:`lucidax.models.Model`.
+      ValueError: as :func:`sobol_importance` (no logits layer, unknown layer or class, bad
+        ``images``, ``W`` or ``encode``).
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.concepts import gradient_importance, layer_activations, nmf
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> rows, grid = layer_activations(model, model.params, images, "conv5", progress=False)
+      >>> fact = nmf(rows, 3, iterations=20, progress=False)
+      >>> imp = gradient_importance(model, model.params, images, "conv5", fact.W, fact.encode,
+      ...                           target="3", progress=False)
+      >>> imp.method, imp.target_name, imp.per_image.shape
+      ('gradient', '3', (2, 3))
     """
     _check_model(model)
     layer = _check_layer(model, layer)
@@ -483,6 +586,27 @@ def importance_agreement(a: ConceptImportance, b: ConceptImportance, *, top: int
     ``absolute=True`` compares ``|mean|``: Sobol indices measure how much a concept moves the
     logit either way, gradient x concept is signed (a concept that lowers the logit ranks last
     by ``mean`` but high by magnitude).
+
+    Args:
+      a: one :class:`ConceptImportance` (its ``top`` concepts are looked for in ``b``).
+      b: another one over the same ``K`` concepts.
+      top: how many of the highest concepts to compare.
+      absolute: compare the magnitudes ``|mean|`` rather than the signed means.
+
+    Returns:
+      ``{"spearman": float, "kendall": float, "top_overlap": float, "top": int}``.
+
+    Raises:
+      ValueError: ``a`` or ``b`` is not a :class:`ConceptImportance`, they rate different
+        numbers of concepts, or ``top`` is not a positive integer.
+
+    Example:
+      >>> from lucidax.concepts import ConceptImportance, importance_agreement
+      >>> a = ConceptImportance.from_per_image("sobol", 0, None, "conv5", [[0.1, 0.5, 0.2]])
+      >>> b = ConceptImportance.from_per_image("gradient", 0, None, "conv5", [[0.2, 0.9, -0.4]])
+      >>> agree = importance_agreement(a, b, top=1)
+      >>> round(agree["spearman"], 2), agree["top_overlap"]
+      (0.5, 1.0)
     """
     from scipy.stats import kendalltau, spearmanr
 
