@@ -66,7 +66,8 @@ class ConceptsJob:
       data: images whose activations are factored: ``auto`` (``builtin:starter:test`` for
         the starter model, ``builtin:photos`` for other RGB models), ``builtin:photos[:src]``,
         ``builtin:starter[:split]`` or a folder.
-      n, seed: number of images of builtin data, and their seed.
+      n: number of images of builtin data.
+      seed: seed of the data, the factorization and the renders.
       k: concepts per layer.
       method: ``nmf`` (non-negative: post-ReLU layers, CRAFT's choice), ``sae`` (TopK sparse
         autoencoder) or ``pca``.
@@ -83,16 +84,27 @@ class ConceptsJob:
       resample: fraction of the rows each stability seed is fitted on (None: all rows).
       top: top crops per concept.
       heatmaps: heat-maps per concept (on its top images).
-      steps, size: render steps and side (None: 128 steps; 128 px for EfficientNet-Lite,
-        the model's input side, at most 128, for the other models).
-      param: render parameterization.
-      init_sd: std of the render's random start (None: :func:`default_init_sd`).
+      steps: render steps (None: 128).
+      size: render side in pixels (None: 128 for EfficientNet-Lite, the model's input side,
+        at most 128, for the other models).
+      param: render parameterization, a key of :data:`lucidax.visualize.PARAMS`.
+      init_sd: std of the render's random start (None:
+        :func:`lucidax.visualize.default_init_sd`).
       batch_size: images per forward pass.
       out: output folder.
       force: redo every stage.
       dry_run: load the model, resolve the layers, the data and the class, print what would
         be done (and which stages a resumed run would skip), and stop before any work.
       memory_check: refuse extraction and renders that cannot fit in memory.
+
+    Example:
+      >>> from lucidax.concepts import ConceptsJob, run_concepts
+      >>> job = ConceptsJob(model="starter", layers="conv5", n=16, k=3, top=2, steps=16,
+      ...                   size=32, out="concepts-out")
+      >>> job.check()  # bad settings fail here, before any work
+      >>> run = run_concepts(job, progress=False)
+      >>> run.layers[0].factorization.W.shape, sorted(run.files)
+      ((3, 128), ['index', 'page:conv5'])
     """
 
     model: str | Model = flag("efficientnet_lite0", "registered model name")
@@ -172,8 +184,28 @@ class ConceptsJob:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LayerConcepts:
-    """One layer's concepts: the factorization, the per-concept summary rows (as in
-    ``concepts.json``), the importance per class and the stability table (or None)."""
+    """One layer's concepts, as :func:`run_concepts` found them (``ConceptsRun.layers``).
+
+    Attributes:
+      layer: the layer name.
+      factorization: its :class:`Factorization` (``W [k, C]``).
+      concepts: one summary dict per concept, as in ``<layer>/concepts.json`` (``concept``,
+        ``share``, ``frequency``, ``top_images``, ``top_positions``, ``top_values``, the
+        render's ``render_*`` numbers...).
+      importance: with a ``target_class``, the class's importance (``class``, ``label``,
+        ``sobol``, ``gradient``, ``agreement``...); None without.
+      stability: the stability table (one dict per method, as :meth:`Stability.to_dict`),
+        or None when ``stability=0``.
+      folder: the layer's output folder (``<out>/<layer>``).
+
+    Example:
+      >>> from lucidax.concepts import ConceptsJob, run_concepts
+      >>> job = ConceptsJob(model="starter", layers="conv5", n=16, k=3, top=2, steps=16,
+      ...                   size=32, out="concepts-out")
+      >>> layer = run_concepts(job, progress=False).layers[0]
+      >>> layer.layer, layer.factorization.W.shape, len(layer.concepts), layer.importance
+      ('conv5', (3, 128), 3, None)
+    """
 
     layer: str
     factorization: Factorization
@@ -185,7 +217,26 @@ class LayerConcepts:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ConceptsRun:
-    """What :func:`run_concepts` produced: per layer its concepts, the files, a table."""
+    """What :func:`run_concepts` produced.
+
+    Attributes:
+      layers: a :class:`LayerConcepts` per layer (empty for a ``dry_run``).
+      out: the output folder (or URL).
+      files: the pages written, by name (``"index"``, ``"page:<layer>"``, ``"class:<layer>"``
+        with a class) -> path.
+      table: a printable summary (for a ``dry_run``: the plan).
+
+    Example:
+      >>> from lucidax.concepts import ConceptsJob, run_concepts
+      >>> job = ConceptsJob(model="starter", layers="conv5", n=16, k=3, top=2, steps=16,
+      ...                   size=32, out="concepts-out")
+      >>> run = run_concepts(job, progress=False)
+      >>> [r.layer for r in run.layers], run.out
+      (['conv5'], 'concepts-out')
+      >>> print(run.table)
+      conv5: 3 concepts (nmf, relative error ...)
+      ...
+    """
 
     layers: list[LayerConcepts]
     out: str
@@ -227,8 +278,39 @@ def _images(spec: str, model: Model, n: int, seed: int) -> tuple[np.ndarray, str
 # ----------------------------------------------------------------------------------------------
 @staged
 def run_concepts(job: ConceptsJob, *, progress: bool = True) -> ConceptsRun:
-    """Run ``job`` (``lucidax concepts``): input is checked before the model loads; each stage
-    resumes from ``<out>/<layer>/state.json``."""
+    """Run ``job``: what ``lucidax concepts`` does.
+
+    Input is checked before the model loads (:meth:`ConceptsJob.check`); each stage resumes
+    from ``<out>/<layer>/state.json``, so a second call with the same settings redoes nothing
+    (``job.force``: everything). With ``job.dry_run`` nothing is written and
+    ``ConceptsRun.table`` is the plan. A ``job.out`` URL runs in a local staging folder
+    published at the end.
+
+    Args:
+      job: the configuration, a :class:`ConceptsJob`.
+      progress: show tqdm progress bars.
+
+    Returns:
+      a :class:`ConceptsRun`: per layer its :class:`LayerConcepts`, the pages written
+      (``<out>/index.html``, ``<out>/<layer>/index.html``, ``<out>/<layer>/class-<class>.html``)
+      and a summary table.
+
+    Raises:
+      ValueError: a bad setting (:meth:`ConceptsJob.check`), an unknown layer or class.
+      FileNotFoundError: ``data`` or ``class_data`` is neither a builtin set nor a folder.
+
+    Example:
+      >>> from lucidax.concepts import ConceptsJob, run_concepts
+      >>> job = ConceptsJob(model="starter", layers="conv5", n=16, k=3, top=2, steps=16,
+      ...                   size=32, target_class="3", importance_images=2, designs=4,
+      ...                   out="concepts-out")
+      >>> run = run_concepts(job, progress=False)
+      >>> sorted(run.files), len(run.layers[0].importance["sobol"]["mean"])
+      (['class:conv5', 'index', 'page:conv5'], 3)
+      >>> import os
+      >>> os.path.exists("concepts-out/conv5/index.html")
+      True
+    """
     from .._compile_cache import enable_for_job  # on unless turned off: see there
 
     enable_for_job()
