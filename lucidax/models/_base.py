@@ -41,14 +41,40 @@ ApplyFn = Callable[[Params, jax.Array, tuple[str, ...]], Activations]
 
 
 class UnknownLayerError(KeyError, ValueError):
-    """A layer name that the model does not expose (the message lists the valid ones)."""
+    """A layer name that the model does not expose (the message lists the valid ones).
+
+    Both a ``KeyError`` and a ``ValueError``, so either ``except`` catches it.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> model.channels("conv9")
+      Traceback (most recent call last):
+      ...
+      lucidax.models._base.UnknownLayerError: Unknown layer 'conv9'. Did you mean 'conv5', ...
+    """
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
 
 
 def suggest(name: str, choices: Iterable[str], *, what: str = "name") -> str:
-    """Error text for an unknown ``name``: close matches first, then every valid choice."""
+    """Error text for an unknown ``name``: close matches first, then every valid choice.
+
+    Args:
+      name: the unknown name the user gave.
+      choices: the valid names (at most 80 are listed in the text).
+      what: what a name is, for the text (``"layer"``, ``"model"``...).
+
+    Returns:
+      ``"Unknown <what> '<name>'. Did you mean ...? Valid <what>s: ..."`` (the "Did you mean"
+      part only when some choice is close).
+
+    Example:
+      >>> from lucidax.models import suggest
+      >>> suggest("lgits", ["conv1", "conv2", "logits"], what="layer")
+      "Unknown layer 'lgits'. Did you mean 'logits'? Valid layers: conv1, conv2, logits"
+    """
     choices = list(choices)
     close = difflib.get_close_matches(str(name), choices, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -67,6 +93,14 @@ class InputSpec:
         preprocessing).
       normalization: human-readable description of the preprocessing ``apply`` performs.
       min_side: smallest side the architecture accepts (pooling stacks need some size).
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> spec = lm.load("starter").input_spec
+      >>> spec.side, spec.channels, spec.value_range, spec.min_side
+      (64, 3, (0.0, 1.0), 16)
+      >>> lm.InputSpec(side=None, channels=1).value_range  # any size, grayscale
+      (0.0, 1.0)
     """
 
     side: int | None
@@ -78,7 +112,19 @@ class InputSpec:
 
 @dataclasses.dataclass(frozen=True)
 class LayerInfo:
-    """Static facts about one named layer (shape for a given input side: ``model.layer_shape``)."""
+    """Static facts about one named layer (shape for a given input side: ``model.layer_shape``).
+
+    Attributes:
+      name: the layer name, as ``Model.apply`` takes it.
+      kind: ``"conv"`` (activations ``[N, H, W, C]``) or ``"dense"`` (activations ``[N, C]``).
+      channels: number of channels (units) ``C`` of the activations.
+      pre_relu: True for the pre-activation twin of a block output (``"conv3_pre_relu"``).
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> lm.load("starter").layers["conv3"]
+      LayerInfo(name='conv3', kind='conv', channels=64, pre_relu=False)
+    """
 
     name: str
     kind: str  # "conv" (NHWC activations) or "dense" ([N, C] activations)
@@ -89,8 +135,26 @@ class LayerInfo:
 def normalize_layers(layers: str | Sequence[str] | None, valid: Sequence[str]) -> tuple[str, ...]:
     """Validate and canonicalize a ``layers`` argument into a tuple of unique names.
 
-    ``None`` or ``"all"`` means every layer; a comma-separated string is split.
-    Raises :class:`UnknownLayerError` with the valid names for anything unknown.
+    Args:
+      layers: a layer name, a comma-separated string of names (``"conv2,conv3"``), a sequence
+        of names, or ``None`` / ``"all"`` for every layer.
+      valid: the names the model exposes (``model.layer_names``), in forward order.
+
+    Returns:
+      The requested names as a tuple, in the order given, duplicates dropped (every name of
+      ``valid`` for ``None`` / ``"all"``).
+
+    Raises:
+      UnknownLayerError: a name not in ``valid`` (the message lists the valid ones).
+      TypeError: a name that is not a string.
+      ValueError: no name at all (an empty string or sequence).
+
+    Example:
+      >>> from lucidax.models import normalize_layers
+      >>> normalize_layers("conv2, conv1,conv2", ["conv1", "conv2", "logits"])
+      ('conv2', 'conv1')
+      >>> normalize_layers(None, ["conv1", "conv2", "logits"])
+      ('conv1', 'conv2', 'logits')
     """
     if layers is None or (isinstance(layers, str) and layers == "all"):
         return tuple(valid)
@@ -119,6 +183,26 @@ class Taps:
         x = conv(x)
         if taps("conv1", x):
             return taps.out
+
+    ``taps(name, x)`` records ``x`` when ``name`` is wanted and returns True once every wanted
+    layer is recorded (the forward pass can stop there).
+
+    Args:
+      layers: the names of the layers to record.
+
+    Attributes:
+      wanted: the names to record (a frozenset).
+      out: ``{name: activations}`` recorded so far.
+      done: True once every wanted layer is recorded.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from lucidax.models import Taps
+      >>> taps = Taps(["conv1", "conv2"])
+      >>> taps("conv1", jnp.ones((1, 8, 8, 4))), taps("conv2", jnp.ones((1, 4, 4, 8)))
+      (False, True)
+      >>> {name: x.shape for name, x in taps.out.items()}
+      {'conv1': (1, 8, 8, 4), 'conv2': (1, 4, 4, 8)}
     """
 
     def __init__(self, layers: Iterable[str]):
@@ -138,6 +222,23 @@ class Taps:
 class Model:
     """A CNN exposing its activations by layer name.
 
+    Get one with :func:`load` (the zoo) or :func:`wrap` (your own Flax module or function);
+    the constructor is what those use.
+
+    Args:
+      name: registry name (or the user's name for a wrapped model).
+      apply_fn: the pure forward function ``apply_fn(params, images, layers) ->
+        {name: activations}`` (``images`` ``[N, H, W, C]``, ``layers`` a tuple of names); it
+        may stop after the deepest layer asked for.
+      params: parameter pytree (a nested dict of arrays).
+      layers: one :class:`LayerInfo` per exposed layer, in forward (input to output) order.
+      input_spec: what the model takes, an :class:`InputSpec`.
+      logits_layer: name of the class-logit layer, or None.
+      labels: class names for ``logits_layer`` when known.
+      weights_source: where the weights come from, for manifests (``"starter.safetensors
+        sha256:..."``, ``"random(seed=0)"``, ``"user"``).
+      early_stop: True when ``apply_fn`` stops after the deepest requested layer.
+
     Attributes:
       name: registry name (or the user's name for a wrapped model).
       params: parameter pytree (a nested dict of arrays).
@@ -145,7 +246,19 @@ class Model:
       input_spec: :class:`InputSpec`.
       layers: ``{name: LayerInfo}``.
       logits_layer: name of the class-logit layer, or None.
-      labels: class names for ``logits_layer`` when known.
+      labels: class names for ``logits_layer`` when known (a tuple).
+      weights_source: where the weights come from.
+      early_stop: whether a forward pass stops after the deepest requested layer.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> acts = model.apply(model.params, jnp.zeros((2, 64, 64, 3)), ("conv3", "logits"))
+      >>> {name: a.shape for name, a in acts.items()}
+      {'conv3': (2, 16, 16, 64), 'logits': (2, 10)}
+      >>> model.layer_shape("conv3", side=32), model.channels("logits")
+      ((8, 8, 64), 10)
     """
 
     def __init__(
@@ -286,13 +399,43 @@ class Model:
 
 
 def flatten_params(params: Mapping[str, Any], sep: str = "/") -> dict[str, np.ndarray]:
-    """Nested dict of arrays -> flat ``{"a/b/kernel": array}`` (the on-disk layout)."""
+    """Nested dict of arrays -> flat ``{"a/b/kernel": array}`` (the on-disk layout).
+
+    Args:
+      params: a parameter pytree: nested mappings (dicts, Flax ``FrozenDict``) of arrays.
+      sep: the separator joining the keys of each path.
+
+    Returns:
+      ``{joined path: numpy array}``.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> flat = lm.flatten_params(lm.load("starter").params)
+      >>> sorted(flat)[:2], flat["conv1/kernel"].shape
+      (['conv1/bias', 'conv1/kernel'], (3, 3, 3, 24))
+    """
     flat = traverse_util.flatten_dict(_as_dict(params), sep=sep)
     return {k: np.asarray(v) for k, v in flat.items()}
 
 
 def unflatten_params(flat: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
-    """Inverse of :func:`flatten_params`."""
+    """Inverse of :func:`flatten_params`: flat ``{"a/b/kernel": array}`` -> nested dicts.
+
+    Args:
+      flat: ``{joined path: array}``.
+      sep: the separator the keys are split on.
+
+    Returns:
+      The nested dict of arrays (the arrays themselves are not copied).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.models import unflatten_params
+      >>> flat = {"conv1/kernel": np.zeros((3, 3, 3, 8)), "conv1/bias": np.zeros(8)}
+      >>> params = unflatten_params(flat)
+      >>> params["conv1"]["kernel"].shape
+      (3, 3, 3, 8)
+    """
     return traverse_util.unflatten_dict(dict(flat), sep=sep)
 
 

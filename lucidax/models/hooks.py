@@ -383,6 +383,33 @@ def apply_perturbed(
     perturbed layers include the perturbation; deeper layers are computed from it. The result
     is differentiable in the perturbations: the gradient at zero is the gradient with respect
     to the activation itself (the network "truncated from" that layer).
+
+    Args:
+      model: a lucidax :class:`Model` (zoo, starter or :func:`wrap`-ped).
+      params: its parameters (``model.params`` or any pytree of the same structure).
+      images: float ``[N, H, W, C]`` in the model's value range.
+      layers: the layers to return (a name, a comma-separated string or a sequence).
+      perturb: ``{layer: delta}``, each ``delta`` broadcasting to that layer's activation
+        (``[N, H, W, C]`` for a conv layer, ``[N, C]`` for a dense one).
+
+    Returns:
+      ``{layer: activations}`` for ``layers``, in their order.
+
+    Raises:
+      ValueError: an empty ``perturb``, an unknown layer in it, or a ``delta`` that does not
+        broadcast to its activation.
+      TypeError: ``model`` is not a lucidax :class:`Model`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> x = jnp.zeros((2, 64, 64, 3))
+      >>> def logit(delta):  # logit 3 as a function of the conv3 activation
+      ...     out = lm.apply_perturbed(model, model.params, x, "logits", {"conv3": delta})
+      ...     return out["logits"][:, 3].sum()
+      >>> jax.grad(logit)(jnp.zeros((2, 16, 16, 64))).shape
+      (2, 16, 16, 64)
     """
     _check_model(model)
     if not isinstance(perturb, Mapping) or not perturb:
@@ -430,8 +457,32 @@ def apply_with_relu(
     gradient (Guided Backprop).
 
     Capped ReLUs ``min(max(x, 0), cap)`` (ReLU6: ``jax.nn.relu6``, ``jnp.clip(x, 0, 6)``,
-    see :func:`relu6_input`) become ``min(relu(x), cap)``: the same values, with ``relu``'s
-    gradient below the cap and none above it (where ReLU6 is flat)."""
+    see ``lucidax.models.hooks.relu6_input``) become ``min(relu(x), cap)``: the same values,
+    with ``relu``'s gradient below the cap and none above it (where ReLU6 is flat).
+
+    Args:
+      model: a lucidax :class:`Model` (zoo, starter or :func:`wrap`-ped).
+      params: its parameters (``model.params`` or any pytree of the same structure).
+      images: float ``[N, H, W, C]`` in the model's value range.
+      layers: the layers to return (a name, a comma-separated string or a sequence).
+      relu: the replacement, ``relu(x) -> array`` of ``x``'s shape (its values should be
+        ReLU's; its gradient is what changes).
+
+    Returns:
+      ``{layer: activations}`` for ``layers``, in their order.
+
+    Raises:
+      TypeError: ``model`` is not a lucidax :class:`Model`, or ``relu`` is not callable.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> x = jnp.full((1, 64, 64, 3), 0.5)
+      >>> acts = lm.apply_with_relu(model, model.params, x, "logits", jax.nn.relu)
+      >>> bool(jnp.allclose(acts["logits"], model.apply(model.params, x, "logits")["logits"]))
+      True
+    """
     _check_model(model)
     if not callable(relu):
         raise TypeError(f"relu must be a function x -> relu(x); got {relu!r}")

@@ -69,7 +69,23 @@ _TORCH_PROTOCOL = 1001
 class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
     """A pickle asks for a global outside the allow-list; nothing from it was executed.
 
-    ``global_name`` is the refused ``"module.name"``.
+    Raised by :func:`read_checkpoint` (so by :func:`load` and :func:`load_params`) for a
+    PyTorch checkpoint whose pickle names anything but tensors, storages, dtypes and
+    ``OrderedDict``.
+
+    Args:
+      message: the error message.
+      global_name: the refused ``"module.name"`` (kept as the ``global_name`` attribute).
+
+    Example:
+      >>> import os, pickle
+      >>> import lucidax.models as lm
+      >>> with open("evil.pth", "wb") as f:
+      ...     pickle.dump(os.getcwd, f)  # a pickle that would call os.getcwd
+      >>> lm.read_checkpoint("evil.pth")
+      Traceback (most recent call last):
+      ...
+      lucidax.models.io.UnsafeCheckpointError: ...
     """
 
     def __init__(self, message: str, global_name: str | None = None):
@@ -704,6 +720,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         from it is executed).
       ValueError: unknown format (the message lists the supported ones), a truncated or
         corrupt file, or a file without tensors.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> np.savez("w.npz", **{"conv1.weight": np.zeros((8, 3, 3, 3), np.float32)})
+      >>> flat = lm.read_checkpoint("w.npz")
+      >>> {key: (a.shape, str(a.dtype)) for key, a in flat.items()}
+      {'conv1.weight': ((8, 3, 3, 3), 'float32')}
     """
     flat = _read_flat(path)
     prefix = "module."
@@ -736,6 +760,21 @@ def save_params(params: Mapping[str, Any], path: str | os.PathLike) -> None:
     a temporary file in the same folder and moved into place, so a crash never leaves a
     half-written file at ``path``. ``.npz`` has no bfloat16/float8: such arrays are stored as
     float32 there (use ``.safetensors`` to keep them).
+
+    Args:
+      params: the parameter pytree (e.g. ``model.params``): nested dicts of arrays.
+      path: the file to write; its extension (``.safetensors`` or ``.npz``) picks the format.
+
+    Raises:
+      ValueError: another extension.
+      TypeError: ``params`` is not a mapping, or holds a non-numeric leaf.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> lm.save_params(model.params, "starter.safetensors")
+      >>> lm.load("starter", weights="starter.safetensors").weights_source
+      'starter.safetensors sha256:...'
     """
     path = os.fspath(path)
     ext = _check_save_ext(path)
@@ -763,5 +802,25 @@ def load_params(path: str | os.PathLike) -> dict[str, Any]:
     """Inverse of :func:`save_params`: a nested dict of numpy arrays (keys split on ``/``).
 
     Reads every format :func:`read_checkpoint` does; keys are kept exactly as stored.
+
+    Args:
+      path: a ``.safetensors`` / ``.npz`` file written by :func:`save_params` (or any file
+        :func:`read_checkpoint` reads).
+
+    Returns:
+      The parameter pytree: nested dicts of numpy arrays.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      ValueError: an unrecognized or corrupt file.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> lm.save_params(model.params, "starter.npz")
+      >>> params = lm.load_params("starter.npz")
+      >>> params["conv1"]["kernel"].shape
+      (3, 3, 3, 24)
+      >>> model = model.with_params(params)
     """
     return unflatten_params(_read_flat(path))
