@@ -349,7 +349,7 @@ def render_concepts(
       steps: optimization steps.
       size: side of the renders in pixels.
       model_side: side the model sees (None: ``size``); see :func:`lucidax.visualize.render`.
-      param: parameterization, a key of :data:`lucidax.visualize.PARAMS` (``"image"``,
+      param: parameterization, a key of ``lucidax.visualize.PARAMS`` (``"image"``,
         ``"fft"``, ``"pixel"``, ...).
       init_sd: std of the random start.
       seed: seed of the random start.

@@ -250,7 +250,7 @@ def codes(fact: Factorization, rows: Any, *, batch_rows: int = 65536, devices: A
     fixed-size chunks by one compiled program.
 
     Args:
-      fact: the :class:`Factorization` whose :meth:`~Factorization.encode` gives the codes.
+      fact: the :class:`Factorization` whose ``encode`` gives the codes.
       rows: activations ``[n, C]`` or ``[N, h, w, C]`` (flattened to ``[N * h * w, C]``); a
         ``np.memmap`` (e.g. the cache of :func:`layer_activations`) is streamed, never loaded
         whole.

@@ -87,7 +87,7 @@ class ConceptsJob:
       steps: render steps (None: 128).
       size: render side in pixels (None: 128 for EfficientNet-Lite, the model's input side,
         at most 128, for the other models).
-      param: render parameterization, a key of :data:`lucidax.visualize.PARAMS`.
+      param: render parameterization, a key of ``lucidax.visualize.PARAMS``.
       init_sd: std of the render's random start (None:
         :func:`lucidax.visualize.default_init_sd`).
       batch_size: images per forward pass.
@@ -194,7 +194,7 @@ class LayerConcepts:
         render's ``render_*`` numbers...).
       importance: with a ``target_class``, the class's importance (``class``, ``label``,
         ``sobol``, ``gradient``, ``agreement``...); None without.
-      stability: the stability table (one dict per method, as :meth:`Stability.to_dict`),
+      stability: the stability table (one dict per method, as ``Stability.to_dict()``),
         or None when ``stability=0``.
       folder: the layer's output folder (``<out>/<layer>``).
 
@@ -280,7 +280,7 @@ def _images(spec: str, model: Model, n: int, seed: int) -> tuple[np.ndarray, str
 def run_concepts(job: ConceptsJob, *, progress: bool = True) -> ConceptsRun:
     """Run ``job``: what ``lucidax concepts`` does.
 
-    Input is checked before the model loads (:meth:`ConceptsJob.check`); each stage resumes
+    Input is checked before the model loads (``ConceptsJob.check()``); each stage resumes
     from ``<out>/<layer>/state.json``, so a second call with the same settings redoes nothing
     (``job.force``: everything). With ``job.dry_run`` nothing is written and
     ``ConceptsRun.table`` is the plan. A ``job.out`` URL runs in a local staging folder
@@ -296,7 +296,7 @@ def run_concepts(job: ConceptsJob, *, progress: bool = True) -> ConceptsRun:
       and a summary table.
 
     Raises:
-      ValueError: a bad setting (:meth:`ConceptsJob.check`), an unknown layer or class.
+      ValueError: a bad setting (``ConceptsJob.check()``), an unknown layer or class.
       FileNotFoundError: ``data`` or ``class_data`` is neither a builtin set nor a folder.
 
     Example:

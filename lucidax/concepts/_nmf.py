@@ -156,7 +156,7 @@ def nmf(
         sqrt(mean(A) / k)``). The codes start at ``relu(A W^+)`` in the first pass.
       inner: HALS sweeps of each chunk's codes per outer iteration (reusing ``A_b W^T``).
       w_inner: HALS sweeps of ``W`` per outer iteration (from the statistics; cheap).
-      encode_iterations: HALS sweeps of :meth:`lucidax.concepts.Factorization.encode`.
+      encode_iterations: HALS sweeps of ``Factorization.encode``.
       batch_rows: rows per chunk (one compiled program for every chunk).
       target: also stop as soon as the relative error is <= ``target``.
       devices: the devices to shard the rows over (None: all local devices;
