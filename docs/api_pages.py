@@ -98,7 +98,8 @@ def page_text(package: str, summary: str) -> str:
             elif title == "Functions":
                 lines += [f".. autofunction:: {target}", ""]
             else:
-                lines += [f".. py:data:: {target}", f"   :value: {_value_repr(obj)}", ""]
+                lines += [f".. py:data:: {name}", f"   :module: {package}",
+                          f"   :value: {_value_repr(obj)}", ""]
                 text = attr_docs.get(name, "")
                 if text:
                     lines += [f"   {text}", ""]

@@ -55,7 +55,6 @@ nb_execution_in_temp = True
 nb_execution_show_tb = True
 nb_merge_streams = True
 
-autodoc_default_options = {"members": False, "show-inheritance": False}
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
 autodoc_member_order = "bysource"
