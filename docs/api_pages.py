@@ -71,7 +71,7 @@ def page_text(package: str, summary: str) -> str:
     attr_docs = _attr_docs(package) if constants else {}
     doc = inspect.getdoc(module) or ""
     lines = [f"# `{package}`", "", f"*{summary}*", ""]
-    lines += [f"```{{eval-rst}}", f".. module:: {package}", "   :no-index:", "```", ""]
+    lines += ["```{eval-rst}", f".. module:: {package}", "   :no-index:", "```", ""]
     if doc:
         lines += [doc.split("\n\n")[0], ""]
     groups = {"Classes": [], "Functions": [], "Constants": []}

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import lucidax  # noqa: E402
 from api_pages import write_api_pages  # noqa: E402
+
+import lucidax  # noqa: E402
 
 project = "lucidax"
 author = "the lucidax authors"
@@ -39,6 +40,14 @@ if FAST:
     # the notebooks' kernels inherit the environment: every optimization runs at most this
     # many steps (lucidax.visualize.max_steps)
     os.environ.setdefault("LUCIDAX_MAX_STEPS", "4")
+
+# the notebooks' kernels use lucidax's persistent JAX compilation cache, as the CLI does: a
+# rebuild (and a CI run after another) does not compile the tutorials' programs again
+_CACHE = os.environ.get("LUCIDAX_COMPILE_CACHE", "1").lower()
+if _CACHE not in ("", "0", "off", "none", "false", "no"):
+    from lucidax._compile_cache import default_compile_cache_dir
+
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(default_compile_cache_dir()))
 
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "api_pages.py", "build.sh", "*.png"]
 source_suffix = {".md": "myst-nb", ".rst": "restructuredtext"}
@@ -68,7 +77,8 @@ nitpicky = True
 # names of other libraries that docstrings and annotations mention (no inventory offline)
 nitpick_ignore_regex = [
     (r"py:.*", r"(jax|jnp|np|numpy|optax|flax|nn|jaxlib|fsspec|PIL|matplotlib|scipy|torch)(\..*)?"),
-    (r"py:.*", r"(Array|ArrayLike|PRNGKey|PyTree|Path|Callable|Iterable|Iterator|Sequence|Mapping)"),
+    (r"py:.*", r"(Array|ArrayLike|PRNGKey|PyTree|Path|Callable|Iterable|Iterator)"),
+    (r"py:.*", r"(Sequence|Mapping)"),
     (r"py:.*", r"(typing|collections|pathlib|os|concurrent|dataclasses|enum|types)\..*"),
     (r"py:.*", r"(int|float|str|bool|bytes|dict|list|tuple|object|None|type|slice|Any)"),
     (r"py:.*", r"(optional|callable|array|array-like|pytree|default .*)"),

@@ -1,7 +1,7 @@
 """The README and the user guide (docs/guide/*.md) run as written.
 
-Every fenced ``python`` block of these pages runs in a fresh namespace, and every command of every fenced
-``bash`` block runs through ``lucidax.cli.main``, each in its own empty folder, with
+Every fenced ``python`` block of these pages runs in a fresh namespace, and every command of
+every fenced ``bash`` block runs through ``lucidax.cli.main``, each in its own empty folder, with
 ``LUCIDAX_MAX_STEPS=2`` (every render, inversion and gallery stops after 2 optimization
 steps: the commands and code are the README's, only shorter). Setup lines (venv, pip) and the
 test command itself are not run; commands too long for the suite even at 2 steps are listed in
