@@ -71,6 +71,17 @@ class GalleryReport:
         were re-rendered from a high-contrast start (``GalleryConfig.rescue``).
       rescue_succeeded: those of ``rescue_needed`` that the rescue woke up (their kept
         renders reach 2% of the dataset maximum, or > 0 without a dataset).
+      units_per_s: ``units_rendered / render_s`` (0.0 when nothing was rendered).
+
+    Example:
+      >>> from lucidax.gallery import GalleryConfig, build_gallery
+      >>> config = GalleryConfig(model="starter", layers="conv1", units="0-1", size=32,
+      ...                        top_k=0, dataset="none", transforms="none", rescue=False)
+      >>> report = build_gallery(config, progress=False)
+      >>> report.units_total, report.units_rendered, report.failed_units
+      (2, 2, ())
+      >>> build_gallery(config, progress=False).units_skipped  # a re-run resumes
+      2
     """
 
     out: str
@@ -118,6 +129,21 @@ def build_gallery(
 
     Returns:
       :class:`GalleryReport` for this process.
+
+    Raises:
+      GalleryConfigError: unknown layers, units out of range, a bad dataset path...
+      ManifestMismatchError: ``config.out`` holds a gallery made with other settings.
+
+    Example:
+      >>> import os
+      >>> from lucidax.gallery import GalleryConfig, build_gallery
+      >>> config = GalleryConfig(model="starter", layers="conv3", units="0-3", size=32,
+      ...                        steps=64, top_k=2, dataset_size=16, out="gallery")
+      >>> report = build_gallery(config, progress=False)
+      >>> report.units_rendered, os.path.relpath(report.index)
+      (4, 'gallery/index.html')
+      >>> sorted(os.listdir("gallery/conv3"))[:4]
+      ['0.html', '0.png', '0_loss.png', '1.html']
     """
     from .._compile_cache import enable_for_job  # on unless turned off: see there
 

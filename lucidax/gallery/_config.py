@@ -26,11 +26,38 @@ __all__ = [
 
 
 class GalleryConfigError(ValueError):
-    """An invalid gallery setting (the message says which and what is allowed)."""
+    """An invalid gallery setting (the message says which and what is allowed).
+
+    A ``ValueError``, raised when a :class:`GalleryConfig` is made (syntax, ranges) or when
+    it is resolved on its model (unknown layers, units out of range).
+
+    Example:
+      >>> from lucidax.gallery import GalleryConfig
+      >>> GalleryConfig(model="starter", size=4)
+      Traceback (most recent call last):
+      ...
+      lucidax.gallery._config.GalleryConfigError: size must be an integer >= 8, got 4
+    """
 
 
 class ManifestMismatchError(RuntimeError):
-    """The output folder holds a gallery made with different settings."""
+    """The output folder holds a gallery made with different settings.
+
+    Raised by :func:`build_gallery` before anything is rendered; the message lists the
+    settings that differ. Re-run with the same settings to resume, choose another ``out``,
+    or pass ``force=True`` to re-render everything there.
+
+    Example:
+      >>> import dataclasses
+      >>> from lucidax.gallery import GalleryConfig, build_gallery
+      >>> config = GalleryConfig(model="starter", layers="conv1", units="0-1", size=32,
+      ...                        top_k=0, dataset="none", transforms="none", rescue=False)
+      >>> report = build_gallery(config, progress=False)
+      >>> build_gallery(dataclasses.replace(config, steps=16), progress=False)
+      Traceback (most recent call last):
+      ...
+      lucidax.gallery._config.ManifestMismatchError: ... (steps: 128 there, 16 now)...
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +131,18 @@ class GalleryConfig:
       memory_check: refuse, before the output folder is made, a gallery whose largest render
         batch needs more memory than is available (``--no-memory-check`` tries anyway). Not
         part of the settings a gallery resumes by.
+
+    Raises:
+      GalleryConfigError: an invalid field (checked when the config is made).
+
+    Example:
+      >>> from lucidax.gallery import GalleryConfig
+      >>> config = GalleryConfig(model="starter", layers="conv2,conv3", units="0-7", size=48)
+      >>> config.layers, config.steps  # None: left to the model's preset
+      ('conv2,conv3', None)
+      >>> full = config.resolved()
+      >>> full.steps, full.variants, full.batch_size
+      (128, 2, 32)
     """
 
     model: str = flag("efficientnet_lite0", "registered model name (lucidax models lists "
@@ -282,7 +321,7 @@ _LITE = {
     "init_sd": default_init_sd("efficientnet_lite0", rescue=True),
     "batch_size": 16,
 }
-#: Per-model defaults of the :data:`PRESET_FIELDS` (other models: the ``starter`` preset).
+#: Per-model defaults of the ``PRESET_FIELDS`` (other models: the ``starter`` preset).
 #: efficientnet_lite0's is sized for a 2-core CPU (48 units, ~6-9 minutes); ``layers="all"``
 #: renders the whole network.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -305,8 +344,23 @@ def parse_layer_units(
     layer not named, and per-layer units (each part as :func:`parse_units`). A spec made of
     layer parts only (``"logits=1,2"``) gives ``()`` for the rest (no units).
 
+    Args:
+      spec: the ``units`` setting: ``"all"``, ranges ``"0-15,20"``, per-layer parts after
+        ``;`` (``"0-7;logits=1,285"``), or a sequence of non-negative ints.
+
+    Returns:
+      ``(default, per_layer)``: the units of the layers not named (None: every unit; ``()``:
+      none) and ``{layer: units}`` (None: every unit of that layer).
+
     Raises:
       GalleryConfigError: for anything else (with what was wrong).
+
+    Example:
+      >>> from lucidax.gallery import parse_layer_units
+      >>> parse_layer_units("0-3;logits=1,5")
+      ((0, 1, 2, 3), {'logits': (1, 5)})
+      >>> parse_layer_units("logits=1,2")
+      ((), {'logits': (1, 2)})
     """
     if not isinstance(spec, str) or (";" not in spec and "=" not in spec):
         return parse_units(spec), {}
@@ -334,8 +388,20 @@ def parse_units(spec: str | Sequence[int]) -> tuple[int, ...] | None:
     """``"all"`` -> None; ``"0-3,7"`` -> ``(0, 1, 2, 3, 7)`` (sorted, unique); a sequence of
     non-negative ints -> the same, sorted (see :func:`lucidax.visualize.unit_list`).
 
+    Args:
+      spec: ``"all"``, comma-separated indices and ranges (``"0-15,20"``), or a sequence of
+        non-negative ints.
+
+    Returns:
+      The units, sorted and unique, or None for ``"all"``.
+
     Raises:
       GalleryConfigError: for anything else (with what was wrong).
+
+    Example:
+      >>> from lucidax.gallery import parse_units
+      >>> parse_units("0-3,7,2"), parse_units([5, 1, 1]), parse_units("all")
+      ((0, 1, 2, 3, 7), (1, 5), None)
     """
     try:
         units = unit_list(spec)

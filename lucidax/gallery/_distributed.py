@@ -71,6 +71,35 @@ def init_distributed(config: GalleryConfig) -> tuple[int, int]:
     :func:`build_gallery` calls it when ``config.distributed``; call it yourself first when
     you build a model (or run any JAX computation) before ``build_gallery``, since JAX must
     join the job before its first computation. Does nothing if JAX already joined one.
+
+    Args:
+      config: a :class:`GalleryConfig`; its ``coordinator_address``, ``num_processes`` and
+        ``process_id`` (each None: read from ``$LUCIDAX_COORDINATOR``,
+        ``$LUCIDAX_NUM_PROCESSES``, ``$LUCIDAX_PROCESS_ID``) describe the job.
+
+    Returns:
+      ``(process_id, num_processes)`` of this process in the job.
+
+    Raises:
+      GalleryConfigError: a setting missing (neither in ``config`` nor in the environment),
+        or ``process_id`` outside ``[0, num_processes)``.
+
+    Example:
+      In each process (here process 0 of 2)::
+
+        config = GalleryConfig(model="starter", distributed=True, num_processes=2,
+                               process_id=0, coordinator_address="10.0.0.1:1234")
+        pid, n = init_distributed(config)  # before any JAX computation
+        report = build_gallery(config)
+
+      A setting out of range is refused before JAX is touched:
+
+      >>> from lucidax.gallery import GalleryConfig, init_distributed
+      >>> init_distributed(GalleryConfig(model="starter", distributed=True, num_processes=2,
+      ...                                process_id=5, coordinator_address="localhost:1234"))
+      Traceback (most recent call last):
+      ...
+      lucidax.gallery._config.GalleryConfigError: process_id must be in [0, 2), got 5
     """
     import jax
 

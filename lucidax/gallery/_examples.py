@@ -40,6 +40,17 @@ class ReceptiveField:
       box: ``(y0, y1, x0, x1)`` (end exclusive) of input pixels with non-zero gradient for the
         probed position.
       stride: input pixels per layer position ``(sy, sx)``.
+      size: ``(height, width)`` of ``box``.
+      full: True when one position sees (nearly) the whole input.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.gallery import receptive_field
+      >>> rf = receptive_field(lm.load("starter"), "conv3")
+      >>> rf.shape, rf.stride, rf.size, rf.full
+      ((16, 16), (4.0, 4.0), (18, 18), False)
+      >>> rf.box_at(0, 0)  # the field of the top-left position (past the border)
+      (-7, 11, -7, 11)
     """
 
     input_side: int
@@ -55,7 +66,7 @@ class ReceptiveField:
 
     @property
     def full(self) -> bool:
-        """True when one position sees (nearly: 90%+ of each side) the whole input; crops
+        """True when one position sees nearly the whole input (90%+ of each side); crops
         are then pointless and the whole image is shown."""
         h, w = self.size
         return min(h, w) >= 0.9 * self.input_side
@@ -97,7 +108,24 @@ def receptive_fields(
 ) -> dict[str, ReceptiveField]:
     """Receptive field of the centre position of each of ``layers``: the bounding box of input
     pixels whose gradient is non-zero, over ``n`` random inputs (so dead ReLUs on one input
-    do not shrink it). One jitted program for all layers."""
+    do not shrink it). One jitted program for all layers.
+
+    Args:
+      model: a :class:`lucidax.models.Model`; measured at its input side (64 without one).
+      layers: the layer names. Dense layers (activations ``[N, C]``) see the whole input.
+      seed: seed of the random inputs.
+      n: number of random inputs.
+
+    Returns:
+      ``{layer: ReceptiveField}`` in the order of ``layers``.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.gallery import receptive_fields
+      >>> rfs = receptive_fields(lm.load("starter"), ["conv1", "conv3", "logits"])
+      >>> {layer: rf.size for layer, rf in rfs.items()}
+      {'conv1': (3, 3), 'conv3': (18, 18), 'logits': (64, 64)}
+    """
     side = _input_side(model)
     c = model.input_spec.channels
     lo, hi = model.input_spec.value_range
@@ -141,7 +169,24 @@ def receptive_fields(
 
 
 def receptive_field(model, layer: str, *, seed: int = 0, n: int = 4) -> ReceptiveField:
-    """:func:`receptive_fields` of one layer."""
+    """:func:`receptive_fields` of one layer.
+
+    Args:
+      model: a :class:`lucidax.models.Model`.
+      layer: the layer name.
+      seed: seed of the random inputs.
+      n: number of random inputs.
+
+    Returns:
+      The :class:`ReceptiveField` of the layer's centre position.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.gallery import receptive_field
+      >>> rf = receptive_field(lm.load("starter"), "conv3")
+      >>> rf.center, rf.box
+      ((8, 8), (25, 43, 25, 43))
+    """
     return receptive_fields(model, [layer], seed=seed, n=n)[layer]
 
 
@@ -154,6 +199,16 @@ class TopK:
       index: int ``[C, k]`` dataset image indices (-1 where fewer than k images).
       pos: int ``[C, k]`` flat spatial position of the maximum (``i * W + j``).
       shape: spatial shape ``(H, W)`` of the layer (``(1, 1)`` for dense).
+      max: each unit's maximum activation over the images, ``[C]``.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.gallery import top_k_examples
+      >>> images = np.random.default_rng(0).uniform(0, 1, (16, 64, 64, 3))
+      >>> top = top_k_examples(lm.load("starter"), images, ["conv3"], k=4)["conv3"]
+      >>> top.values.shape, top.index.shape, top.pos.shape, top.shape, top.max.shape
+      ((64, 4), (64, 4), (64, 4), (16, 16), (64,))
     """
 
     values: np.ndarray
@@ -198,7 +253,31 @@ def top_k_examples(
     One streaming pass: a single jitted step per fixed-size chunk of images computes all
     ``layers`` at once and merges each unit's running top-k with ``lax.top_k`` (memory
     ``O(units * k)``, independent of the number of images). The step is compiled once per
-    architecture, layers and ``k`` (:meth:`Model.program`), shared by ``with_params`` copies.
+    architecture, layers and ``k`` (:meth:`lucidax.models.Model.program`), shared by
+    ``with_params`` copies.
+
+    Args:
+      model: a :class:`lucidax.models.Model`.
+      images: float ``[N, H, W, C]`` in the model's value range (resized to the model's
+        input side when it has one).
+      layers: the layers whose units are ranked.
+      k: images kept per unit (at most ``N``).
+      chunk: images per compiled step (the last chunk is padded).
+      progress: show a tqdm bar over the chunks.
+
+    Returns:
+      ``{layer: TopK}`` (``{}`` when there are no images, no layers or ``k <= 0``).
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.gallery import top_k_examples
+      >>> images = np.random.default_rng(0).uniform(0, 1, (16, 64, 64, 3))
+      >>> top = top_k_examples(lm.load("starter"), images, ["conv3", "logits"], k=4, chunk=8)
+      >>> top["conv3"].index.shape, top["logits"].shape
+      ((64, 4), (1, 1))
+      >>> bool((np.diff(top["conv3"].values, axis=1) <= 0).all())  # best first
+      True
     """
     layers = tuple(layers)
     images = np.asarray(images, np.float32)
@@ -262,8 +341,29 @@ def top_k_examples(
 def unit_activation(model, images: Any, layer: str, units: Sequence[int]) -> np.ndarray:
     """Activation (max over space) of unit ``units[i]`` on image ``i``; float32 ``[B]``.
 
-    One compiled program per architecture and layer (:meth:`Model.program`): every call, and
-    every ``with_params`` copy of the model, reuses it."""
+    One compiled program per architecture and layer (:meth:`lucidax.models.Model.program`):
+    every call, and every ``with_params`` copy of the model, reuses it.
+
+    Args:
+      model: a :class:`lucidax.models.Model`.
+      images: float ``[B, H, W, C]`` in the model's value range (resized to the model's
+        input side when it has one).
+      layer: the layer name.
+      units: ``B`` unit indices, one per image.
+
+    Returns:
+      float32 ``[B]``: the spatial maximum of channel ``units[i]`` on image ``i`` (dense
+      layers: the value itself).
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.gallery import unit_activation
+      >>> images = np.random.default_rng(0).uniform(0, 1, (3, 64, 64, 3))
+      >>> act = unit_activation(lm.load("starter"), images, "conv3", [0, 5, 7])
+      >>> act.shape, act.dtype
+      ((3,), dtype('float32'))
+    """
 
     def build(shell):
         def fn(params, x, u):

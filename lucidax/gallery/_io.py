@@ -32,7 +32,17 @@ _MAX_NAME = 100
 
 
 class UnsafePathError(ValueError):
-    """A path that would be written outside the gallery's output folder."""
+    """A path that would be written outside the gallery's output folder.
+
+    A ``ValueError``, raised by :func:`safe_path`.
+
+    Example:
+      >>> from lucidax.gallery import safe_path
+      >>> safe_path("gallery", "..", "etc")
+      Traceback (most recent call last):
+      ...
+      lucidax.gallery._io.UnsafePathError: Refusing path component '..': ...
+    """
 
 
 def safe_name(name: str) -> str:
@@ -41,6 +51,20 @@ def safe_name(name: str) -> str:
     Letters, digits, ``.``, ``_`` and ``-`` are kept (``"layer3.5"`` stays ``"layer3.5"``);
     anything else becomes ``_``; a leading dot is prefixed with ``_`` so that ``"."``,
     ``".."`` and hidden names cannot come out (``"../x"`` -> ``"_.._x"``).
+
+    Args:
+      name: the string to turn into a file name (cut to 100 characters).
+
+    Returns:
+      The file-name component.
+
+    Raises:
+      TypeError: ``name`` is not a string.
+
+    Example:
+      >>> from lucidax.gallery import safe_name
+      >>> safe_name("blocks.4/conv"), safe_name("../x"), safe_name("layer3.5")
+      ('blocks.4_conv', '_.._x', 'layer3.5')
     """
     if not isinstance(name, str):
         raise TypeError(f"expected a string name, got {type(name).__name__}: {name!r}")
@@ -54,8 +78,20 @@ def safe_path(root: str | os.PathLike, *parts: str) -> Path:
     """``root / parts...``, refusing any part that is not a plain name or that resolves
     (symlinks included) outside ``root``.
 
+    Args:
+      root: the folder every path must stay in (resolved, symlinks included).
+      *parts: the path components below ``root``, each a plain name (see :func:`safe_name`).
+
+    Returns:
+      ``Path(resolved root, *parts)``.
+
     Raises:
       UnsafePathError: for ``".."``, absolute parts, separators, NUL, or an escape via a link.
+
+    Example:
+      >>> from lucidax.gallery import safe_path
+      >>> safe_path("gallery", "conv1", "0.png").parts[-3:]
+      ('gallery', 'conv1', '0.png')
     """
     root_path = Path(root).resolve()
     path = root_path

@@ -26,7 +26,24 @@ class _Batch:
 
 def plan_batches(layer_units: dict[str, Sequence[int]], batch_size: int) -> list[_Batch]:
     """Global, deterministic plan: each layer's units cut into batches of
-    ``min(batch_size, n_units_of_layer)`` (the last one padded to that width)."""
+    ``min(batch_size, n_units_of_layer)`` (the last one padded to that width).
+
+    Args:
+      layer_units: ``{layer: units}`` in rendering order (layers without units are skipped).
+      batch_size: the most units per batch.
+
+    Returns:
+      The batches in plan order, each with ``index`` (its position in the plan), ``layer``,
+      ``units`` (the real units) and ``width`` (the padded number of units, the same for
+      every batch of a layer: one compiled program per layer).
+    :rtype: list
+
+    Example:
+      >>> from lucidax.gallery import plan_batches
+      >>> batches = plan_batches({"conv1": range(5), "logits": [1, 2]}, batch_size=2)
+      >>> [(b.layer, b.units, b.width) for b in batches]
+      [('conv1', (0, 1), 2), ('conv1', (2, 3), 2), ('conv1', (4,), 2), ('logits', (1, 2), 2)]
+    """
     out: list[_Batch] = []
     for layer, units in layer_units.items():
         units = tuple(units)
@@ -193,6 +210,15 @@ class GalleryPlan:
       layer_units: ``{layer: units}`` in rendering order.
       done: units with an entry in an existing ``<out>/manifest.json`` (made with any
         settings: a resumed run skips those whose settings match).
+      units: the number of units to render, all layers together.
+
+    Example:
+      >>> from lucidax.gallery import GalleryConfig, plan_gallery
+      >>> plan = plan_gallery(GalleryConfig(model="starter", layers="conv1,logits", units="0-3"))
+      >>> plan.model, plan.layer_units, plan.units, plan.done
+      ('starter', {'conv1': (0, 1, 2, 3), 'logits': (0, 1, 2, 3)}, 8, 0)
+      >>> plan.config.steps  # the preset's, filled in
+      128
     """
 
     config: GalleryConfig
@@ -242,7 +268,27 @@ def plan_gallery(config: GalleryConfig, *, model: Any = None) -> GalleryPlan:
     """Resolve ``config`` on its model (loaded unless given) into the units it would render.
 
     Raises the same errors as :func:`build_gallery` for unknown layers or units out of range,
-    and writes nothing.
+    and writes nothing (what ``lucidax gallery --dry-run`` prints).
+
+    Args:
+      config: the :class:`GalleryConfig` to resolve.
+      model: a :class:`lucidax.models.Model` to resolve it on instead of loading
+        ``config.model`` (with ``config.weights``).
+
+    Returns:
+      A :class:`GalleryPlan`: the config with its preset filled in and the units per layer.
+
+    Raises:
+      GalleryConfigError: unknown layers or units out of range.
+      TypeError: ``config`` is not a :class:`GalleryConfig`.
+
+    Example:
+      >>> from lucidax.gallery import GalleryConfig, plan_gallery
+      >>> plan = plan_gallery(GalleryConfig(model="starter", layers="conv3", units="0-15"))
+      >>> print(plan.summary())
+      gallery plan: starter, 16 units in 1 layers -> gallery/
+        conv3     16 units (0-15)
+        128 steps, 48 px (seen at the model's side), 2 variant(s) per unit, ...
     """
     if not isinstance(config, GalleryConfig):
         raise TypeError(f"plan_gallery takes a GalleryConfig, got {type(config).__name__}")
