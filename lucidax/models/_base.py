@@ -329,6 +329,24 @@ class Model:
 
         Pure and jittable (``layers`` must then be static). Computation stops after the
         deepest requested layer. Returns a dict in the order of ``layers``.
+
+        Args:
+          params: the parameter pytree (``model.params``, or other weights of this
+            architecture: an argument, so it can be differentiated or traced).
+          images: float ``[N, H, W, C]`` in ``input_spec.value_range``, at least
+            ``input_spec.min_side`` px on each side.
+          layers: a name, a comma-separated string, a sequence of names, or None / ``"all"``
+            for every layer.
+
+        Returns:
+          ``{layer: activations}``: ``[N, H', W', C]`` for conv layers, ``[N, C]`` for dense
+          ones.
+
+        Raises:
+          UnknownLayerError: a layer the model does not expose.
+          ValueError: ``images`` is not ``[N, H, W, C]`` with the model's channels, or is too
+            small.
+          TypeError: ``images`` is not floating point.
         """
         names = normalize_layers(layers, self.layer_names)
         images = self._check_images(images)
@@ -395,6 +413,7 @@ class Model:
         return new
 
     def num_params(self) -> int:
+        """Number of parameters (scalars in every array of ``params``)."""
         return sum(int(np.prod(np.shape(p))) for p in jax.tree_util.tree_leaves(self.params))
 
 

@@ -73,10 +73,10 @@ class RandomWeightsWarning(UserWarning):
       >>> import lucidax.models as lm
       >>> with warnings.catch_warnings(record=True) as caught:
       ...     warnings.simplefilter("always")
-      ...     model = lm.load("vgg16")
+      ...     model = lm.load("inceptionv1")
       >>> [w.category.__name__ for w in caught]
       ['RandomWeightsWarning']
-      >>> lm.load("vgg16", weights="random").weights_source  # on purpose: no warning
+      >>> lm.load("inceptionv1", weights="random").weights_source  # on purpose: no warning
       'random(seed=0)'
     """
 
