@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from pathlib import Path
 
 #: (package, one-line summary) in the order of the reference's table of contents
@@ -50,6 +51,17 @@ def _value_repr(value, limit: int = 300) -> str:
     if isinstance(value, dict) or type(value).__name__ == "mappingproxy":
         text = "{" + ", ".join(repr(k) for k in value) + "}  (keys)"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _attributes_section(cls) -> list[str]:
+    """Names an ``Attributes:`` section of ``cls``'s docstring describes (napoleon makes each
+    an attribute entry: a property or field of the same name must not get a second one)."""
+    doc = inspect.getdoc(cls) or ""
+    m = re.search(r"^Attributes:\n((?:[ \t]+.*\n?|\n)+)", doc, re.M)
+    if not m:
+        return []
+    names = re.findall(r"^  (\w+)(?=[ :(,])", m.group(1), re.M)
+    return [n for n in dict.fromkeys(names) if hasattr(cls, n)]
 
 
 def constant_names(module) -> list[str]:
@@ -94,7 +106,11 @@ def page_text(package: str, summary: str) -> str:
             obj = getattr(module, name)
             lines += ["```{eval-rst}"]
             if title == "Classes":
-                lines += [f".. autoclass:: {target}", "   :members:", ""]
+                lines += [f".. autoclass:: {target}", "   :members:"]
+                described = _attributes_section(obj)
+                if described:  # described there already: not a second time as a member
+                    lines += [f"   :exclude-members: {', '.join(described)}"]
+                lines += [""]
             elif title == "Functions":
                 lines += [f".. autofunction:: {target}", ""]
             else:
