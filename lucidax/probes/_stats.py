@@ -19,14 +19,27 @@ import numpy as np
 
 from lucidax.models import suggest
 
+#: multiple-testing corrections of :func:`adjust_pvalues` (``--correction``): Holm (the
+#: default, family-wise error), Benjamini-Hochberg (false discovery rate), Bonferroni, none
 CORRECTIONS = ("holm", "bh", "bonferroni", "none")
 _ALIASES = {"fdr_bh": "bh", "benjamini-hochberg": "bh", "bonf": "bonferroni", None: "none"}
 
 
 @dataclasses.dataclass(frozen=True)
 class TTest:
-    """A two-sided two-sample t-test: ``statistic`` (mean(a) - mean(b) over its standard
-    error), ``df`` (Welch-Satterthwaite or ``n_a + n_b - 2``) and ``pvalue``."""
+    """A two-sided two-sample t-test, as :func:`ttest_ind` returns it.
+
+    Attributes:
+      statistic: ``(mean(a) - mean(b))`` over its standard error.
+      df: degrees of freedom (Welch-Satterthwaite, or ``n_a + n_b - 2`` for Student's test).
+      pvalue: two-sided p-value.
+
+    Example:
+      >>> from lucidax.probes import ttest_ind
+      >>> t = ttest_ind([0.9, 0.8, 0.85, 0.95], [0.5, 0.4, 0.6, 0.55])
+      >>> bool(t.statistic > 0), bool(t.pvalue < 0.01), round(t.df, 1)
+      (True, True, 5.6)
+    """
 
     statistic: float
     df: float
@@ -44,6 +57,20 @@ def ttest_ind(a: Any, b: Any, *, equal_var: bool = False) -> TTest:
     Degenerate samples: when both samples are constant the standard error is 0; the p-value
     is then 1.0 if the means are equal (no evidence of a difference; scipy gives NaN) and 0.0
     if they differ. Fewer than 2 values in either sample raises ValueError.
+
+    Args:
+      a: ``[n_a]`` sample (e.g. TCAV scores of the concept's CAVs).
+      b: ``[n_b]`` sample (e.g. TCAV scores of the random CAVs).
+      equal_var: Student's pooled-variance test instead of Welch's.
+
+    Returns:
+      A :class:`TTest`.
+
+    Example:
+      >>> from lucidax.probes import ttest_ind
+      >>> t = ttest_ind([0.7, 0.8, 0.75, 0.9], [0.5, 0.45, 0.6, 0.5], equal_var=True)
+      >>> round(t.df), bool(t.pvalue < 0.01)
+      (6, True)
     """
     import scipy.stats  # imported on use: ~1 s that every lucidax command would pay
 
@@ -96,6 +123,20 @@ def adjust_pvalues(pvalues: Sequence[float] | np.ndarray, method: str = "holm") 
 
     ``(i)`` ranks ascending p-values; ``m`` counts the finite ones (NaNs stay NaN). Reject the
     hypotheses with ``p_adj <= alpha``. Matches ``statsmodels.stats.multitest.multipletests``.
+
+    Args:
+      pvalues: ``[m]`` raw p-values.
+      method: ``"holm"``, ``"bh"``, ``"bonferroni"`` or ``"none"`` (:data:`CORRECTIONS`).
+
+    Returns:
+      ``[m]`` adjusted p-values (float64).
+
+    Example:
+      >>> from lucidax.probes import adjust_pvalues
+      >>> adjust_pvalues([0.01, 0.04, 0.03], "holm").round(3).tolist()
+      [0.03, 0.06, 0.06]
+      >>> adjust_pvalues([0.01, 0.04, 0.03], "bh").round(3).tolist()
+      [0.03, 0.04, 0.04]
     """
     method = _check_correction(method)
     p = np.asarray(pvalues, np.float64)
