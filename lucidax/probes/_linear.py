@@ -63,7 +63,22 @@ _Z95 = 1.959963984540054
 
 
 class ProbeConvergenceWarning(RuntimeWarning):
-    """The solver stopped at ``max_iter`` (or stalled) before reaching ``tol``."""
+    """The solver stopped at ``max_iter`` (or stalled) before reaching ``tol``.
+
+    A warning, not an error: the result is still returned (with ``converged=False``); raise
+    ``max_iter`` or loosen ``tol`` if it matters.
+
+    Example:
+      >>> import warnings
+      >>> import numpy as np
+      >>> from lucidax.probes import ProbeConvergenceWarning, fit_logistic
+      >>> x = np.random.default_rng(0).normal(size=(60, 4))
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     fit = fit_logistic(x, np.arange(60) % 2, 1e-4, max_iter=1)
+      >>> any(issubclass(w.category, ProbeConvergenceWarning) for w in caught)
+      True
+    """
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,6 +109,17 @@ class ProbeResult:
       classes: the label value of each logit column.
       folds, seed, test_size: the split configuration.
       layer, target: optional names (filled in by ``probe_layers``).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import fit_probe
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat([0, 1], 50)
+      >>> result = fit_probe(rng.normal(size=(100, 4)) + labels[:, None], labels)
+      >>> bool(result.ci_low <= result.accuracy <= result.ci_high), result.chance
+      (True, 0.5)
+      >>> sorted(result.to_dict())[:3]
+      ['accuracy', 'chance', 'ci_high']
     """
 
     accuracy: float
@@ -144,7 +170,27 @@ class ProbeResult:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LogisticFit:
-    """One L2 multinomial logistic fit (see :func:`fit_logistic`)."""
+    """One L2 multinomial logistic fit (see :func:`fit_logistic`).
+
+    Attributes:
+      weights: ``[n_features, n_classes]`` in the original (unstandardized) feature space.
+      bias: ``[n_classes]``.
+      classes: the label values, in the order of the columns.
+      lambda_: the L2 strength it was fitted with.
+      converged: whether the solver reached its tolerance.
+      n_iter: solver iterations.
+      grad_norm: final gradient norm.
+
+    Example:
+      >>> from lucidax.probes import fit_logistic
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat([0, 1, 2], 40)
+      >>> features = rng.normal(size=(120, 8)) + 2.0 * np.eye(8)[labels]
+      >>> fit = fit_logistic(features, labels, 1e-3)
+      >>> fit.weights.shape, fit.predict_proba(features[:2]).shape
+      ((8, 3), (2, 3))
+    """
 
     weights: np.ndarray  # [n_features, n_classes], original feature space
     bias: np.ndarray  # [n_classes]
@@ -174,6 +220,25 @@ class RidgeResult:
     Objective: ``mean_i ||y_i - x_i W - b||^2 / 2 + lambda / 2 * ||W||^2`` on standardized
     features (scikit-learn ``Ridge(alpha=lambda * n_train)``). ``r2`` is averaged uniformly
     over targets, measured against the training mean (so predicting it scores 0).
+
+    Attributes:
+      r2: held-out R^2 (mean over targets).
+      mse: held-out mean squared error.
+      lambda_: the L2 strength chosen by cross-validation; ``lambdas`` the grid searched and
+        ``cv_scores`` the pooled CV R^2 of each.
+      n_train, n_test, n_features, n_targets: sizes.
+      weights: ``[n_features, n_targets]`` in the original feature space (``[n_features]``
+        for ``[N]`` targets); ``bias`` ``[n_targets]`` (a scalar for ``[N]`` targets).
+      folds, seed, test_size: the settings used.
+      layer, target: names recorded for reports (None when not given).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import fit_ridge
+      >>> x = np.random.default_rng(0).normal(size=(200, 6))
+      >>> result = fit_ridge(x, x[:, 0] - 2 * x[:, 1], target="mix")
+      >>> bool(result.r2 > 0.99), result.weights.shape
+      (True, (6,))
     """
 
     r2: float
@@ -224,7 +289,21 @@ def _jsonable(v: Any) -> Any:
 # statistics helpers
 # ----------------------------------------------------------------------------------------------
 def wilson_interval(successes: int, n: int, *, z: float = _Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default)."""
+    """Wilson score interval for a binomial proportion (95% by default).
+
+    Args:
+      successes: number of successes (e.g. correct predictions).
+      n: number of trials; ``n <= 0`` gives ``(0.0, 1.0)``.
+      z: the normal quantile (1.96 for 95%).
+
+    Returns:
+      ``(low, high)`` bounds of the proportion ``successes / n``.
+
+    Example:
+      >>> from lucidax.probes import wilson_interval
+      >>> [round(v, 3) for v in wilson_interval(45, 50)]
+      [0.786, 0.957]
+    """
     if n <= 0:
         return (0.0, 1.0)
     p = successes / n
@@ -256,6 +335,18 @@ def stratified_split(
     """Deterministic stratified train/test split: ``(train_idx, test_idx)``, each sorted.
 
     Each class contributes ``max(1, round(test_size * n_class))`` samples to the test split.
+
+    Args:
+      labels: ``[N]`` label values (any hashable values).
+      test_size: fraction of each class in the test split, in (0, 1).
+      seed: the shuffle's seed.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import stratified_split
+      >>> train, test = stratified_split(np.repeat([0, 1], [80, 20]), 0.25)
+      >>> len(train), len(test), int((test >= 80).sum())
+      (75, 25, 5)
     """
     if not 0.0 < float(test_size) < 1.0:
         raise ValueError(f"test_size must be in (0, 1); got {test_size}")
@@ -274,7 +365,23 @@ def stratified_split(
 
 
 def stratified_folds(labels: Any, folds: int = 5, *, seed: int = 0) -> np.ndarray:
-    """Deterministic stratified k-fold assignment: fold id in ``[0, folds)`` per sample."""
+    """Deterministic stratified k-fold assignment: fold id in ``[0, folds)`` per sample.
+
+    Args:
+      labels: ``[N]`` label values.
+      folds: number of folds.
+      seed: the shuffle's seed.
+
+    Returns:
+      ``[N]`` int32 fold ids; each class is spread evenly over the folds.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import stratified_folds
+      >>> fold = stratified_folds(np.repeat([0, 1], 10), folds=5)
+      >>> np.bincount(fold).tolist()
+      [4, 4, 4, 4, 4]
+    """
     codes, classes = _encode(labels)
     rng = np.random.default_rng(seed)
     fold = np.empty(len(codes), np.int32)
@@ -379,6 +486,26 @@ def fit_logistic(
     """One L2 multinomial logistic regression on all of ``features`` (standardized).
 
     ``lam`` follows the module convention: scikit-learn ``C = 1 / (lam * n)``.
+
+    Args:
+      features: ``[N, D]`` features.
+      labels: ``[N]`` label values (at least 2 classes).
+      lam: L2 strength.
+      max_iter: solver iterations at most (a :class:`ProbeConvergenceWarning` when reached).
+      tol: gradient-norm tolerance.
+
+    Returns:
+      A :class:`LogisticFit`.
+
+    Example:
+      >>> from lucidax.probes import fit_logistic
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat([0, 1, 2], 40)
+      >>> features = rng.normal(size=(120, 8)) + 2.0 * np.eye(8)[labels]
+      >>> fit = fit_logistic(features, labels, 1e-3)
+      >>> fit.classes, float((fit.predict(features) == labels).mean()) > 0.8
+      ((0, 1, 2), True)
     """
     codes, classes = _encode(labels)
     x = _check_features(features, len(codes))
@@ -446,9 +573,30 @@ def fit_probe(
     3. Refit on the whole train split (standardized with train statistics) with that lambda;
        report test accuracy with a 95% Wilson interval and the majority-class ``chance`` rate.
 
+    Args:
+      features: ``[N, D]`` features (e.g. one layer of :func:`extract`).
+      labels: ``[N]`` label values.
+      test_size, folds, lambdas, seed: the split, the CV and the L2 grid (above).
+      max_iter, tol: the solver's limits (a :class:`ProbeConvergenceWarning` when reached).
+      scoring: ``"log_loss"`` or ``"accuracy"`` (above).
+      layer, target: names recorded in the result (for reports).
+
+    Returns:
+      A :class:`ProbeResult`.
+
     Raises:
       ValueError: fewer than 2 classes, a class with fewer training samples than ``folds``,
         NaN/inf features, mismatched lengths, bad ``test_size``/``folds``/``lambdas``.
+
+    Example:
+      >>> from lucidax.probes import fit_probe
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> labels = np.repeat([0, 1, 2], 40)
+      >>> features = rng.normal(size=(120, 8)) + 2.0 * np.eye(8)[labels]
+      >>> result = fit_probe(features, labels, layer="demo", target="class")
+      >>> bool(result.accuracy > 0.8), result.n_test, result.weights.shape
+      (True, 30, (8, 3))
     """
     codes_all, classes = _encode(labels)
     x_all = _check_features(features, len(codes_all))
@@ -603,6 +751,27 @@ def fit_ridge(
     Random (unstratified) train/test split and k-fold CV from ``seed``; every lambda of a fold
     is solved from one eigendecomposition (closed form, float64); standardization uses each
     fold's training statistics. The lambda with the best pooled CV R^2 wins (ties: larger).
+
+    Args:
+      features: ``[N, D]`` features.
+      targets: ``[N]`` or ``[N, T]`` continuous targets.
+      test_size: fraction held out for the reported R^2.
+      folds: CV folds on the train split.
+      lambdas: the L2 grid.
+      seed: the split's and the folds' seed.
+      layer, target: names recorded in the result (for reports).
+
+    Returns:
+      A :class:`RidgeResult`.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import fit_ridge
+      >>> x = np.random.default_rng(0).normal(size=(200, 6))
+      >>> y = np.stack([x[:, 0], x[:, 1] + x[:, 2]], axis=1)
+      >>> result = fit_ridge(x, y)
+      >>> result.n_targets, bool(result.r2 > 0.99)
+      (2, True)
     """
     y_all = np.asarray(targets, dtype=np.float64)
     if y_all.ndim not in (1, 2):
