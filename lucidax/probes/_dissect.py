@@ -71,7 +71,11 @@ from lucidax._batching import pad_batch, valid_mask
 from lucidax.models import Model, normalize_layers, suggest
 from lucidax.models.fastgrad import apply as fast_apply
 
+#: a unit is "on" where its activation is in its top 0.5% over the dataset (the paper's
+#: threshold; ``quantile=`` / ``--quantile``)
 DEFAULT_QUANTILE = 0.005
+#: a unit detects a concept when their masks' intersection over union reaches 0.04
+#: (``iou_threshold=`` / ``--iou-threshold``)
 DEFAULT_IOU_THRESHOLD = 0.04
 
 # radix-select schedule over the 32 key bits: (shift, bits) per pass

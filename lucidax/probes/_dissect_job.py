@@ -22,6 +22,8 @@ from ._concepts import FolderConcepts, StarterConcepts
 from ._dissect import DEFAULT_IOU_THRESHOLD, DEFAULT_QUANTILE, Dissection, dissect
 from ._report import format_dissection, write_dissection
 
+#: concept sources built in for ``lucidax dissect --data`` (the starter dataset's
+#: per-pixel masks)
 BUILTIN_DISSECT_DATA = starter_data.BUILTIN_DATA
 
 

@@ -70,6 +70,7 @@ from ._cache import (
 )
 from ._data import _Listing, _listing, _listing_key
 
+#: how :func:`extract` reduces a conv activation ``[h, w, C]`` to features (``reduce=``)
 REDUCTIONS = ("mean", "max", "center", "('position', y, x)", "('grid', g)")
 _FORMAT = 1  # bump when the on-disk layout or the reductions change
 

@@ -19,6 +19,8 @@ from .._files import atomic_write
 from ._cache import _digest, _safe
 from ._data import ImageSet
 
+#: TCAV feature spaces: the spatial mean of a layer (``[C]``) or its whole flattened map
+#: (``[h * w * C]``, the paper's choice)
 FEATURE_SPACES = ("mean", "flatten")
 _GRAD_FORMAT = 1
 

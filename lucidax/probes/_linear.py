@@ -58,6 +58,8 @@ from ._solver import (
     _standardize,
 )
 
+#: the L2 grid searched by cross-validation: 1e-4 ... 1e2, 7 values (scikit-learn
+#: ``C = 1 / (lambda * n_train)``)
 DEFAULT_LAMBDAS: tuple[float, ...] = tuple(float(v) for v in np.logspace(-4, 2, 7))
 _Z95 = 1.959963984540054
 
