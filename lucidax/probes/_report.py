@@ -21,6 +21,7 @@ from ._linear import ProbeResult
 from ._plots import _stars, plot_dissection, plot_results, plot_tcav
 from ._tcav import TCAVResult
 
+#: the columns of ``results.csv`` written by :func:`write_results`
 CSV_COLUMNS = (
     "layer", "depth", "accuracy", "ci_low", "ci_high", "lambda", "cv_accuracy", "n_train",
     "n_test", "chance", "n_features", "n_classes", "converged",
