@@ -32,6 +32,16 @@ class CAVs:
       lambda_: the L2 strength (the convention of :func:`lucidax.probes.fit_logistic`); NaN
         for ``method="mean"`` (no regularization).
       method: ``"logistic"`` or ``"mean"`` (:func:`fit_cavs`).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import fit_cavs
+      >>> rng = np.random.default_rng(0)
+      >>> concept = rng.normal(size=(2, 30, 16)) + 3.0 * np.eye(16)[0]   # 2 problems
+      >>> random = rng.normal(size=(2, 30, 16))
+      >>> cavs = fit_cavs(concept, random)
+      >>> cavs.directions.shape, bool(cavs.directions[0, 0] > 0.5)
+      ((2, 16), True)
     """
 
     directions: np.ndarray
@@ -123,6 +133,28 @@ def fit_cavs(
     (``vmap``-ed over problems, each with its own data), in blocks of at most 256 MB of
     features. ``width`` pads the feature dimension (so that layers of different widths share
     one compiled program).
+
+    Args:
+      positives: ``[P, n, D]`` (or a list of ``P`` arrays ``[n_i, D]``) concept features.
+      negatives: ``[P, m, D]`` (or a list of ``[m_i, D]``) random features.
+      method: ``"logistic"`` or ``"mean"`` (above).
+      lam, max_iter, tol: the logistic fits' L2 strength and solver limits.
+      test_size: held-out share of each problem (0: none, accuracy NaN).
+      seed: the held-out split's seed.
+      width: pad ``D`` to this width (None: ``D``).
+
+    Returns:
+      A :class:`CAVs` with ``P`` unit directions.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import fit_cavs
+      >>> rng = np.random.default_rng(0)
+      >>> concept = rng.normal(size=(2, 30, 16)) + 3.0 * np.eye(16)[0]   # 2 problems
+      >>> random = rng.normal(size=(2, 30, 16))
+      >>> fast = fit_cavs(concept, random, method="mean")
+      >>> fast.method, fast.directions.shape, bool(np.all(fast.accuracy > 0.8))
+      ('mean', (2, 16), True)
     """
     method = _check_method(method)
     pos = _as_problems(positives, "positive")
@@ -223,7 +255,23 @@ def fit_cavs(
 
 def tcav_scores(gradients: Any, cavs: Any) -> np.ndarray:
     """TCAV scores: for every CAV (``[P, D]`` or a :class:`CAVs`), the fraction of inputs
-    whose directional derivative ``gradients[i] . v`` is positive (``gradients`` ``[N, D]``)."""
+    whose directional derivative ``gradients[i] . v`` is positive (``gradients`` ``[N, D]``).
+
+    Args:
+      gradients: ``[N, D]`` gradients of the class logit in the CAVs' feature space
+        (:func:`layer_gradients`).
+      cavs: ``[P, D]`` directions or a :class:`CAVs`.
+
+    Returns:
+      ``[P]`` scores in [0, 1].
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import tcav_scores
+      >>> gradients = np.array([[1.0, 0.0], [0.5, -1.0], [-1.0, 0.2]])
+      >>> tcav_scores(gradients, np.array([[1.0, 0.0], [0.0, 1.0]])).round(3).tolist()
+      [0.667, 0.333]
+    """
     v = cavs.directions if isinstance(cavs, CAVs) else np.asarray(cavs, np.float64)
     v = np.atleast_2d(v)
     g = np.asarray(gradients, np.float64)

@@ -101,6 +101,20 @@ class TCAVResult:
       reduce, test, correction, alpha: the configuration.
       cav: how the CAVs were found: ``"logistic"`` (L2 logistic normals) or ``"mean"``
         (FastCAV's mean difference, :func:`lucidax.probes.fit_cavs`).
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import load_data, tcav
+      >>> model = lm.load("starter")
+      >>> data = load_data("builtin:starter:test", n=300)
+      >>> red = data.data[data.labels["color"] == 0]
+      >>> threes = data.data[data.labels["digit"] == 3]
+      >>> results = tcav(model, model.params, {"red": red}, data.data[:100], threes, 3,
+      ...                "conv4", runs=3, n_concept=10, n_random=10, progress=False)
+      >>> r = results[0]
+      >>> r.concept, r.layer, len(r.scores), len(r.null_scores), 0.0 <= r.p_adj <= 1.0
+      ('red', 'conv4', 3, 3, True)
     """
 
     concept: str
@@ -237,9 +251,25 @@ def tcav(
       stats: if given, filled with timings and cache facts.
       memory_check: refuse a feature extraction that cannot fit in memory (see
         :func:`lucidax.probes.extract`); False: try anyway.
+      batch_size: images per forward / backward pass.
+      progress: show tqdm progress bars.
 
-    Returns one :class:`TCAVResult` per (concept, layer), concepts in the given order, layers
-    in depth order.
+    Returns:
+      One :class:`TCAVResult` per (concept, layer), concepts in the given order, layers in
+      depth order.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import load_data, tcav
+      >>> model = lm.load("starter")
+      >>> data = load_data("builtin:starter:test", n=300)
+      >>> red = data.data[data.labels["color"] == 0]
+      >>> threes = data.data[data.labels["digit"] == 3]
+      >>> results = tcav(model, model.params, {"red": red}, data.data[:100], threes, 3,
+      ...                "conv4", runs=3, n_concept=10, n_random=10, progress=False)
+      >>> [(r.concept, r.layer, r.target_index) for r in results]
+      [('red', 'conv4', 3)]
     """
     t_start = time.perf_counter()
     _check_model(model)
@@ -325,7 +355,26 @@ def tcav_from_features(
       random: ``{layer: features [N_r, D_l]}`` of the random pool.
       gradients: ``{layer: [N_t, D_l]}``: gradient of the class logit at each class input in
         the same feature space (:func:`layer_gradients`); its keys are the layers tested.
-      Others: see :func:`tcav` (``target``/``target_index``/``reduce`` are only recorded).
+      runs, n_concept, n_random, correction, alpha, equal_var, lam, cav_test_size, cav,
+        seed: as in :func:`tcav`.
+      target, target_index, reduce: only recorded in the results.
+      stats: if given, filled with timings.
+
+    Returns:
+      One :class:`TCAVResult` per (concept, layer).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import tcav_from_features
+      >>> rng = np.random.default_rng(0)
+      >>> concept = {"stripes": {"conv4": rng.normal(size=(40, 8)) + np.eye(8)[0]}}
+      >>> random = {"conv4": rng.normal(size=(80, 8))}
+      >>> gradients = {"conv4": rng.normal(size=(30, 8)) + np.eye(8)[0]}
+      >>> results = tcav_from_features(concept, random, gradients, runs=5, n_concept=10,
+      ...                              n_random=10, target="3")
+      >>> r = results[0]
+      >>> r.concept, len(r.scores), bool(r.mean > r.null_mean)
+      ('stripes', 5, True)
     """
     _check_counts(runs, n_concept, n_random, alpha)
     if not concepts:
