@@ -48,6 +48,13 @@ class DissectJob:
       out: output folder.
       batch_size: images per step.
       memory_check: see :func:`lucidax.probes.dissect` (False: ``--no-memory-check``).
+
+    Example:
+      >>> from lucidax.probes import DissectJob, run_dissect
+      >>> job = DissectJob(model="starter", layers="conv3", n=40, out="dissect-out")
+      >>> run = run_dissect(job, progress=False)
+      >>> run.result.layers
+      ('conv3',)
     """
 
     model: str | Model = flag("starter", "registered model name")
@@ -88,7 +95,21 @@ class DissectJob:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class DissectRun:
-    """What :func:`run_dissect` produced: the dissection, its files, a printable table."""
+    """What :func:`run_dissect` produced: the dissection, its files, a printable table.
+
+    Attributes:
+      result: the :class:`Dissection`.
+      out: the output folder.
+      files: ``{kind: path}`` of the files written (CSV, JSON, figure).
+      table: the printable table the CLI prints.
+
+    Example:
+      >>> from lucidax.probes import DissectJob, run_dissect
+      >>> job = DissectJob(model="starter", layers="conv3", n=40, out="dissect-out")
+      >>> run = run_dissect(job, progress=False)
+      >>> run.out, "conv3" in run.table
+      ('dissect-out', True)
+    """
 
     result: Dissection
     out: str
@@ -111,7 +132,22 @@ def _source(data: str | os.PathLike, model: Model, n: int, seed: int, size: int 
 
 @staged
 def run_dissect(job: DissectJob, *, progress: bool = True) -> DissectRun:
-    """Run ``job`` (``lucidax dissect``): the model is loaded after its input is checked."""
+    """Run ``job`` (``lucidax dissect``): the model is loaded after its input is checked.
+
+    Args:
+      job: a :class:`DissectJob`.
+      progress: show tqdm progress bars.
+
+    Returns:
+      A :class:`DissectRun`.
+
+    Example:
+      >>> from lucidax.probes import DissectJob, run_dissect
+      >>> job = DissectJob(model="starter", layers="conv3", n=40, out="dissect-out")
+      >>> run = run_dissect(job, progress=False)
+      >>> len(run.result.units) > 0
+      True
+    """
     from .._compile_cache import enable_for_job  # on unless turned off: see there
 
     enable_for_job()

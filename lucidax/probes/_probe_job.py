@@ -55,6 +55,14 @@ class ProbeJob:
       memory_check: refuse, before anything is written, an extraction whose estimated
         memory need exceeds the available memory (False: ``--no-memory-check``).
       lambdas: the L2 strengths searched (not a command-line flag).
+
+    Example:
+      >>> from lucidax.probes import ProbeJob, run_probe
+      >>> job = ProbeJob(model="starter", layers="conv2,conv4", data="builtin:starter",
+      ...                target="color", n=200, out="probe-out")
+      >>> run = run_probe(job, progress=False)
+      >>> [r.layer for r in run.results]
+      ['conv2', 'conv4']
     """
 
     model: str | Model = flag("starter", "registered model name")
@@ -92,7 +100,22 @@ class ProbeJob:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ProbeRun:
-    """What :func:`run_probe` produced: per-layer results, files, a printable table."""
+    """What :func:`run_probe` produced: per-layer results, files, a printable table.
+
+    Attributes:
+      results: one :class:`ProbeResult` per layer, in depth order.
+      out: the output folder.
+      files: ``{kind: path}`` of the files written (CSV, JSON, figure).
+      table: the printable table the CLI prints.
+
+    Example:
+      >>> from lucidax.probes import ProbeJob, run_probe
+      >>> job = ProbeJob(model="starter", layers="conv2,conv4", data="builtin:starter",
+      ...                target="color", n=200, out="probe-out")
+      >>> run = run_probe(job, progress=False)
+      >>> run.out, all(0.0 <= r.accuracy <= 1.0 for r in run.results)
+      ('probe-out', True)
+    """
 
     results: tuple[ProbeResult, ...]
     out: str
@@ -135,7 +158,23 @@ def _check_target(data: str, target: str | None,
 
 @staged
 def run_probe(job: ProbeJob, *, progress: bool = True) -> ProbeRun:
-    """Run ``job`` (``lucidax probe``): the model is loaded after its input is checked."""
+    """Run ``job`` (``lucidax probe``): the model is loaded after its input is checked.
+
+    Args:
+      job: a :class:`ProbeJob`.
+      progress: show tqdm progress bars.
+
+    Returns:
+      A :class:`ProbeRun`.
+
+    Example:
+      >>> from lucidax.probes import ProbeJob, run_probe
+      >>> job = ProbeJob(model="starter", layers="conv2,conv4", data="builtin:starter",
+      ...                target="color", n=200, out="probe-out")
+      >>> run = run_probe(job, progress=False)
+      >>> len(run.results), "conv4" in run.table
+      (2, True)
+    """
     from .._compile_cache import enable_for_job  # on unless turned off: see there
 
     enable_for_job()

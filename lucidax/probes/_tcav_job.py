@@ -63,6 +63,15 @@ class TCAVJob:
       cache_dir: feature + gradient cache (default ``<out>/cache``): a second run reuses it.
       batch_size: forward/backward batch.
       memory_check: refuse a feature extraction that cannot fit in memory.
+
+    Example:
+      >>> from lucidax.probes import TCAVJob, run_tcav
+      >>> job = TCAVJob(model="starter", layers="conv4", concepts=("color:red",),
+      ...               target_class=3, runs=3, n_concept=10, n_random=10, n_targets=20,
+      ...               out="tcav-out")
+      >>> run = run_tcav(job, progress=False)
+      >>> [(r.concept, r.layer) for r in run.results]
+      [('color:red', 'conv4')]
     """
 
     model: str | Model = flag("starter", "registered model name")
@@ -122,7 +131,25 @@ class TCAVJob:
 @dataclasses.dataclass(frozen=True, eq=False)
 class TCAVRun:
     """What :func:`run_tcav` produced: results, output files, a printable table, timings
-    and which cached entries were reused."""
+    and which cached entries were reused.
+
+    Attributes:
+      results: one :class:`TCAVResult` per (concept, layer).
+      out: the output folder (None: nothing written).
+      files: ``{kind: path}`` of the files written (CSV, JSON, figure).
+      table: the printable table the CLI prints.
+      timings_s: seconds per stage.
+      cache: which cached features and gradients were reused.
+
+    Example:
+      >>> from lucidax.probes import TCAVJob, run_tcav
+      >>> job = TCAVJob(model="starter", layers="conv4", concepts=("color:red",),
+      ...               target_class=3, runs=3, n_concept=10, n_random=10, n_targets=20,
+      ...               out="tcav-out")
+      >>> run = run_tcav(job, progress=False)
+      >>> sorted(run.files)[:2], "red" in run.table
+      (['csv', 'json'], True)
+    """
 
     results: tuple[TCAVResult, ...]
     out: str | None
@@ -179,7 +206,24 @@ def _parse_source(spec: str, *, model: Model, n: int, split_default: str, seed: 
 @staged
 def run_tcav(job: TCAVJob, *, progress: bool = True) -> TCAVRun:
     """Run ``job`` (``lucidax tcav``): the model is loaded after its input is checked, the
-    image folders are checked before any extraction."""
+    image folders are checked before any extraction.
+
+    Args:
+      job: a :class:`TCAVJob`.
+      progress: show tqdm progress bars.
+
+    Returns:
+      A :class:`TCAVRun`.
+
+    Example:
+      >>> from lucidax.probes import TCAVJob, run_tcav
+      >>> job = TCAVJob(model="starter", layers="conv4", concepts=("color:red",),
+      ...               target_class=3, runs=3, n_concept=10, n_random=10, n_targets=20,
+      ...               out="tcav-out")
+      >>> run = run_tcav(job, progress=False)
+      >>> len(run.results), run.out
+      (1, 'tcav-out')
+    """
     from .._compile_cache import enable_for_job  # on unless turned off: see there
 
     enable_for_job()
