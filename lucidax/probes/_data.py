@@ -160,6 +160,19 @@ class ImageSet:
     """A named pool of images with a cache identity; the pixels are produced only on demand.
 
     Build with :meth:`from_array`, :meth:`from_folder`, :meth:`starter` or :meth:`photos`.
+
+    Attributes:
+      name: a readable name (for messages and reports).
+      key: the cache identity (a digest of the source and its settings).
+      n: number of images.
+      load: ``load() -> [n, H, W, C]`` float32 pixels, called only when needed.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import ImageSet
+      >>> pool = ImageSet.from_array(np.zeros((5, 32, 32, 3), np.float32), name="noise")
+      >>> pool.name, pool.n, pool.load().shape
+      ('noise', 5, (5, 32, 32, 3))
     """
 
     name: str
@@ -310,7 +323,28 @@ def load_data(data: str | os.PathLike, *, n: int = 2000, seed: int = 0,
     dataset, default split ``test``: images the model was not trained on),
     ``builtin:photos[:<source>]`` (``n`` crops of the photos shipped in installed packages,
     :mod:`lucidax.models.photos`, at ``side`` px, default 224, with one label family
-    ``source``: the photo each crop comes from) or a folder / CSV."""
+    ``source``: the photo each crop comes from) or a folder / CSV.
+
+    Args:
+      data: the ``--data`` string or a folder / CSV path.
+      n: number of images (built-in sources; a folder gives all of its images).
+      seed: the draw of built-in images and crops.
+      side: image side (built-in photos: default 224; folders: resized to it).
+      channels: image channels (folders are converted).
+      progress: show a tqdm progress bar while decoding folders.
+
+    Returns:
+      An object with ``data`` (``[N, H, W, C]`` float32 in [0, 1]), ``labels``
+      (``{family: [N]}``), ``label_names`` (``{family: class names}``) and ``description``.
+
+    Example:
+      >>> from lucidax.probes import load_data
+      >>> d = load_data("builtin:starter:test", n=50)
+      >>> d.data.shape, sorted(d.labels)[:2]
+      ((50, 64, 64, 3), ['background', 'color'])
+      >>> load_data("builtin:photos", n=4, side=96).data.shape
+      (4, 96, 96, 3)
+    """
     from lucidax.models import starter
 
     spec = os.fspath(data)

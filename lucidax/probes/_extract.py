@@ -79,7 +79,19 @@ _FORMAT = 1  # bump when the on-disk layout or the reductions change
 # ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Skipped:
-    """An input that was not used: its position in the listing, its path, and why."""
+    """An input that was not used: its position in the listing, its path, and why.
+
+    Attributes:
+      index: position of the file in the folder's listing.
+      path: the file.
+      reason: why it was skipped (one line).
+
+    Example:
+      >>> from lucidax.probes import Skipped
+      >>> s = Skipped(index=3, path="images/broken.png", reason="not a readable image")
+      >>> s.path, s.reason
+      ('images/broken.png', 'not a readable image')
+    """
 
     index: int
     path: str

@@ -74,7 +74,28 @@ def layer_gradients(
 ) -> dict[str, np.ndarray]:
     """``{layer: [N, D]}``: gradient of the ``target_class`` logit with respect to each layer's
     activation, in the CAV feature space of ``reduce`` (``"mean"``: summed over positions,
-    ``D = C``; ``"flatten"``: ``D = H*W*C``). All layers come from one backward pass."""
+    ``D = C``; ``"flatten"``: ``D = H*W*C``). All layers come from one backward pass.
+
+    Args:
+      model: a :class:`lucidax.models.Model` with a logits layer.
+      params: its parameters.
+      images: ``[N, H, W, C]`` inputs (e.g. images of the class).
+      layers: layer names or a comma-separated string.
+      target_class: the logit index (or a label of a labelled model).
+      reduce: ``"mean"`` or ``"flatten"`` (:data:`FEATURE_SPACES`).
+      batch_size: images per backward pass.
+      progress: show a tqdm progress bar.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import layer_gradients
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((4, 64, 64, 3), dtype=np.float32)
+      >>> grads = layer_gradients(model, model.params, images, "conv3,conv5", 3)
+      >>> {k: v.shape for k, v in grads.items()}
+      {'conv3': (4, 64), 'conv5': (4, 128)}
+    """
     _check_model(model)
     names = normalize_layers(layers, model.layer_names)
     reduce = _check_space(reduce)

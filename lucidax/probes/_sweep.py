@@ -19,7 +19,19 @@ from ._report import write_results
 
 def default_layers(model: Model) -> tuple[str, ...]:
     """``"all"`` for probing: every layer except the ``*_pre_relu`` twins (and a wrapped
-    module's ``"output"`` when it duplicates the logits)."""
+    module's ``"output"`` when it duplicates the logits).
+
+    Args:
+      model: a :class:`lucidax.models.Model`.
+
+    Returns:
+      The layer names, in forward order.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import default_layers
+      >>> default_layers(lm.load("starter"))
+      ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'logits')"""
     names = [n for n in model.layer_names if not model.layers[n].pre_relu
              and not n.endswith("_pre_relu")]
     return tuple(names) or tuple(model.layer_names)
@@ -36,6 +48,25 @@ def resolve_target(
     ``labels`` may be None (use ``features.labels``), a family name, an array aligned with the
     source inputs (indexed by ``features.index``) or a dict ``{family: array}``;
     ``label_names`` gives class names for explicitly passed labels.
+
+    Args:
+      features: the :class:`Features` the labels must align with.
+      labels: see above.
+      target_name: the family to use when ``labels`` is a dict or None and there are
+        several families.
+      label_names: ``{family: class names}`` for explicitly passed labels.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import extract, resolve_target
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((6, 64, 64, 3), dtype=np.float32)
+      >>> features = extract(model, model.params, images, "conv5",
+      ...                    labels={"parity": np.arange(6) % 2}, progress=False)
+      >>> name, y, classes = resolve_target(features, target_name="parity")
+      >>> name, y.tolist(), classes
+      ('parity', [0, 1, 0, 1, 0, 1], None)
     """
     families: Mapping[str, np.ndarray] = features.labels
     names: Mapping[str, tuple[str, ...]] = features.label_names
@@ -119,7 +150,22 @@ def probe_layers(
       features: already extracted features to reuse (skips extraction).
       label_names: ``{family: class names}`` for explicitly passed ``labels``.
       memory_check: refuse an extraction that cannot fit in memory (see :func:`extract`).
-      Other arguments go to :func:`extract` and :func:`lucidax.probes.fit_probe`.
+      batch_size, size, dtype, progress: passed to :func:`extract`.
+      test_size, folds, lambdas, seed, max_iter, tol: passed to
+        :func:`lucidax.probes.fit_probe`.
+
+    Returns:
+      One :class:`ProbeResult` per layer, in depth order.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import load_data, probe_layers
+      >>> model = lm.load("starter")
+      >>> data = load_data("builtin:starter", n=200)
+      >>> results = probe_layers(model, model.params, data.data, data.labels, "conv1,conv5",
+      ...                        target_name="color", progress=False)
+      >>> [(r.layer, r.target) for r in results]
+      [('conv1', 'color'), ('conv5', 'color')]
     """
     if layers is None or layers == "all":
         names = default_layers(model)
