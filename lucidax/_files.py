@@ -261,9 +261,23 @@ def _check_file(path: str, what: str = "image file") -> None:
 def load_image(path: str | os.PathLike, *, size: int, channels: int = 3) -> np.ndarray:
     """Read an image file as float32 ``[size, size, channels]`` in [0, 1].
 
-    Raises FileNotFoundError for a missing file and :class:`UnreadableImageError` (a
+    Args:
+      path: an image file (PNG, JPEG, ... anything Pillow decodes).
+      size: the side of the returned square (resized and centre-cropped).
+      channels: 3 (RGB) or 1 (grayscale); the image is converted.
+
+    Raises FileNotFoundError for a missing file and ``UnreadableImageError`` (a
     ValueError naming the file and the reason in one line) for one that cannot be decoded or
     converted.
+
+    Example:
+      >>> import numpy as np
+      >>> import imageio.v3 as iio
+      >>> from lucidax.probes import load_image
+      >>> iio.imwrite("red.png", np.full((20, 30, 3), (255, 0, 0), np.uint8))
+      >>> image = load_image("red.png", size=16)
+      >>> image.shape, image.dtype, image[0, 0].tolist()
+      ((16, 16, 3), dtype('float32'), [1.0, 0.0, 0.0])
     """
     import imageio.v3 as iio
 

@@ -105,6 +105,18 @@ def list_image_folder(path: str | os.PathLike) -> tuple[tuple[str, ...], dict, d
     ``path`` is a folder with one sub-folder per class (family ``"label"``), a folder with
     ``labels.csv`` at its top, a CSV file (``filename,label[,...]``, file names relative to
     the CSV), or a flat folder of images (no labels).
+
+    Example:
+      >>> import numpy as np
+      >>> import imageio.v3 as iio
+      >>> from pathlib import Path
+      >>> from lucidax.probes import list_image_folder
+      >>> for label in ("cat", "dog"):
+      ...     Path("pets", label).mkdir(parents=True, exist_ok=True)
+      ...     iio.imwrite(f"pets/{label}/a.png", np.zeros((8, 8, 3), np.uint8))
+      >>> paths, labels, names = list_image_folder("pets")
+      >>> len(paths), labels["label"].tolist(), names["label"]
+      (2, [0, 1], ('cat', 'dog'))
     """
     lst = _listing(os.fspath(path))
     return lst.paths, lst.labels, lst.label_names

@@ -187,7 +187,25 @@ def unit_thresholds(
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Per-unit top-``quantile`` levels ``{layer: float32 [K]}`` over every (image, position)
-    of ``source`` (streamed radix select; exact with ``passes=3``, see module docs)."""
+    of ``source`` (streamed radix select; exact with ``passes=3``, see module docs).
+
+    Args:
+      model: a :class:`lucidax.models.Model`.
+      source: a concept source (e.g. :class:`StarterConcepts`) or images.
+      layers: the layers.
+      params: parameters (None: ``model.params``).
+      quantile: the top share of (image, position) activations above the threshold.
+      passes: radix-select passes (3: exact).
+      batch_size: images per step.
+      progress: show tqdm progress bars.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import StarterConcepts, unit_thresholds
+      >>> t = unit_thresholds(lm.load("starter"), StarterConcepts(n=16), ["conv2"])
+      >>> t["conv2"].shape, t["conv2"].dtype
+      ((32,), dtype('float32'))
+    """
     return _thresholds(model, source, tuple(layers), params, quantile, passes, batch_size,
                        progress)[0]
 
@@ -291,6 +309,15 @@ def iou_counts(unit_masks: Any, concept_masks: Any, labeled: Any = None
 
     The same arithmetic as the dissection's last pass: sums over the counted images of
     ``|M & L|`` and ``|M | L|``; IoU is 0 where the union is empty.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import iou_counts
+      >>> unit = np.zeros((1, 4, 4, 1), bool); unit[0, :2, :, 0] = True     # top half
+      >>> concept = np.zeros((1, 4, 4, 1), bool); concept[0, :, :2, 0] = True  # left half
+      >>> inter, union, iou = iou_counts(unit, concept)
+      >>> int(inter[0, 0]), int(union[0, 0]), round(float(iou[0, 0]), 3)
+      (4, 12, 0.333)
     """
     m = np.asarray(unit_masks).astype(bool)
     lm = np.asarray(concept_masks).astype(bool)
@@ -322,6 +349,24 @@ class UnitDissection:
 
     ``coverage`` is the share of (counted) mask pixels where the unit's upsampled map
     exceeds its threshold (about ``quantile`` unless upsampling spreads or thins it).
+
+    Attributes:
+      layer: the unit's layer.
+      unit: its channel index.
+      concept: its best concept (highest IoU), and ``category`` that concept's category.
+      iou: the IoU of that concept.
+      threshold: the unit's top-quantile activation level.
+      detector: whether ``iou`` reaches the dissection's ``iou_threshold``.
+      coverage: see above.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import StarterConcepts, dissect
+      >>> model = lm.load("starter")
+      >>> result = dissect(model, StarterConcepts(n=32), layers="conv3")
+      >>> u = result.units[0]
+      >>> u.layer, u.unit, u.concept in result.concepts, isinstance(u.detector, bool)
+      ('conv3', 0, True, True)
     """
 
     layer: str
@@ -348,6 +393,14 @@ class Dissection:
       quantile, iou_threshold, quantile_passes: the settings.
       n_images: images used; data: description of the concept source.
       skipped_layers: ``{layer: why}`` for layers of ``"all"`` that cannot be dissected.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import StarterConcepts, dissect
+      >>> model = lm.load("starter")
+      >>> result = dissect(model, StarterConcepts(n=32), layers="conv3")
+      >>> result.layers, result.iou["conv3"].shape[1] == len(result.concepts)
+      (('conv3',), True)
     """
 
     model: str
@@ -493,6 +546,18 @@ def dissect(
       memory_check: raise :class:`lucidax._memory.InsufficientMemoryError` (a ValueError)
         before any pass over the data when a batch's estimated memory need exceeds the
         available memory; False: try anyway.
+      progress: show tqdm progress bars.
+
+    Returns:
+      A :class:`Dissection`.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import StarterConcepts, dissect
+      >>> model = lm.load("starter")
+      >>> result = dissect(model, StarterConcepts(n=32), layers="conv3")
+      >>> len(result.units), result.thresholds["conv3"].shape
+      (64, (64,))
     """
     _check_quantile(quantile)
     if not (isinstance(iou_threshold, int | float) and 0.0 <= iou_threshold <= 1.0):

@@ -117,6 +117,16 @@ class Features:
       cache_hits / cache_misses: layers read from / written to the cache.
       size: image side fed to the model (None: the arrays' own size).
       model_name: the model's name.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import extract
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((10, 64, 64, 3), dtype=np.float32)
+      >>> features = extract(model, model.params, images, "conv3,conv5", progress=False)
+      >>> features.layers, features["conv5"].shape, len(features)
+      (('conv3', 'conv5'), (10, 128), 10)
     """
 
     arrays: Mapping[str, np.ndarray]
@@ -481,6 +491,20 @@ def extract(
         before running the model or writing anything when the estimated memory need (a
         batch through the model and the stored features) exceeds the available memory;
         False: try anyway.
+
+    Returns:
+      :class:`Features`: ``features[layer]`` is ``[N, D]``.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import extract
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((10, 64, 64, 3), dtype=np.float32)
+      >>> grid = extract(model, model.params, images, "conv4", reduce=("grid", 2),
+      ...                progress=False)
+      >>> grid["conv4"].shape
+      (10, 384)
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a lucidax.models.Model; got {type(model).__name__}")
