@@ -26,6 +26,12 @@ class ConceptBatch:
       images: float32 ``[B, H, W, C]`` in the model's value range.
       masks: bool ``[B, Hm, Wm, n_concepts]`` (None when masks were not asked for).
       labeled: bool ``[B, n_concepts]``: image b counts for concept c (see :mod:`._dissect`).
+
+    Example:
+      >>> from lucidax.probes import StarterConcepts
+      >>> batch = next(iter(StarterConcepts(n=4).batches(4)))
+      >>> batch.images.shape, batch.masks.shape, batch.labeled.shape
+      ((4, 64, 64, 3), (4, 64, 64, 27), (4, 27))
     """
 
     images: np.ndarray
@@ -34,7 +40,16 @@ class ConceptBatch:
 
 
 def concept_category(concept: str) -> str:
-    """``"color=red"`` -> ``"color"``; a name without ``=`` is its own category."""
+    """``"color=red"`` -> ``"color"``; a name without ``=`` is its own category.
+
+    Args:
+      concept: a concept name.
+
+    Example:
+      >>> from lucidax.probes import concept_category
+      >>> concept_category("color=red"), concept_category("sky")
+      ('color', 'sky')
+    """
     return concept.split("=", 1)[0] if "=" in concept else concept
 
 
@@ -71,6 +86,17 @@ class ArrayConcepts:
       concepts: one name per mask channel.
       categories: one category per concept (default: :func:`concept_category` of the name).
       labeled: bool ``[N, n_concepts]``: which images count for each concept (default: all).
+
+      description: a readable name of the source (for reports).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import ArrayConcepts
+      >>> images = np.zeros((4, 32, 32, 3), np.float32)
+      >>> masks = np.zeros((4, 32, 32, 2), bool); masks[:, :16, :, 0] = True
+      >>> source = ArrayConcepts(images, masks, ["sky", "grass"])
+      >>> source.concepts, source.n
+      (('sky', 'grass'), 4)
     """
 
     def __init__(self, images: Any, masks: Any, concepts: Sequence[str], *,
@@ -113,6 +139,12 @@ def starter_concepts() -> tuple[tuple[str, ...], tuple[str, ...]]:
     * ``background=<b>`` (``background``): the background (non-stroke) pixels of images whose
       background crop comes from source b (8: brick, grass, gravel, astronaut, coffee,
       chelsea, rocket, hubble).
+
+    Example:
+      >>> from lucidax.probes import starter_concepts
+      >>> concepts, categories = starter_concepts()
+      >>> len(concepts), sorted(set(categories))
+      (27, ['background', 'color', 'digit', 'stroke'])
     """
     from lucidax.models.starter import data as sd
 
@@ -124,7 +156,17 @@ def starter_concepts() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def starter_concept_masks(data: Any) -> np.ndarray:
-    """bool ``[N, 64, 64, 27]`` masks of :func:`starter_concepts` for a ``StarterData``."""
+    """bool ``[N, 64, 64, 27]`` masks of :func:`starter_concepts` for a ``StarterData``.
+
+    Args:
+      data: a starter dataset (``lucidax.models.starter.dataset(n)``).
+
+    Example:
+      >>> from lucidax.models import starter
+      >>> from lucidax.probes import starter_concept_masks
+      >>> starter_concept_masks(starter.dataset(3)).shape
+      (3, 64, 64, 27)
+    """
     stroke = np.asarray(data.digit_mask, bool)
     back = np.asarray(data.background_mask, bool)
     chans = [stroke]
@@ -140,6 +182,18 @@ class StarterConcepts:
 
     Chunk ``i`` is ``starter.dataset(chunk, split=split, seed=(seed, i))`` (the last one
     shorter), so the same arguments always give the same ``n`` images.
+
+    Args:
+      n: number of images.
+      split: ``"train"`` or ``"test"``.
+      seed: the draw.
+      chunk: images generated at once.
+
+    Example:
+      >>> from lucidax.probes import StarterConcepts
+      >>> source = StarterConcepts(n=8)
+      >>> source.n, len(source.concepts), source.concepts[:2]
+      (8, 27, ('stroke', 'digit=0'))
     """
 
     def __init__(self, n: int = 2000, *, split: str = "test", seed: int = 0, chunk: int = 512):
@@ -173,7 +227,25 @@ class StarterConcepts:
 
 # -- user folders ------------------------------------------------------------------------------
 class FolderConcepts:
-    """``root/images/<name>.<ext>`` + ``root/masks/<concept>/<name>.<ext>`` (:mod:`._dissect`)."""
+    """``root/images/<name>.<ext>`` + ``root/masks/<concept>/<name>.<ext>`` (:mod:`._dissect`).
+
+    Args:
+      root: the folder (layout above; masks are images, non-zero where the concept is).
+      size: side the images and masks are resized to.
+      channels: image channels.
+
+    Example:
+      >>> import numpy as np
+      >>> import imageio.v3 as iio
+      >>> from pathlib import Path
+      >>> from lucidax.probes import FolderConcepts
+      >>> Path("concepts/images").mkdir(parents=True); Path("concepts/masks/sky").mkdir(parents=True)
+      >>> iio.imwrite("concepts/images/a.png", np.zeros((16, 16, 3), np.uint8))
+      >>> iio.imwrite("concepts/masks/sky/a.png", np.full((16, 16), 255, np.uint8))
+      >>> source = FolderConcepts("concepts", size=16)
+      >>> source.concepts, source.n
+      (('sky',), 1)
+    """
 
     def __init__(self, root: str | os.PathLike, *, size: int, channels: int = 3):
         root = os.fspath(root)
