@@ -239,7 +239,8 @@ class FolderConcepts:
       >>> import imageio.v3 as iio
       >>> from pathlib import Path
       >>> from lucidax.probes import FolderConcepts
-      >>> Path("concepts/images").mkdir(parents=True); Path("concepts/masks/sky").mkdir(parents=True)
+      >>> Path("concepts/images").mkdir(parents=True)
+      >>> Path("concepts/masks/sky").mkdir(parents=True)
       >>> iio.imwrite("concepts/images/a.png", np.zeros((16, 16, 3), np.uint8))
       >>> iio.imwrite("concepts/masks/sky/a.png", np.full((16, 16), 255, np.uint8))
       >>> source = FolderConcepts("concepts", size=16)

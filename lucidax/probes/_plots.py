@@ -26,6 +26,23 @@ def plot_results(
 
     The format follows the extension (.png, .svg, .pdf). Uses matplotlib's Agg canvas
     directly (no pyplot, no global backend change); the file is written atomically.
+
+    Args:
+      results: :class:`ProbeResult` of each layer.
+      path: the figure file.
+      title: the figure's title.
+      depth: ``{layer: depth}`` for the x axis (default: the results' order).
+
+    Example:
+      >>> from lucidax.probes import plot_results
+      >>> import numpy as np
+      >>> from lucidax.probes import fit_probe
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat([0, 1], 40)
+      >>> results = [fit_probe(rng.normal(size=(80, 4)) + s * y[:, None], y, layer=name)
+      ...            for s, name in ((0.2, "conv1"), (2.0, "conv5"))]
+      >>> plot_results(results, "probes.png")
+      'probes.png'
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -74,7 +91,26 @@ def plot_tcav(
     """Bar charts, one panel per concept: the TCAV score (mean ± std over runs, clipped to
     [0, 1]) at every layer next to the random-vs-random null (grey); ``*``/``**``/``***``
     mark ``p_adj`` <= alpha / 0.01 / 0.001, ``ns`` (hatched, faded bar) non-significant.
-    The format follows the extension; the file is written atomically."""
+    The format follows the extension; the file is written atomically.
+
+    Args:
+      results: :class:`TCAVResult` of each (concept, layer).
+      path: the figure file.
+      title: the figure's title.
+
+    Example:
+      >>> from lucidax.probes import plot_tcav
+      >>> import numpy as np
+      >>> from lucidax.probes import tcav_from_features
+      >>> rng = np.random.default_rng(0)
+      >>> results = tcav_from_features(
+      ...     {"stripes": {"conv4": rng.normal(size=(40, 8)) + np.eye(8)[0]}},
+      ...     {"conv4": rng.normal(size=(80, 8))},
+      ...     {"conv4": rng.normal(size=(30, 8)) + np.eye(8)[0]},
+      ...     runs=5, n_concept=10, n_random=10, target="3")
+      >>> plot_tcav(results, "tcav.png")
+      'tcav.png'
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -145,6 +181,19 @@ def plot_dissection(result: Dissection, path: str | os.PathLike, *,
     with its concepts.
 
     The format follows the extension (.png, .svg, .pdf); Agg canvas, atomic write.
+
+    Args:
+      result: a :class:`Dissection`.
+      path: the figure file.
+      title: the figure's title (default: the model's name).
+
+    Example:
+      >>> from lucidax.probes import plot_dissection
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import StarterConcepts, dissect
+      >>> result = dissect(lm.load("starter"), StarterConcepts(n=32), layers="conv3")
+      >>> plot_dissection(result, "dissection.png")
+      'dissection.png'
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -225,12 +274,23 @@ def concept_colors(concepts: Sequence[str], categories: Sequence[str]
                    ) -> tuple[dict[str, tuple], dict[str, tuple]]:
     """``({concept: rgba}, {category: rgba})``: colours by category, so concepts of different
     categories never look alike (``digit=3`` is an orange, ``color=red`` a grey): each
-    category gets its own colour family (:data:`_CATEGORY_FAMILIES`, in the order the
+    category gets its own colour family (``_CATEGORY_FAMILIES``, in the order the
     categories first appear; cycled past ten; greys for a ``color``/``colour`` category, whose
     values name colours) and its concepts shades of it, light and dark alternating so
     neighbours in a stack differ; the category's own colour is its family's middle shade.
     Depends only on the concept list, so a concept keeps its colour whichever units detect
-    it."""
+    it.
+
+    Args:
+      concepts: concept names.
+      categories: the category of each concept (same length).
+
+    Example:
+      >>> from lucidax.probes import concept_colors
+      >>> by_concept, by_category = concept_colors(["digit=3", "color=red"], ["digit", "color"])
+      >>> sorted(by_category), len(by_concept["digit=3"])
+      (['color', 'digit'], 4)
+    """
     from matplotlib import colormaps
 
     concepts, categories = list(concepts), list(categories)

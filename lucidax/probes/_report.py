@@ -47,7 +47,30 @@ def write_results(
     class_names: Sequence[str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Write results.json, results.csv and the accuracy plot; returns ``{kind: path}``."""
+    """Write results.json, results.csv and the accuracy plot; returns ``{kind: path}``.
+
+    Args:
+      results: :class:`ProbeResult` of each layer.
+      out_dir: the output folder (created).
+      model: the :class:`lucidax.models.Model` probed (its name and layer depths).
+      features: the :class:`Features` the probes were fitted on (their facts go in the JSON).
+      target: the label family probed.
+      class_names: names of the label values.
+      extra: more entries for results.json.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import write_results
+      >>> import numpy as np
+      >>> from lucidax.probes import fit_probe
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat([0, 1], 40)
+      >>> results = [fit_probe(rng.normal(size=(80, 4)) + s * y[:, None], y, layer=name)
+      ...            for s, name in ((0.2, "conv1"), (2.0, "conv5"))]
+      >>> files = write_results(results, "probe-out", model=lm.load("starter"), target="toy")
+      >>> sorted(files)  # doctest: +ELLIPSIS
+      [...'csv'...'json'...]
+    """
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     depth = {n: i for i, n in enumerate(model.layer_names)}
@@ -97,7 +120,23 @@ def write_results(
     return paths
 
 def format_results(results: Sequence[ProbeResult]) -> str:
-    """A plain-text table for terminals (what the CLI prints)."""
+    """A plain-text table for terminals (what the CLI prints).
+
+    Args:
+      results: :class:`ProbeResult` of each layer.
+
+    Example:
+      >>> from lucidax.probes import format_results
+      >>> import numpy as np
+      >>> from lucidax.probes import fit_probe
+      >>> rng = np.random.default_rng(0)
+      >>> y = np.repeat([0, 1], 40)
+      >>> results = [fit_probe(rng.normal(size=(80, 4)) + s * y[:, None], y, layer=name)
+      ...            for s, name in ((0.2, "conv1"), (2.0, "conv5"))]
+      >>> table = format_results(results)
+      >>> "conv1" in table and "conv5" in table
+      True
+    """
     head = f"{'layer':<20} {'acc':>6} {'95% CI':>15} {'chance':>7} {'lambda':>8} {'dim':>6}"
     lines = [head, "-" * len(head)]
     for r in results:
@@ -113,7 +152,24 @@ _TCAV_CSV_COLUMNS = ("concept", "layer", "target", "mean", "std", "null_mean", "
                "independent_runs", "cav")  # new columns go last (readers index by name)
 
 def format_tcav(results: Sequence[TCAVResult]) -> str:
-    """A plain-text table (what the CLI prints)."""
+    """A plain-text table (what the CLI prints).
+
+    Args:
+      results: :class:`TCAVResult` of each (concept, layer).
+
+    Example:
+      >>> from lucidax.probes import format_tcav
+      >>> import numpy as np
+      >>> from lucidax.probes import tcav_from_features
+      >>> rng = np.random.default_rng(0)
+      >>> results = tcav_from_features(
+      ...     {"stripes": {"conv4": rng.normal(size=(40, 8)) + np.eye(8)[0]}},
+      ...     {"conv4": rng.normal(size=(80, 8))},
+      ...     {"conv4": rng.normal(size=(30, 8)) + np.eye(8)[0]},
+      ...     runs=5, n_concept=10, n_random=10, target="3")
+      >>> "stripes" in format_tcav(results)
+      True
+    """
     head = (f"{'concept':<22} {'layer':<14} {'class':>5} {'TCAV':>13} {'random':>13} "
             f"{'p':>9} {'p_adj':>9} {'sig':>4} {'CAV acc':>7}")
     lines = [head, "-" * len(head)]
@@ -131,7 +187,26 @@ def format_tcav(results: Sequence[TCAVResult]) -> str:
 
 def write_tcav(results: Sequence[TCAVResult], out_dir: str | os.PathLike, *,
                extra: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """results.json, results.csv and tcav.png/.svg in ``out_dir``; returns ``{kind: path}``."""
+    """results.json, results.csv and tcav.png/.svg in ``out_dir``; returns ``{kind: path}``.
+
+    Args:
+      results: :class:`TCAVResult` of each (concept, layer).
+      out_dir: the output folder (created).
+      extra: more entries for results.json.
+
+    Example:
+      >>> from lucidax.probes import write_tcav
+      >>> import numpy as np
+      >>> from lucidax.probes import tcav_from_features
+      >>> rng = np.random.default_rng(0)
+      >>> results = tcav_from_features(
+      ...     {"stripes": {"conv4": rng.normal(size=(40, 8)) + np.eye(8)[0]}},
+      ...     {"conv4": rng.normal(size=(80, 8))},
+      ...     {"conv4": rng.normal(size=(30, 8)) + np.eye(8)[0]},
+      ...     runs=5, n_concept=10, n_random=10, target="3")
+      >>> sorted(write_tcav(results, "tcav-out"))  # doctest: +ELLIPSIS
+      [...'csv'...'json'...]
+    """
     import csv
 
     out_dir = os.fspath(out_dir)
@@ -158,7 +233,20 @@ _DISSECT_CSV_COLUMNS = ("layer", "unit", "concept", "category", "iou", "threshol
 
 def write_dissection(result: Dissection, out: str | os.PathLike) -> dict[str, str]:
     """results.json (settings, summary, every unit), units.csv, iou.npz (every IoU and
-    threshold), summary.png/.svg. Returns ``{kind: path}``."""
+    threshold), summary.png/.svg. Returns ``{kind: path}``.
+
+    Args:
+      result: a :class:`Dissection`.
+      out: the output folder (created).
+
+    Example:
+      >>> from lucidax.probes import write_dissection
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import StarterConcepts, dissect
+      >>> result = dissect(lm.load("starter"), StarterConcepts(n=32), layers="conv3")
+      >>> sorted(write_dissection(result, "dissect-out"))  # doctest: +ELLIPSIS
+      [...]
+    """
     out = os.fspath(out)
     paths = {k: os.path.join(out, f) for k, f in (
         ("json", "results.json"), ("csv", "units.csv"), ("npz", "iou.npz"),
@@ -183,7 +271,23 @@ def write_dissection(result: Dissection, out: str | os.PathLike) -> dict[str, st
 
 
 def format_dissection(result: Dissection, *, top: int = 10) -> str:
-    """Plain-text summary: detectors per layer by concept, then the best units."""
+    """Plain-text summary: detectors per layer by concept, then the best units.
+
+    Args:
+      result: a :class:`Dissection`.
+      top: how many of the best units to list.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.probes import StarterConcepts, dissect
+      >>> result = dissect(lm.load("starter"), StarterConcepts(n=32), layers="conv3")
+      >>> from lucidax.probes import format_dissection
+      >>> print(format_dissection(result, top=3))  # doctest: +ELLIPSIS
+      layer            detectors  concepts (units)
+      ...
+      top 3 units:
+      ...
+    """
     lines = [f"{'layer':<16} {'detectors':>9}  concepts (units)"]
     lines.append("-" * 60)
     summary = result.summary()
