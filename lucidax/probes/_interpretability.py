@@ -61,6 +61,13 @@ class Tasks:
     Attributes:
       max_refs, min_refs: ``[U, T, k]`` maximally / minimally activating references.
       q_hi, q_lo: ``[U, T]`` the truly higher / lower activating query of each task.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import sample_tasks
+      >>> tasks = sample_tasks(np.random.default_rng(0).random((500, 3)), n_tasks=20, k=9)
+      >>> tasks.max_refs.shape, tasks.q_hi.shape
+      ((3, 20, 9), (3, 20))
     """
 
     max_refs: np.ndarray
@@ -85,6 +92,17 @@ class InterpretabilityResult:
       n_tasks, k: tasks per unit and references per side.
       bands: ``(ref_frac, (q_low, q_high))``.
       n_images: dataset size.
+
+    Example:
+      >>> from lucidax.probes import interpretability_scores
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> colour = rng.random(400)                     # a visible property of each image
+      >>> observer = np.stack([colour, 1 - colour, rng.random(400) * 0.1], axis=1)
+      >>> acts = np.stack([colour, rng.random(400)], axis=1)  # unit 0 sees it, unit 1 is noise
+      >>> result = interpretability_scores(acts, observer, n_tasks=200)
+      >>> result.natural.shape, result.natural_ci.shape, bool(result.natural[0] > 0.9)
+      ((2,), (2, 2), True)
     """
 
     units: np.ndarray
@@ -177,7 +195,29 @@ def sample_tasks(acts: Any, *, n_tasks: int = 500, k: int = 9, bands: Any = DEFA
                  seed: int = 0) -> Tasks:
     """Sample ``n_tasks`` tasks per unit from activations ``acts`` (``[N]`` one unit, or
     ``[N, U]``): ``k`` max / min references drawn without replacement from the top / bottom
-    ``ref_frac`` of the images (at least ``k`` images), one query from each band."""
+    ``ref_frac`` of the images (at least ``k`` images), one query from each band.
+
+    Args:
+      acts: ``[N]`` or ``[N, U]`` activations, one per image (and unit).
+      n_tasks: tasks per unit.
+      k: references per side.
+      bands: ``(ref_frac, (lo, hi))``: references from the top / bottom ``ref_frac`` of the
+        images, the higher query from the ``lo``-``hi`` quantile band and the lower one from
+        the mirrored band (:data:`DEFAULT_BANDS`: top / bottom 2%, queries from 0.95-0.98
+        and 0.02-0.05, as in Zimmermann et al.).
+      seed: the draws.
+
+    Returns:
+      :class:`Tasks` of image indices.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import sample_tasks
+      >>> acts = np.arange(1000.0)                     # image i activates the unit i
+      >>> tasks = sample_tasks(acts, n_tasks=5, k=9)
+      >>> bool(tasks.max_refs.min() >= 980), bool(950 <= tasks.q_hi.min() < 980)
+      (True, True)
+    """
     a = np.asarray(acts, np.float64)
     if a.ndim == 1:
         a = a[:, None]
@@ -225,6 +265,18 @@ def observer_choices(features: Any, tasks: Tasks, refs_override: Any = None) -> 
       refs_override: per unit, features ``[R, D]`` (a list of ``U`` arrays, or ``[U, R, D]``)
         that replace the max references of every task (synthetic references); needs
         ``features`` to be an array.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.probes import observer_choices, sample_tasks
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> colour = rng.random(400)                     # a visible property of each image
+      >>> observer = np.stack([colour, 1 - colour, rng.random(400) * 0.1], axis=1)
+      >>> acts = np.stack([colour, rng.random(400)], axis=1)  # unit 0 sees it, unit 1 is noise
+      >>> answers = observer_choices(observer, sample_tasks(acts, n_tasks=100))
+      >>> answers.shape, bool(answers[0].mean() > answers[1].mean())
+      ((2, 100), True)
     """
     hi, lo = tasks.q_hi, tasks.q_lo
     if callable(features):
@@ -296,6 +348,17 @@ def interpretability_scores(
       synthetic_refs: per unit ``[R, D]`` observer features of the unit's renders: also the
         synthetic score (same tasks, max references replaced).
       units: ids to report (default ``0..U-1``).
+
+    Example:
+      >>> from lucidax.probes import interpretability_scores
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> colour = rng.random(400)                     # a visible property of each image
+      >>> observer = np.stack([colour, 1 - colour, rng.random(400) * 0.1], axis=1)
+      >>> acts = np.stack([colour, rng.random(400)], axis=1)  # unit 0 sees it, unit 1 is noise
+      >>> result = interpretability_scores(acts, observer, n_tasks=300)
+      >>> bool(result.natural[0] > 0.9), result.natural_ci.shape   # unit 0: near 1
+      (True, (2, 2))
     """
     a = np.asarray(unit_acts)
     if a.ndim == 1:
