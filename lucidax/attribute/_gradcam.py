@@ -70,6 +70,22 @@ def gradcam(
     the last (post-ReLU) conv layer the target depends on. ``relu=False`` keeps negative
     evidence. ``raw`` (with ``return_raw``) is the CAM at the layer's resolution before the
     ReLU.
+
+    Args:
+      model: a :class:`lucidax.models.Model`.
+      params: its parameters (``model.params``).
+      images: ``[N, H, W, C]`` images in the model's value range.
+      target: a class index or label, a sequence of ``N`` of them, ``"predicted"`` (each
+        image's top class) or an objective (see :func:`target_classes`).
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import gradcam
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> gradcam(model, model.params, images, target=3, layer="conv4").shape
+      (2, 64, 64)
     """
     x, spec, tdata = prepare(model, params, images, target)
     if layer is None:

@@ -90,6 +90,22 @@ def integrated_gradients(
       completeness_rtol: if given, raise ``ValueError`` when for some image
         ``|sum(attr) - (f(x) - f(x0))| > completeness_rtol * max(|f(x) - f(x0)|, 1e-6)``
         (then increase ``steps``). :attr:`Attribution.completeness_gap` gives the gaps.
+      model: a :class:`lucidax.models.Model`.
+      params: its parameters (``model.params``).
+      target: a class index or label, a sequence of ``N`` of them, ``"predicted"`` (each
+        image's top class) or an objective (see :func:`target_classes`).
+      reduce: how the channel axis becomes a map (:data:`REDUCTIONS`).
+      return_raw: return an :class:`Attribution` (maps, raw attribution, target scores)
+        instead of the maps.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import integrated_gradients
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> integrated_gradients(model, model.params, images, target=3, steps=8).shape
+      (2, 64, 64)
     """
     x, spec, tdata = prepare(model, params, images, target)
     if not isinstance(steps, numbers.Integral) or steps < 1:

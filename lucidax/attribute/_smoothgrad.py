@@ -75,6 +75,22 @@ def smoothgrad(
       squared: average the squared gradient (SmoothGrad-Squared, Hooker et al. 2019).
       multiply_by_input: return ``x * mean gradient`` (a smoothed gradient x input).
       batch_size: noisy copies evaluated at once (vmapped); the rest runs sequentially.
+      params: its parameters (``model.params``).
+      images: ``[N, H, W, C]`` images in the model's value range.
+      target: a class index or label, a sequence of ``N`` of them, ``"predicted"`` (each
+        image's top class) or an objective (see :func:`target_classes`).
+      reduce: how the channel axis becomes a map (:data:`REDUCTIONS`).
+      return_raw: return an :class:`Attribution` (maps, raw attribution, target scores)
+        instead of the maps.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import smoothgrad
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> smoothgrad(model, model.params, images, target=3, n_samples=4).shape
+      (2, 64, 64)
     """
     x, spec, tdata = prepare(model, params, images, target)
     if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
