@@ -35,6 +35,7 @@ from ._targets import target_classes
 
 __all__ = ["NORMS", "AttackResult", "eps_needed", "fgsm", "pgd"]
 
+#: attack norms of :func:`pgd`, :func:`fgsm` and :func:`eps_needed` (``norm=``)
 NORMS = ("linf", "l2")
 
 

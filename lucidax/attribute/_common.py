@@ -95,6 +95,7 @@ def finish(maps, raw, scores, *, return_raw: bool, method: str, baseline_scores=
 # ---------------------------------------------------------------------------------------------
 # channel reductions
 # ---------------------------------------------------------------------------------------------
+#: how a method turns its ``[N, H, W, C]`` attribution into ``[N, H, W]`` maps (``reduce=``)
 REDUCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "sum": lambda a: jnp.sum(a, axis=-1),
     "abs_sum": lambda a: jnp.sum(jnp.abs(a), axis=-1),
@@ -112,7 +113,19 @@ def check_reduce(reduce: str) -> str:
 
 
 def reduce_channels(raw: Any, reduce: str = "sum") -> jax.Array:
-    """``[N, H, W, C] -> [N, H, W]`` with one of :data:`REDUCTIONS`."""
+    """``[N, H, W, C] -> [N, H, W]`` with one of :data:`REDUCTIONS`.
+
+    Args:
+      raw: ``[N, H, W, C]`` attribution.
+      reduce: ``"sum"``, ``"max_abs"``, ... (:data:`REDUCTIONS`).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.attribute import reduce_channels
+      >>> raw = np.stack([np.ones((1, 2, 2)), -3 * np.ones((1, 2, 2))], axis=-1)
+      >>> reduce_channels(raw, "sum")[0, 0, 0].item(), reduce_channels(raw, "max_abs")[0, 0, 0].item()
+      (-2.0, 3.0)
+    """
     return REDUCTIONS[check_reduce(reduce)](jnp.asarray(raw))
 
 

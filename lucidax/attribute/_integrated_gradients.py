@@ -25,6 +25,7 @@ from ._common import (
     program,
 )
 
+#: quadrature rules of :func:`integrated_gradients` (``rule=``)
 IG_RULES = ("trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
 

@@ -86,6 +86,7 @@ from ._common import (
 
 __all__ = ["LRP_RULES", "LRPUnsupportedError", "lrp", "lrp_layer_relevance"]
 
+#: rules of :func:`lrp` for convolutional and dense layers (``rule=``)
 LRP_RULES = ("epsilon", "alphabeta")
 
 _LINEAR = ("conv_general_dilated", "dot_general")
@@ -106,7 +107,21 @@ _PASS = frozenset({"neg"})  # element-wise, relevance unchanged
 
 
 class LRPUnsupportedError(NotImplementedError, ValueError):
-    """The model contains operations that have no LRP rule (the message lists them)."""
+    """The model contains operations that have no LRP rule (the message lists them).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import LRPUnsupportedError, lrp
+      >>> model = lm.wrap(lambda p, x, layers: {"logits": jnp.sin(x).mean(axis=(1, 2))}, {},
+      ...                 input_spec=lm.InputSpec(side=8), layer_names=("logits",),
+      ...                 logits_layer="logits")
+      >>> try:
+      ...     lrp(model, model.params, jnp.ones((1, 8, 8, 3)), target=0)
+      ... except LRPUnsupportedError as e:
+      ...     print("refused:", "sin" in str(e))
+      refused: True
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -480,6 +495,10 @@ def lrp(
         conservative; 0.25 or so gives the sparser LRP-epsilon maps).
       alpha, beta: the alpha-beta rule's weights, ``alpha - beta = 1`` (default z+ rule).
       reduce: channel reduction (default ``"sum"``: the relevance of the pixel).
+      model, params: the model (made of dense / conv / pooling / ReLU layers) and its
+        parameters.
+      images: ``[N, H, W, C]`` images in the model's value range.
+      target: a class index or label, one per image, ``"predicted"`` or an objective.
 
     The relevance of an image sums to the target's value ``f(x)`` minus what the biases
     absorb (exactly ``f(x)`` for bias-free ReLU networks as ``epsilon -> 0``);
@@ -487,6 +506,15 @@ def lrp(
 
     Raises:
       LRPUnsupportedError: the model computes operations with no LRP rule (listed).
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import lrp
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> lrp(model, model.params, images, target=3, rule="epsilon").shape
+      (2, 64, 64)
     """
     cfg = _check_rule(rule, epsilon, alpha, beta)
     x, spec, tdata = prepare(model, params, images, target)
@@ -523,6 +551,22 @@ def lrp_layer_relevance(
     program (``conv_general_dilated:0``, ..., ``dot_general:5``; the totals at their
     inputs) and ``"output"``. Without biases and with ``epsilon -> 0`` every entry equals
     ``f(x)``; a bias absorbs ``sum_j b_j R_j / z_j`` of the relevance at its layer.
+
+    Args:
+      model, params: the model and its parameters.
+      images: ``[N, H, W, C]`` images.
+      target: a class index or label, one per image, ``"predicted"`` or an objective.
+      rule, epsilon, alpha, beta: as in :func:`lrp`.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import lrp_layer_relevance
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> rel = lrp_layer_relevance(model, model.params, images, target=3)
+      >>> list(rel)[0], list(rel)[-1], rel["input"].shape
+      ('input', 'output', (2,))
     """
     cfg = _check_rule(rule, epsilon, alpha, beta)
     x, spec, tdata = prepare(model, params, images, target)

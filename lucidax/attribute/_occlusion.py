@@ -30,7 +30,20 @@ def _starts(size: int, patch: int, stride: int) -> list[int]:
 
 def patch_masks(height: int, width: int, *, patch: int | tuple[int, int] = 8,
                 stride: int | tuple[int, int] | None = None) -> np.ndarray:
-    """float32 ``[P, H, W]``: 1 inside each patch position (row-major), 0 elsewhere."""
+    """float32 ``[P, H, W]``: 1 inside each patch position (row-major), 0 elsewhere.
+
+    Args:
+      height, width: the image size.
+      patch: the patch side (or ``(h, w)``).
+      stride: the step between patches (default: half the patch; the last position is
+        added so every pixel is covered).
+
+    Example:
+      >>> from lucidax.attribute import patch_masks
+      >>> masks = patch_masks(32, 32, patch=16)
+      >>> masks.shape, float(masks.sum(axis=0).min())
+      ((9, 32, 32), 1.0)
+    """
     ph, pw = (patch, patch) if np.isscalar(patch) else patch
     sh, sw = (stride, stride) if stride is None or np.isscalar(stride) else stride
     sh = (ph // 2 or 1) if sh is None else sh
@@ -70,6 +83,15 @@ def occlusion(
       baseline: what the patch shows: a number, ``"mean"`` (the image's mean colour),
         ``"blur"`` or an array like the images.
       batch_size: occluded copies per forward pass.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import occlusion
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> occlusion(model, model.params, images, target=3, patch=16).shape
+      (2, 64, 64)
     """
     images = check_images(model, images)
     n, h, w, _ = images.shape

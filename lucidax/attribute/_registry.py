@@ -20,6 +20,7 @@ from ._random import random_map
 from ._smoothgrad import smoothgrad
 from ._surrogate import kernel_shap, lime
 
+#: every attribution method by its name (``lucidax attribute --methods``; :func:`get_method`)
 METHODS: Mapping[str, Callable[..., Any]] = types.MappingProxyType({
     "gradient": vanilla_gradient,
     "grad_x_input": gradient_x_input,

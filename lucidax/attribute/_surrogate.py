@@ -39,6 +39,7 @@ __all__ = [
     "superpixels",
 ]
 
+#: superpixel algorithms of :func:`superpixels` (``method=``), LIME and KernelSHAP
 SUPERPIXEL_METHODS = ("auto", "slic", "grid")
 
 
@@ -62,6 +63,14 @@ def superpixels(
         ``"auto"`` (SLIC).
       n_segments: approximate number of superpixels per image.
       compactness, sigma: SLIC's colour/space trade-off and pre-smoothing.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.attribute import superpixels
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> labels = superpixels(images, method="grid", n_segments=16)
+      >>> labels.shape, int(labels.max()) + 1
+      ((2, 64, 64), 16)
     """
     arr = np.asarray(images, np.float32)
     if arr.ndim != 4:
@@ -220,7 +229,33 @@ def lime_coefficients(
 ) -> tuple[jax.Array, jax.Array, np.ndarray]:
     """LIME's per-superpixel weights: ``(coef [N, K_max], intercept [N], segments [N, H, W])``
     (``coef[i, k]`` is 0 for ``k >= `` image i's number of superpixels). Options as
-    :func:`lime`."""
+    :func:`lime`.
+
+    Args:
+      model, params: the model and its parameters.
+      images: ``[N, H, W, C]`` images in the model's value range.
+      target: a class index or label, one per image, ``"predicted"`` or an objective.
+      segments: ``[N, H, W]`` superpixel labels (None: :func:`superpixels` with
+        ``superpixel`` and ``n_segments``).
+      superpixel, n_segments: see :func:`superpixels`.
+      samples: perturbed copies per image.
+      baseline: what a hidden superpixel shows (``"mean"``, ``"blur"``, a number or an array).
+      ridge: ridge penalty of the linear fit.
+      key: ``jax.random`` key or int seed of the sampled coalitions.
+      batch_size: perturbed copies per forward pass.
+      kernel_width: width of the exponential kernel on the cosine distance.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import lime_coefficients
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> coef, intercept, segments = lime_coefficients(model, model.params, images, 3, samples=32,
+      ...                                         superpixel="grid", n_segments=16)
+      >>> coef.shape, intercept.shape
+      ((2, 16), (2,))
+    """
     _, coef, icpt, seg = _surrogate(
         "lime", model, params, images, target, segments=segments, superpixel=superpixel,
         n_segments=n_segments, samples=samples, baseline=baseline, key=key,
@@ -246,6 +281,15 @@ def lime(
       ridge: ridge penalty of the weighted linear fit.
       key: ``jax.random`` key or int seed of the sampled subsets.
       batch_size: perturbed copies per forward pass.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import lime
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> lime(model, model.params, images, target=3, samples=32, n_segments=8).shape
+      (2, 64, 64)
     """
     maps, *_ = _surrogate(
         "lime", model, params, images, target, segments=segments, superpixel=superpixel,
@@ -261,7 +305,32 @@ def kernel_shap_values(
 ) -> tuple[jax.Array, jax.Array, np.ndarray]:
     """KernelSHAP's per-superpixel Shapley estimates: ``(phi [N, K_max], f_none [N],
     segments [N, H, W])``; ``phi.sum(1) == f(all) - f(none)`` exactly. Options as
-    :func:`kernel_shap`."""
+    :func:`kernel_shap`.
+
+    Args:
+      model, params: the model and its parameters.
+      images: ``[N, H, W, C]`` images in the model's value range.
+      target: a class index or label, one per image, ``"predicted"`` or an objective.
+      segments: ``[N, H, W]`` superpixel labels (None: :func:`superpixels` with
+        ``superpixel`` and ``n_segments``).
+      superpixel, n_segments: see :func:`superpixels`.
+      samples: perturbed copies per image.
+      baseline: what a hidden superpixel shows (``"mean"``, ``"blur"``, a number or an array).
+      ridge: ridge penalty of the linear fit.
+      key: ``jax.random`` key or int seed of the sampled coalitions.
+      batch_size: perturbed copies per forward pass.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import kernel_shap_values
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> phi, f_none, segments = kernel_shap_values(model, model.params, images, 3, samples=32,
+      ...                                          superpixel="grid", n_segments=16)
+      >>> phi.shape, f_none.shape, segments.shape
+      ((2, 16), (2,), (2, 64, 64))
+    """
     _, phi, f0, seg = _surrogate(
         "shap", model, params, images, target, segments=segments, superpixel=superpixel,
         n_segments=n_segments, samples=samples, baseline=baseline, key=key,
@@ -279,6 +348,28 @@ def kernel_shap(
     Args as :func:`lime`; ``samples`` counts the empty and full coalitions (rows 0 and 1)
     plus coalition/complement pairs; ``ridge`` is relative to the mean diagonal of the normal
     equations (a tiny value only for numerical safety).
+
+    Args:
+      model, params: the model and its parameters.
+      images: ``[N, H, W, C]`` images in the model's value range.
+      target: a class index or label, one per image, ``"predicted"`` or an objective.
+      segments: ``[N, H, W]`` superpixel labels (None: :func:`superpixels` with
+        ``superpixel`` and ``n_segments``).
+      superpixel, n_segments: see :func:`superpixels`.
+      samples: perturbed copies per image.
+      baseline: what a hidden superpixel shows (``"mean"``, ``"blur"``, a number or an array).
+      ridge: ridge penalty of the linear fit.
+      key: ``jax.random`` key or int seed of the sampled coalitions.
+      batch_size: perturbed copies per forward pass.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import kernel_shap
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> kernel_shap(model, model.params, images, target=3, samples=32, n_segments=8).shape
+      (2, 64, 64)
     """
     maps, *_ = _surrogate(
         "shap", model, params, images, target, segments=segments, superpixel=superpixel,
