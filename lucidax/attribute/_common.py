@@ -123,7 +123,8 @@ def reduce_channels(raw: Any, reduce: str = "sum") -> jax.Array:
       >>> import numpy as np
       >>> from lucidax.attribute import reduce_channels
       >>> raw = np.stack([np.ones((1, 2, 2)), -3 * np.ones((1, 2, 2))], axis=-1)
-      >>> reduce_channels(raw, "sum")[0, 0, 0].item(), reduce_channels(raw, "max_abs")[0, 0, 0].item()
+      >>> total, peak = reduce_channels(raw, "sum"), reduce_channels(raw, "max_abs")
+      >>> float(total[0, 0, 0]), float(peak[0, 0, 0])
       (-2.0, 3.0)
     """
     return REDUCTIONS[check_reduce(reduce)](jnp.asarray(raw))
