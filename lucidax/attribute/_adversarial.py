@@ -54,6 +54,16 @@ class AttackResult:
         objective) on the clean and on the adversarial images.
       pred_before, pred_after: ``[N]`` predicted classes (None without a logits layer).
       eps, norm, steps, targeted: the attack's settings.
+
+    Example:
+      >>> from lucidax.attribute import pgd
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> result = pgd(model, model.params, images, target="predicted", eps=8 / 255, steps=5)
+      >>> result.adversarial.shape, result.success.shape, bool(result.linf.max() <= 8 / 255 + 1e-6)
+      ((2, 64, 64, 3), (2,), True)
     """
 
     adversarial: np.ndarray
@@ -162,6 +172,16 @@ def pgd(
       random_start: start from a uniform random point of the ball.
       change: for Objective targets, the relative score change that counts as success.
       key: ``jax.random`` key or int seed of the random start.
+
+    Example:
+      >>> from lucidax.attribute import pgd
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> result = pgd(model, model.params, images, target="predicted", eps=0.03, norm="l2")
+      >>> result.adversarial.shape, result.l2.shape
+      ((2, 64, 64, 3), (2,))
     """
     _check(norm, eps, steps)
     images = check_images(model, images)
@@ -266,7 +286,26 @@ def fgsm(
     model: Model, params: Any, images: Any, target: Any, *, eps: float, norm: str = "linf",
     targeted: bool = False, change: float = 0.5,
 ) -> AttackResult:
-    """The fast gradient (sign) method: one step of size ``eps`` (see :func:`pgd`)."""
+    """The fast gradient (sign) method: one step of size ``eps`` (see :func:`pgd`).
+
+    Args:
+      model, params: the model and its parameters.
+      images: ``[N, H, W, C]`` images in the model's value range.
+      target: a class (int), one class per image (e.g. the true labels), or an Objective.
+      norm: ``"linf"`` or ``"l2"`` (:data:`NORMS`).
+      targeted: push towards ``target`` instead of away from it.
+      change: for Objective targets, the relative score change that counts as success.
+      eps: the step size (the radius of the ball).
+
+    Example:
+      >>> from lucidax.attribute import fgsm
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> fgsm(model, model.params, images, target="predicted", eps=4 / 255).adversarial.shape
+      (2, 64, 64, 3)
+    """
     return pgd(model, params, images, target, eps=eps, norm=norm, steps=1, step_size=eps,
                targeted=targeted, random_start=False, change=change)
 
@@ -285,7 +324,29 @@ def eps_needed(
     key: Any = 0,
 ) -> np.ndarray:
     """Per image, the smallest ``eps`` of ``eps_grid`` at which :func:`pgd` succeeds
-    (0 when the clean image already counts as adversarial, ``inf`` when none does)."""
+    (0 when the clean image already counts as adversarial, ``inf`` when none does).
+
+    Args:
+      model, params: the model and its parameters.
+      images: ``[N, H, W, C]`` images in the model's value range.
+      target: a class (int), one class per image (e.g. the true labels), or an Objective.
+      norm: ``"linf"`` or ``"l2"`` (:data:`NORMS`).
+      targeted: push towards ``target`` instead of away from it.
+      change: for Objective targets, the relative score change that counts as success.
+      eps_grid: the radii tried, smallest first.
+      steps: PGD steps per radius.
+      key: ``jax.random`` key or int seed of the random starts.
+
+    Example:
+      >>> from lucidax.attribute import eps_needed
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> eps = eps_needed(model, model.params, images, "predicted", eps_grid=(0.01, 0.1), steps=3)
+      >>> eps.shape
+      (2,)
+    """
     grid = sorted(float(e) for e in np.ravel(eps_grid))
     if not grid:
         raise ValueError("eps_grid is empty")

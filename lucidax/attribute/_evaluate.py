@@ -56,6 +56,17 @@ class CurveResult:
       fractions: ``[T]`` share of the pixels removed / inserted, 0 .. 1.
       scores: ``[N, T]`` the target score at each fraction.
       auc: ``[N]`` area under each curve (trapezoid over ``fractions``).
+
+    Example:
+      >>> from lucidax.attribute import deletion_curve, vanilla_gradient
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> maps = vanilla_gradient(model, model.params, images, target=3)
+      >>> curve = deletion_curve(model, model.params, images, maps, target=3, steps=8)
+      >>> curve.mode, curve.fractions.shape, curve.scores.shape, curve.auc.shape
+      ('deletion', (9,), (2, 9), (2,))
     """
 
     mode: str
@@ -129,6 +140,19 @@ def deletion_curve(
         ``"blur"`` or an array like the images.
       score: ``"probability"`` (softmax of the logits, class targets) or ``"logit"`` (the
         raw score; Objectives always use their raw value).
+      model, params: the model and its parameters.
+      batch_size: perturbed copies per forward pass.
+
+    Example:
+      >>> from lucidax.attribute import deletion_curve, vanilla_gradient
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> maps = vanilla_gradient(model, model.params, images, target=3)
+      >>> curve = deletion_curve(model, model.params, images, maps, target=3, steps=8)
+      >>> bool(np.all((curve.auc >= 0) & (curve.auc <= 1)))
+      True
     """
     return _curve("deletion", model, params, images, maps, target, steps=steps,
                   baseline=baseline, score=score, batch_size=batch_size)
@@ -140,6 +164,26 @@ def insertion_curve(
 ) -> CurveResult:
     """Start from ``baseline`` (default: a blurred copy, as in RISE) and insert the most
     important pixels first; higher AUC = more faithful map. Options as :func:`deletion_curve`.
+
+    Args:
+      model, params: the model and its parameters.
+      images: ``[N, H, W, C]`` images.
+      maps: ``[N, H, W]`` attribution maps (higher = more important).
+      target: a class index or label, one per image, ``"predicted"`` or an objective.
+      steps: number of equal chunks of pixels inserted.
+      baseline: the start image (``"blur"``, ``"mean"``, a number or an array).
+      score: ``"probability"`` or ``"logit"``.
+      batch_size: perturbed copies per forward pass.
+
+    Example:
+      >>> from lucidax.attribute import insertion_curve, random_map
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> maps = random_map(model, model.params, images)
+      >>> insertion_curve(model, model.params, images, maps, target=3, steps=8).scores.shape
+      (2, 9)
     """
     return _curve("insertion", model, params, images, maps, target, steps=steps,
                   baseline=baseline, score=score, batch_size=batch_size)
@@ -153,7 +197,18 @@ def _rank(x: np.ndarray) -> np.ndarray:
 
 def spearman(a: Any, b: Any) -> np.ndarray:
     """Spearman rank correlation of each pair of maps ``[N, ...]`` -> ``[N]`` (NaN when a map
-    is constant)."""
+    is constant).
+
+    Args:
+      a, b: ``[N, ...]`` maps, compared pairwise.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.attribute import spearman
+      >>> a = np.arange(16.0).reshape(1, 4, 4)
+      >>> spearman(a, a ** 2).tolist(), spearman(a, -a).tolist()
+      ([1.0], [-1.0])
+    """
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"maps must have the same shape, got {a.shape} and {b.shape}")
@@ -169,7 +224,19 @@ def spearman(a: Any, b: Any) -> np.ndarray:
 def ssim(a: Any, b: Any, *, window: int = 7) -> np.ndarray:
     """Structural similarity of each pair of maps ``[N, H, W]`` after scaling each map to
     [0, 1] (min-max) -> ``[N]`` (:func:`lucidax.visualize.ssim`: Wang et al. 2004, uniform
-    ``window x window`` window, scikit-image's conventions)."""
+    ``window x window`` window, scikit-image's conventions).
+
+    Args:
+      a, b: ``[N, H, W]`` maps, compared pairwise.
+      window: the side of the uniform window.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.attribute import ssim
+      >>> a = np.random.default_rng(0).random((2, 16, 16))
+      >>> ssim(a, a).round(3).tolist()
+      [1.0, 1.0]
+    """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(f"ssim needs two [N, H, W] stacks of the same shape; got {a.shape}, "
@@ -200,6 +267,17 @@ def randomize_params(params: Mapping[str, Any], groups: Sequence[str], key: Any 
     ``key``: an int seed or a ``jax.random`` key; group ``groups[i]`` gets the same draw for
     the same key and position, so cascading stages extend each other. (Drawn with NumPy:
     compiling JAX's generator for every parameter shape costs seconds on CPU.)
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import randomize_params
+      >>> params = lm.load("starter").params
+      >>> new = randomize_params(params, ["logits"], key=1)
+      >>> bool(np.array_equal(new["conv1"]["kernel"], params["conv1"]["kernel"]))
+      True
+      >>> bool(np.array_equal(new["logits"]["kernel"], params["logits"]["kernel"]))
+      False
     """
     if isinstance(key, (int, np.integer)):
         seed = [int(key)]
@@ -230,6 +308,17 @@ class RandomizationResult:
         randomized (``("logits", "conv5", ...)``).
       spearman, spearman_abs, ssim: ``{method: [S, N]}`` per stage and image (rank
         correlation of the maps, of their absolute values, SSIM of the min-max scaled maps).
+
+    Example:
+      >>> from lucidax.attribute import randomization_check
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> result = randomization_check(model, model.params, images, 3, ["gradient"],
+      ...                              groups=["logits", "conv5"])
+      >>> result.stages, result.spearman["gradient"].shape
+      (('logits', 'conv5'), (2, 2))
     """
 
     stages: tuple[str, ...]
@@ -268,6 +357,20 @@ def randomization_check(
         ``params``, from the output back to the input).
       options: ``{method: {option: value}}`` passed to each method.
       key: ``jax.random`` key or int seed of the new weights.
+      model, params: the model and its trained parameters.
+      images: ``[N, H, W, C]`` images.
+      target: a class index or label, one per image, ``"predicted"`` or an objective.
+
+    Example:
+      >>> from lucidax.attribute import randomization_check
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> result = randomization_check(model, model.params, images, 3, ["gradient"],
+      ...                              groups=["logits", "conv5"])
+      >>> sorted(result.ssim), result.ssim["gradient"].shape
+      (['gradient'], (2, 2))
     """
     fns = ({m: get_method(m) for m in methods} if not isinstance(methods, Mapping)
            else dict(methods))
