@@ -42,7 +42,20 @@ def _as_maps(maps: Any) -> np.ndarray:
 def normalize_maps(maps: Any, *, signed: bool | None = None, percentile: float = 99.0
                    ) -> tuple[np.ndarray, bool]:
     """``(scaled, signed)``: each map divided by the ``percentile`` of ``|map|`` and clipped
-    to ``[-1, 1]`` (signed) or ``[0, 1]``. ``signed=None``: signed when any value is < 0."""
+    to ``[-1, 1]`` (signed) or ``[0, 1]``. ``signed=None``: signed when any value is < 0.
+
+    Args:
+      maps: ``[N, H, W]`` maps.
+      signed: keep the sign (None: when any value is negative).
+      percentile: the percentile of ``|map|`` that maps to 1.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.attribute import normalize_maps
+      >>> scaled, signed = normalize_maps(np.linspace(-2, 2, 9).reshape(1, 3, 3), percentile=100)
+      >>> signed, float(scaled.min()), float(scaled.max())
+      (True, -1.0, 1.0)
+    """
     arr = _as_maps(maps)
     if signed is None:
         signed = bool((arr < 0).any())
@@ -54,7 +67,18 @@ def normalize_maps(maps: Any, *, signed: bool | None = None, percentile: float =
 
 
 def colorize(values: Any, cmap: str) -> np.ndarray:
-    """``[..., 3]`` RGB of ``values`` in ``[0, 1]`` through a matplotlib colormap."""
+    """``[..., 3]`` RGB of ``values`` in ``[0, 1]`` through a matplotlib colormap.
+
+    Args:
+      values: an array in [0, 1].
+      cmap: a matplotlib colormap name.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.attribute import colorize
+      >>> colorize(np.zeros((2, 4)), "gray").shape, colorize(np.ones(1), "gray").round(2).tolist()
+      ((2, 4, 3), [[1.0, 1.0, 1.0]])
+    """
     import matplotlib
 
     try:
@@ -72,6 +96,22 @@ def overlay(images: Any, maps: Any, *, cmap: str | None = None, alpha: float = 0
 
     ``images`` float ``[N, H, W, C]`` in ``[0, 1]`` (grayscale is repeated to RGB); ``cmap``
     defaults to ``bwr`` for signed maps and ``inferno`` for unsigned ones.
+
+    Args:
+      images: ``[N, H, W, C]`` in [0, 1].
+      maps: ``[N, H, W]`` maps (normalized with :func:`normalize_maps`).
+      cmap: a matplotlib colormap (see above).
+      alpha: the maps' opacity where they are strongest.
+      signed: see :func:`normalize_maps`.
+
+    Example:
+      >>> from lucidax.attribute import overlay
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> images = rng.random((2, 32, 32, 3), dtype=np.float32)
+      >>> maps = {"gradient": rng.random((2, 32, 32)), "ig": rng.normal(size=(2, 32, 32))}
+      >>> overlay(images, maps["ig"]).shape
+      (2, 32, 32, 3)
     """
     img = np.asarray(images, np.float32)
     if img.ndim == 3:
@@ -124,7 +164,27 @@ def legend_css(signed: bool, *, cmap: str | None = None, stops: int = 11) -> str
 def attribution_grid(images: Any, maps: Mapping[str, Any], *, pad: int = 2,
                      overlay_maps: bool = True, cmap: str | None = None) -> np.ndarray:
     """One image: a row per image, columns = the image, then each method's map (overlaid on
-    the image, or the bare colormapped map with ``overlay_maps=False``)."""
+    the image, or the bare colormapped map with ``overlay_maps=False``).
+
+    Args:
+      images: ``[N, H, W, C]`` images in [0, 1].
+      maps: ``{method: [N, H, W]}``.
+      pad: pixels between cells.
+      overlay_maps: blend each map over its image (False: the colormapped map alone).
+      cmap: a matplotlib colormap (default: ``bwr`` for signed maps, ``inferno`` otherwise).
+
+    Returns:
+      ``[rows, cols, 3]`` float image.
+
+    Example:
+      >>> from lucidax.attribute import attribution_grid
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> images = rng.random((2, 32, 32, 3), dtype=np.float32)
+      >>> maps = {"gradient": rng.random((2, 32, 32)), "ig": rng.normal(size=(2, 32, 32))}
+      >>> attribution_grid(images, maps).shape
+      (70, 104, 3)
+    """
     img = np.asarray(images, np.float32)
     if img.shape[-1] == 1:
         img = np.repeat(img, 3, axis=-1)
@@ -146,7 +206,27 @@ def save_figure(path: str | os.PathLike, images: Any, maps: Mapping[str, Any], *
                 dpi: int = 100, cell: float = 1.3) -> None:
     """Atomically write a matplotlib figure (PNG/SVG/PDF by extension): the image grid of
     :func:`attribution_grid` with a title over each column, a label left of each row and,
-    under each method's column, a colour bar of its map's scale (see the module docstring)."""
+    under each method's column, a colour bar of its map's scale (see the module docstring).
+
+    Args:
+      path: the figure file.
+      images: ``[N, H, W, C]`` images in [0, 1].
+      maps: ``{method: [N, H, W]}``.
+      titles: column titles (default: "image" and the method names).
+      row_labels: a label per image.
+      dpi: the figure's resolution.
+      cell: inches per cell.
+
+    Example:
+      >>> from lucidax.attribute import save_figure
+      >>> import numpy as np
+      >>> rng = np.random.default_rng(0)
+      >>> images = rng.random((2, 32, 32, 3), dtype=np.float32)
+      >>> maps = {"gradient": rng.random((2, 32, 32)), "ig": rng.normal(size=(2, 32, 32))}
+      >>> save_figure("figure.png", images, maps, row_labels=["a", "b"])
+      >>> import os; os.path.getsize("figure.png") > 0
+      True
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)

@@ -41,13 +41,28 @@ baseline)."""
 
 
 def method_names() -> tuple[str, ...]:
-    """The registered method names, in the order of :data:`METHODS`."""
+    """The registered method names, in the order of :data:`METHODS`.
+
+    Example:
+      >>> from lucidax.attribute import method_names
+      >>> "gradcam" in method_names() and "lime" in method_names()
+      True
+    """
     return tuple(METHODS)
 
 
 def get_method(name: str) -> Callable[..., Any]:
     """The attribution function registered as ``name`` (see :data:`METHODS`); ValueError with
-    the valid names (and close matches) for anything else."""
+    the valid names (and close matches) for anything else.
+
+    Args:
+      name: a method name (:func:`method_names`).
+
+    Example:
+      >>> from lucidax.attribute import get_method, integrated_gradients
+      >>> get_method("ig") is integrated_gradients
+      True
+    """
     if name not in METHODS:
         raise ValueError(suggest(name, tuple(METHODS), what="attribution method"))
     return METHODS[name]

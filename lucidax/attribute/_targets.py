@@ -56,6 +56,21 @@ def target_classes(
     indices or labels, or ``"predicted"`` / None (each image's top class: needs ``params`` and
     ``images``). Raises ``ValueError`` for a model without a logit layer, an unknown label,
     a class out of range or a sequence of the wrong length; ``TypeError`` for anything else.
+
+    Args:
+      model: the :class:`lucidax.models.Model`.
+      target: see above.
+      n: number of images.
+      params, images: for ``"predicted"``.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import target_classes
+      >>> model = lm.load("efficientnet_lite0")
+      >>> target_classes(model, "Egyptian cat", 2).tolist()
+      [285, 285]
+      >>> target_classes(model, [1, 2], 2).tolist()
+      [1, 2]
     """
     if isinstance(target, Objective):
         return None
@@ -123,6 +138,19 @@ def resolve_target(
     per image. Raises ``ValueError`` for a model without a logit layer (class targets), an
     unknown class or layer (with the valid choices), or a per-image target of the wrong
     length.
+
+    Args:
+      model: the :class:`lucidax.models.Model`.
+      target: a class index or label, ``n`` of them, ``"predicted"`` or an objective.
+      n: number of images.
+      params, images: for ``"predicted"``.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import resolve_target
+      >>> layers, score = resolve_target(lm.load("starter"), 3, 2)
+      >>> layers
+      ('logits',)
     """
     classes = target_classes(model, target, n, params=params, images=images)
     # a class target is always given one class per image: a class for every image and one
