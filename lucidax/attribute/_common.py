@@ -64,6 +64,16 @@ class Attribution:
       baseline_scores: ``[N]`` the target's value at each baseline image (integrated
         gradients), else None.
       method: the method's name.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import vanilla_gradient
+      >>> model = lm.load("starter")
+      >>> images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> result = vanilla_gradient(model, model.params, images, target=3, return_raw=True)
+      >>> result.maps.shape, result.raw.shape, result.scores.shape
+      ((2, 64, 64), (2, 64, 64, 3), (2,))
     """
 
     maps: jax.Array

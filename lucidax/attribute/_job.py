@@ -69,6 +69,14 @@ class AttributeRun:
         (empty when ``evaluate=False``).
       files: ``{kind: path}`` written.
       table: printable summary.
+
+    Example:
+      >>> from lucidax.attribute import AttributeJob, run_attribute
+      >>> job = AttributeJob(model="starter", methods="gradient,gradcam", n=2, steps=4,
+      ...                    out="attribute-out")
+      >>> run = run_attribute(job, progress=False)
+      >>> run.targets.shape, sorted(run.metrics["gradient"])[:2]
+      ((2,), ['deletion_auc', 'insertion_auc'])
     """
 
     out: str
@@ -82,12 +90,29 @@ class AttributeRun:
 def load_images(spec: str | os.PathLike, model: Model, *, n: int = 8, seed: int = 0) -> _Images:
     """Resolve an ``--images`` argument: ``"auto"`` (the model's images:
     ``builtin:starter:test`` for the starter model, ``builtin:photos`` for other RGB models;
-    :func:`lucidax.models.photos.resolve_auto`), ``builtin:starter[:test|:train]`` (the
+    ``lucidax.models.photos.resolve_auto``), ``builtin:starter[:test|:train]`` (the
     starter dataset, with digit labels), ``builtin:photos[:<source>]`` (crops of real photos,
-    :mod:`lucidax.models.photos`: the first ``n`` of a seeded deal, which starts with each
+    ``lucidax.models.photos``: the first ``n`` of a seeded deal, which starts with each
     source's whole photo; no class labels), a folder of image files, one image file, or a
     ``.npy`` array ``[N, H, W, C]`` in ``[0, 1]``. Files and photos are centre-cropped and
-    resized to the model's input side (224 when it has none); at most ``n`` images are used."""
+    resized to the model's input side (224 when it has none); at most ``n`` images are used.
+
+    Args:
+      spec: the ``--images`` argument (above).
+      model: the :class:`lucidax.models.Model` the images are for (its input side).
+      n: at most this many images.
+      seed: the draw of built-in images.
+
+    Returns:
+      An object with ``images`` (``[N, H, W, C]`` float32 in [0, 1]) and ``names``.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax.attribute import load_images
+      >>> loaded = load_images("builtin:starter:test", lm.load("starter"), n=3)
+      >>> loaded.images.shape
+      (3, 64, 64, 3)
+    """
     s = os.fspath(spec)
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
@@ -157,7 +182,16 @@ def _load_npy(path: str) -> np.ndarray:
 def parse_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     """``["occlusion.patch=16", "ig.steps=64", "lime.baseline=blur"]`` ->
     ``{"occlusion": {"patch": 16}, ...}`` (values parsed as JSON when they are, else kept as
-    strings). The method names are checked against the registry."""
+    strings). The method names are checked against the registry.
+
+    Args:
+      items: ``METHOD.KEY=VALUE`` strings (the ``--option`` flags), or None.
+
+    Example:
+      >>> from lucidax.attribute import parse_options
+      >>> parse_options(["occlusion.patch=16", "lime.baseline=blur"])
+      {'occlusion': {'patch': 16}, 'lime': {'baseline': 'blur'}}
+    """
     import json
 
     out: dict[str, dict[str, Any]] = {}
@@ -273,6 +307,14 @@ class AttributeJob:
       steps: points of the deletion / insertion curves.
       options: ``{method: {option: value}}`` passed to the methods (``--option
         METHOD.KEY=VALUE``, see :func:`parse_options`).
+
+    Example:
+      >>> from lucidax.attribute import AttributeJob, run_attribute
+      >>> job = AttributeJob(model="starter", methods="gradient,gradcam", n=2, steps=4,
+      ...                    out="attribute-out")
+      >>> run = run_attribute(job, progress=False)
+      >>> sorted(run.maps), run.maps["gradcam"].shape
+      (['gradcam', 'gradient', 'random'], (2, 64, 64))
     """
 
     model: str | Model = flag("starter", "registered model name")
@@ -309,7 +351,23 @@ class AttributeJob:
 
 @staged
 def run_attribute(job: AttributeJob, *, progress: bool = True) -> AttributeRun:
-    """Run ``job`` (see :class:`AttributeJob`): ``lucidax attribute``."""
+    """Run ``job`` (see :class:`AttributeJob`): ``lucidax attribute``.
+
+    Args:
+      job: an :class:`AttributeJob`.
+      progress: show tqdm progress bars.
+
+    Returns:
+      An :class:`AttributeRun`.
+
+    Example:
+      >>> from lucidax.attribute import AttributeJob, run_attribute
+      >>> job = AttributeJob(model="starter", methods="gradient,gradcam", n=2, steps=4,
+      ...                    out="attribute-out")
+      >>> run = run_attribute(job, progress=False)
+      >>> run.out, "gradient" in run.table
+      ('attribute-out', True)
+    """
     from .._compile_cache import enable_for_job  # on unless turned off: see there
 
     enable_for_job()
