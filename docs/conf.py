@@ -84,7 +84,9 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(optional|callable|array|array-like|pytree|default .*)"),
     (r"py:.*", r"_pickle\..*"),
     # type aliases of lucidax's annotations (documented in prose where they are used)
-    (r"py:class", r"(ApplyFn|Params|Acts)"),
+    (r"py:class", r"(ApplyFn|Params|Acts|ScoreFn)"),
+    # private helper types in return annotations (``_Data``, ``_Images``): plain text
+    (r"py:class", r"(.*\.)?_[A-Za-z]\w*"),
 ]
 
 html_theme = "furo"

@@ -76,7 +76,7 @@ def guided_backprop(
     backward pass replaced by ``g * (x > 0) * (g > 0)`` (only positive gradients through
     active units). ReLU6 (``jax.nn.relu6``, ``jnp.clip(x, 0, 6)``, ``min(max(x, 0), 6)``;
     any cap) passes ``g * (0 < x < 6) * (g > 0)``: it is evaluated as ``min(guided_relu(x),
-    6)`` (see :func:`lucidax.models.hooks.apply_with_relu`). Identical to
+    6)`` (see :func:`lucidax.models.apply_with_relu`). Identical to
     :func:`vanilla_gradient` on a network without ReLUs.
 
     Args:

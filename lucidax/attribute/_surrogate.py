@@ -228,7 +228,7 @@ def lime_coefficients(
     kernel_width: float = 0.25, ridge: float = 1.0, key: Any = 0, batch_size: int = 128,
 ) -> tuple[jax.Array, jax.Array, np.ndarray]:
     """LIME's per-superpixel weights: ``(coef [N, K_max], intercept [N], segments [N, H, W])``
-    (``coef[i, k]`` is 0 for ``k >= `` image i's number of superpixels). Options as
+    (``coef[i, k]`` is 0 for ``k`` at or past image i's number of superpixels). Options as
     :func:`lime`.
 
     Args:

@@ -171,7 +171,8 @@ def _listing_key(lst: _Listing) -> str:
 class ImageSet:
     """A named pool of images with a cache identity; the pixels are produced only on demand.
 
-    Build with :meth:`from_array`, :meth:`from_folder`, :meth:`starter` or :meth:`photos`.
+    Build with ``ImageSet.from_array``, ``ImageSet.from_folder``,
+    ``ImageSet.starter`` or ``ImageSet.photos``.
 
     Attributes:
       name: a readable name (for messages and reports).
@@ -243,7 +244,7 @@ class ImageSet:
     def starter(cls, n: int, *, split: str = "test", seed: int = 0,
                 fixed: Mapping[str, int | str] | None = None,
                 name: str | None = None) -> ImageSet:
-        """``n`` images of the starter dataset (:func:`lucidax.models.starter.dataset`), with
+        """``n`` images of the starter dataset (``lucidax.models.starter.dataset``), with
         the label families in ``fixed`` held fixed (a concept) and the others random."""
         from lucidax.models import starter
 
@@ -275,7 +276,7 @@ class ImageSet:
     def photos(cls, n: int, *, side: int | None = None, channels: int = 3, seed: int = 0,
                sources: Sequence[str] | None = None, name: str | None = None) -> ImageSet:
         """``n`` crops of the photos shipped in installed packages
-        (:func:`lucidax.models.photos.photos`, at ``side`` px, default 224), of every source
+        (``lucidax.models.photos.photos``, at ``side`` px, default 224), of every source
         or of ``sources`` only."""
         from lucidax.models import photos as ph
 
@@ -334,7 +335,7 @@ def load_data(data: str | os.PathLike, *, n: int = 2000, seed: int = 0,
     """Resolve a ``--data`` argument: ``builtin:starter[:train|:test]`` (the starter model's
     dataset, default split ``test``: images the model was not trained on),
     ``builtin:photos[:<source>]`` (``n`` crops of the photos shipped in installed packages,
-    :mod:`lucidax.models.photos`, at ``side`` px, default 224, with one label family
+    ``lucidax.models.photos``, at ``side`` px, default 224, with one label family
     ``source``: the photo each crop comes from) or a folder / CSV.
 
     Args:

@@ -500,7 +500,7 @@ def _resolve_layers(model: Model, layers: Any) -> tuple[tuple[str, ...], dict[st
 
 
 def _check_memory(model: Model, source: Any, names: tuple[str, ...], batch_size: int) -> None:
-    """Refuse a dissection whose batches cannot fit in memory (:mod:`lucidax._memory`): a
+    """Refuse a dissection whose batches cannot fit in memory (``lucidax._memory``): a
     batch through the model (as a feature extraction), its units' maps upsampled to the mask
     size (float and mask, 8 bytes a value) and the batch's concept masks (4 bytes a value)."""
     from lucidax._memory import check_memory, estimate_extraction
@@ -543,7 +543,7 @@ def dissect(
       iou_threshold: a unit is a detector of its best concept when IoU >= this.
       quantile_passes: 3 (exact thresholds), 2 (relative error < 2^-15) or 1 (< 2^-3).
       batch_size: images per jitted step (the last batch is zero-padded, never counted).
-      memory_check: raise :class:`lucidax._memory.InsufficientMemoryError` (a ValueError)
+      memory_check: raise ``lucidax._memory.InsufficientMemoryError`` (a ValueError)
         before any pass over the data when a batch's estimated memory need exceeds the
         available memory; False: try anyway.
       progress: show tqdm progress bars.

@@ -39,7 +39,7 @@ class DissectJob:
       weights: checkpoint path (None: the model's default weights; only with a name).
       layers: ``"all"`` (every conv layer except ``*_pre_relu``) or comma-separated names.
       data: ``"auto"`` (``builtin:starter`` for the starter model; any other model needs a
-        folder: ValueError, see :func:`lucidax.models.photos.resolve_auto`),
+        folder: ValueError, see ``lucidax.models.photos.resolve_auto``),
         ``builtin:starter[:train|:test]`` (default split test) or a folder ``images/`` +
         ``masks/<concept>/`` (see :func:`lucidax.probes.dissect`).
       n, seed: number of images and seed of the builtin data.

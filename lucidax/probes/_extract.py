@@ -487,7 +487,7 @@ def extract(
         cache an iterable source).
       progress: show a tqdm progress bar.
       workers: threads decoding folder images.
-      memory_check: raise :class:`lucidax._memory.InsufficientMemoryError` (a ValueError)
+      memory_check: raise ``lucidax._memory.InsufficientMemoryError`` (a ValueError)
         before running the model or writing anything when the estimated memory need (a
         batch through the model and the stored features) exceeds the available memory;
         False: try anyway.
@@ -652,7 +652,7 @@ def extract(
 
 def _check_memory(model: Model, names: tuple[str, ...], red, batch_size: int,
                   size: int | None, n_total: int | None, data: Any) -> None:
-    """Refuse an extraction that cannot fit in memory (:mod:`lucidax._memory`)."""
+    """Refuse an extraction that cannot fit in memory (``lucidax._memory``)."""
     from lucidax._memory import check_memory, estimate_extraction
 
     side = size or (max(np.shape(data)[1:3]) if hasattr(data, "shape") and np.ndim(data) == 4

@@ -37,7 +37,7 @@ class ProbeJob:
       weights: checkpoint path (None: the model's default weights; only with a name).
       layers: ``"all"`` (every layer except ``*_pre_relu``), or comma-separated names.
       data: ``"auto"`` (the model's data: ``builtin:starter`` for the starter model,
-        ``builtin:photos`` for other RGB models; :func:`lucidax.models.photos.resolve_auto`),
+        ``builtin:photos`` for other RGB models; ``lucidax.models.photos.resolve_auto``),
         ``builtin:starter[:train|:test]``, ``builtin:photos[:<source>]`` (crops of real
         photos at the model's input side; label family ``source``), an image folder (one
         sub-folder per class, or a ``labels.csv``), or a CSV ``filename,label[,...]``.

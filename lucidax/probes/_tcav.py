@@ -237,7 +237,7 @@ def tcav(
       target_class: the class (logit index or label).
       layers: layer names (or a comma-separated string).
       runs: concept runs and random-vs-random runs (the paper: 10-500; >= 20 recommended).
-      reduce: CAV feature space, ``"mean"`` or ``"flatten"`` (:mod:`lucidax.probes._tcav`).
+      reduce: CAV feature space, ``"mean"`` or ``"flatten"`` (``lucidax.probes._tcav``).
       correction: ``"holm"`` (family-wise), ``"bh"`` (false discovery rate),
         ``"bonferroni"`` or ``"none"``, over every (concept, layer) test of this class.
       alpha: significance level of ``p_adj``.
@@ -355,8 +355,8 @@ def tcav_from_features(
       random: ``{layer: features [N_r, D_l]}`` of the random pool.
       gradients: ``{layer: [N_t, D_l]}``: gradient of the class logit at each class input in
         the same feature space (:func:`layer_gradients`); its keys are the layers tested.
-      runs, n_concept, n_random, correction, alpha, equal_var, lam, cav_test_size, cav,
-        seed: as in :func:`tcav`.
+      runs, n_concept, n_random, correction, alpha, equal_var: as in :func:`tcav`.
+      lam, cav_test_size, cav, seed: as in :func:`tcav`.
       target, target_index, reduce: only recorded in the results.
       stats: if given, filled with timings.
 

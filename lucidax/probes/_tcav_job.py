@@ -40,11 +40,11 @@ class TCAVJob:
       concepts: each ``family:value`` (starter images with that family fixed, e.g.
         ``color:red``, ``background:grass``, ``position:top-left``, ``size:large``), a folder
         of concept images, or ``name=folder``; a comma-separated string or a sequence.
-      target_class: class index or label (starter: ``"0"``..``"9"``).
+      target_class: class index or label (starter: ``"0"`` to ``"9"``).
       random: ``"auto"`` (``builtin:starter`` for the starter model, ``builtin:photos`` for
-        other RGB models; :func:`lucidax.models.photos.resolve_auto`),
+        other RGB models; ``lucidax.models.photos.resolve_auto``),
         ``builtin:starter[:split]`` (random starter images), ``builtin:photos`` (random crops
-        of real photos, :mod:`lucidax.models.photos`, at the model's input side) or a folder.
+        of real photos, ``lucidax.models.photos``, at the model's input side) or a folder.
       targets: ``"auto"`` (``builtin:starter`` for the starter model; for other RGB models
         ``builtin:photos``: crops of every photo, whatever the class, as stand-ins for
         natural inputs: the score is then the share of photos whose class logit rises along
@@ -60,7 +60,7 @@ class TCAVJob:
         trained on).
       seed: data and run-set seed.
       out: output folder, None: write nothing.
-      cache_dir: feature + gradient cache (default ``<out>/cache``): a second run reuses it.
+      cache_dir: feature + gradient cache (default ``<out>/cache``; a second run reuses it).
       batch_size: forward/backward batch.
       memory_check: refuse a feature extraction that cannot fit in memory.
 
