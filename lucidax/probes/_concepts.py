@@ -25,7 +25,7 @@ class ConceptBatch:
     Attributes:
       images: float32 ``[B, H, W, C]`` in the model's value range.
       masks: bool ``[B, Hm, Wm, n_concepts]`` (None when masks were not asked for).
-      labeled: bool ``[B, n_concepts]``: image b counts for concept c (see ``lucidax.probes._dissect``).
+      labeled: bool ``[B, n_concepts]``: image b counts for concept c (see :func:`dissect`).
 
     Example:
       >>> from lucidax.probes import StarterConcepts
@@ -227,7 +227,8 @@ class StarterConcepts:
 
 # -- user folders ------------------------------------------------------------------------------
 class FolderConcepts:
-    """``root/images/<name>.<ext>`` + ``root/masks/<concept>/<name>.<ext>`` (``lucidax.probes._dissect``).
+    """``root/images/<name>.<ext>`` + ``root/masks/<concept>/<name>.<ext>`` (see
+    :func:`dissect`).
 
     Args:
       root: the folder (layout above; masks are images, non-zero where the concept is).
