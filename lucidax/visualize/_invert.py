@@ -11,7 +11,7 @@
 Both build one :class:`~lucidax.visualize.objectives.Objective` and call
 :func:`~lucidax.visualize.render` (its parameterizations, transforms and jitted loop).
 The target activations are computed once, before the loop, and enter the objective as array
-leaves (:func:`~lucidax.visualize.objectives.activation_match`), so other images of the same
+leaves (:func:`~lucidax.visualize.activation_match`), so other images of the same
 size reuse the compiled program.
 
 **Several layers in one call.** Two layouts give the same images (row ``r = i * L + l``,
@@ -437,7 +437,7 @@ def invert(
 ) -> InversionResult:
     """Reconstruct ``images`` from their activations at ``layer`` (one or several layers).
 
-    Starts from noise and maximizes :func:`~lucidax.visualize.objectives.activation_match`
+    Starts from noise and maximizes :func:`~lucidax.visualize.activation_match`
     (the targets are the originals' activations, computed once) minus the ``priors``.
 
     Args:
@@ -460,7 +460,7 @@ def invert(
         the ``images x layers`` batch; None: one render below 64 steps, else one per layer
         (faster on the starter model; same images either way; see the module docstring).
       progress: show a progress bar.
-      memory_check: raise :class:`lucidax._memory.InsufficientMemoryError` (a ValueError)
+      memory_check: raise ``lucidax._memory.InsufficientMemoryError`` (a ValueError)
         before any work when the estimated memory need exceeds the available memory;
         False: try anyway.
     """
@@ -493,7 +493,7 @@ def caricature(
 ) -> InversionResult:
     """Lucid's caricature: what ``layer`` sees in each image, exaggerated.
 
-    Starts from noise and maximizes :func:`~lucidax.visualize.objectives.activation_dot`:
+    Starts from noise and maximizes :func:`~lucidax.visualize.activation_dot`:
     ``<a, t> * max(0.1, cos(a, t)) ** cossim_pow`` with ``t`` the original's activations
     raised to ``power`` (sign kept), minus the ``priors``. Unlike :func:`invert` the dot
     product is unbounded: the image is pushed to activate the original's features more
@@ -534,7 +534,7 @@ def _read_images(items: Sequence[str | os.PathLike], side: int,
     """``(images [N, side, side, C], names [N])`` of image files, ``builtin:photos[:<src>]``
     arguments (each expands to its whole photos, centre-cropped, named
     ``builtin:photos:<source>``) and ``builtin:starter[:train|:test]`` arguments (each the
-    first :data:`STARTER_IMAGES` images of that split, seed 0, named
+    first ``STARTER_IMAGES`` images of that split, seed 0, named
     ``starter-<split>-<i>``)."""
     from lucidax.models import photos, starter
 
@@ -638,19 +638,19 @@ class InvertJob:
       layers: comma-separated names (or a sequence).
       images: ``"auto"`` (the model's images: for the starter model
         ``builtin:starter:test``, for other RGB models the whole photos of the first
-        :data:`~lucidax.models.photos.AUTO_INVERT_PHOTOS` sources;
-        :func:`lucidax.models.photos.resolve_auto`), or any of: image files (centre-cropped
+        ``lucidax.models.photos.AUTO_INVERT_PHOTOS`` sources;
+        ``lucidax.models.photos.resolve_auto``), or any of: image files (centre-cropped
         and resized to ``size``), ``builtin:photos`` (every photo of
-        :mod:`lucidax.models.photos`) or ``builtin:photos:<source>`` (one of them), each
+        ``lucidax.models.photos``) or ``builtin:photos:<source>`` (one of them), each
         centre-cropped the same way, ``builtin:starter[:train|:test]`` (the first
-        :data:`STARTER_IMAGES` starter images of that split, seed 0, resized to ``size``).
+        ``STARTER_IMAGES`` starter images of that split, seed 0, resized to ``size``).
       mode: ``"invert"`` (reconstruction) or ``"caricature"``.
       loss: ``"l2"`` or ``"cosine"`` (invert only).
       size: image side (default: the model's input side, else 128).
       seed: random seed; learning_rate: Adam's; tv: total-variation weight per pixel value;
       jitter_px: random shift of up to this many px per step (:func:`shift`; 0: none).
       scale: pixel-repetition factor of the grid PNG.
-      memory_check: refuse (:class:`lucidax._memory.InsufficientMemoryError`), before
+      memory_check: refuse (``lucidax._memory.InsufficientMemoryError``), before
         reading the images or writing anything, a run whose estimated memory need exceeds
         the available memory; False (``--no-memory-check``): try anyway.
     """

@@ -272,7 +272,7 @@ def fft(
     Params: real and imaginary rfft2 coefficients ``[B, h, w//2+1, C, 2] ~ N(0, sd)`` (in a
     :class:`SizedParams`). Image: coefficients scaled by
     ``sqrt(h w) / max(|f|, 1 / max(h, w)) ** decay_power``, inverse real FFT (so the map is
-    unitary for decay 0), divided by 4, then :func:`to_valid_rgb` (decorrelation for C = 3,
+    unitary for decay 0), divided by 4, then ``to_valid_rgb`` (decorrelation for C = 3,
     sigmoid). For odd widths Lucid kept one extra column and cropped a (w+1)-wide image; here
     the ``w // 2 + 1`` coefficients of a width-``w`` image are used directly.
     """
@@ -518,7 +518,7 @@ def maco(
     image to mean 0 / std 1, then ``sigmoid`` (Horama) or ``clip(0.5 + x / 4)``.
 
     ``spectrum``: magnitude ``[H, W//2+1, C']`` (see :func:`estimate_spectrum`); default: the
-    scikit-image photo average at the image's own size (:func:`default_spectrum`). A spectrum
+    scikit-image photo average at the image's own size (``default_spectrum``). A spectrum
     of another size is resampled in frequency; with ``C' != C`` the channel mean is used.
     """
     spec = None

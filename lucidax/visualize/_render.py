@@ -428,7 +428,7 @@ def render(
       optimizer: an optax optimizer (default Adam 0.05), or a float: Adam with that learning
         rate. Pass the same optimizer object again to reuse the compiled program.
       steps: optimization steps (capped by the environment variable ``LUCIDAX_MAX_STEPS``
-        when it is set: see :func:`max_steps`).
+        when it is set: see ``lucidax.visualize.max_steps``).
       size: side (or ``(h, w)``) of the parameterized image.
       batch: number of images (default: the objective's per-image length, else 1).
       key: ``jax.random.key`` (default ``key(0)``); image ``i`` uses
@@ -450,9 +450,9 @@ def render(
         formulations that XLA:CPU runs 1.5-3x faster inside the optimization loop (same
         values up to float rounding; see ``lucidax.models.fastgrad``). False: JAX's
         standard gradients.
-      memory_check: raise :class:`lucidax._memory.InsufficientMemoryError` (a ValueError),
+      memory_check: raise ``lucidax._memory.InsufficientMemoryError`` (a ValueError),
         before allocating anything, when the render's estimated memory need exceeds the
-        available memory (see :mod:`lucidax._memory`). False: try anyway.
+        available memory (see ``lucidax._memory``). False: try anyway.
 
     Returns:
       A :class:`RenderResult`. Images whose loss or pixels became NaN/inf are flagged
