@@ -127,6 +127,13 @@ class Objective:
       max_unit: ``{layer: largest unit index read}``.
       couples_batch: True when one image's value depends on the other images of the batch
         (:func:`diversity`, :func:`alignment`, :func:`channel_interpolate`).
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> mean_conv2 = viz.Objective(lambda acts: acts["conv2"].mean(axis=(1, 2, 3)),
+      ...                            layers="conv2", name="mean(conv2)")
+      >>> (mean_conv2 + viz.channel("conv3", 1)).layers
+      ('conv2', 'conv3')
     """
 
     __slots__ = ("_impl", "_data", "_static", "layers", "name", "_meta")
@@ -506,6 +513,15 @@ def channel(layer: str, unit: int | Sequence[int]) -> Objective:
 
     ``unit`` may be a sequence of ``B`` channels: image ``i`` maximizes ``unit[i]``.
     For a dense layer this is the unit's value.
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> result = viz.render(model, viz.channel("conv3", [0, 5, 9]), size=32, steps=64,
+      ...                     progress=False)
+      >>> result.images.shape
+      (3, 32, 32, 3)
     """
     layer = _check_layer_name(layer)
     arr, batched, ints = _units(unit)
@@ -539,7 +555,18 @@ def neuron(
     layer: str, unit: int | Sequence[int], x: int | None = None, y: int | None = None
 ) -> Objective:
     """Activation of channel ``unit`` at one position (``x``, ``y``; default the centre
-    ``(W // 2, H // 2)`` of the activation map). ``unit`` may be per image."""
+    ``(W // 2, H // 2)`` of the activation map). ``unit`` may be per image.
+
+    Args:
+      layer: a layer name.
+      unit: a channel index, or a sequence of them (one per image of a batch).
+      x, y: the position (default: the centre of the activation map).
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> viz.neuron("conv3", 5, x=4, y=4).name
+      'neuron(conv3, 5, x=4, y=4)'
+    """
     layer = _check_layer_name(layer)
     arr, batched, ints = _units(unit)
     x, y = _position(x, "x"), _position(y, "y")
@@ -558,7 +585,18 @@ def _layer_impl(acts, data, static):
 
 
 def layer(layer: str) -> Objective:
-    """DeepDream: mean of the squared activations of the whole ``layer``."""
+    """DeepDream: mean of the squared activations of the whole ``layer``.
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> viz.layer("conv2").layers
+      ('conv2',)
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> viz.layer("conv2").layers   # also ``viz.deepdream``
+      ('conv2',)
+    """
     layer = _check_layer_name(layer)
     return Objective._node(_layer_impl, {}, (layer,), (layer,), f"layer({layer})")
 
@@ -604,7 +642,15 @@ def _vec_meta(layer_: str, arr: np.ndarray, batched: bool) -> _Meta:
 def direction(layer: str, vec: Any, *, cossim_pow: float = 0.0) -> Objective:
     """Mean over positions of the dot product of ``layer``'s activation vectors with ``vec``
     (``[C]``, or ``[B, C]`` one per image); with ``cossim_pow > 0`` each dot product is
-    multiplied by ``max(0.1, cosine) ** cossim_pow`` (Lucid's ``direction``)."""
+    multiplied by ``max(0.1, cosine) ** cossim_pow`` (Lucid's ``direction``).
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> import numpy as np
+      >>> vec = np.random.default_rng(0).normal(size=64)    # conv3 has 64 channels
+      >>> viz.direction("conv3", vec, cossim_pow=1.0).layers
+      ('conv3',)
+    """
     layer = _check_layer_name(layer)
     arr, batched = _vec(vec)
     return Objective._node(
@@ -626,7 +672,21 @@ def direction_neuron(
     layer: str, vec: Any, x: int | None = None, y: int | None = None, *, cossim_pow: float = 0.0
 ) -> Objective:
     """Dot product of the activation vector at one position (centre by default) with
-    ``vec`` (``[C]`` or ``[B, C]``)."""
+    ``vec`` (``[C]`` or ``[B, C]``).
+
+    Args:
+      layer: a layer name.
+      vec: ``[C]`` direction in the layer's channel space.
+      x, y: the position (default: the centre).
+      cossim_pow: weight the dot product by ``cos^cossim_pow`` (0: plain dot product).
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> import numpy as np
+      >>> obj = viz.direction_neuron("conv3", np.ones(64), x=2, y=2, cossim_pow=1.0)
+      >>> obj.layers
+      ('conv3',)
+    """
     layer = _check_layer_name(layer)
     arr, batched = _vec(vec)
     x, y = _position(x, "x"), _position(y, "y")
@@ -675,7 +735,17 @@ def _class_logit_impl(acts, data, static):
 
 def class_logit(model_or_layer: Model | str, cls: int | str | Sequence[int | str]) -> Objective:
     """The logit of class ``cls`` (index, label name when the model has labels, or one per
-    image). ``model_or_layer``: a Model (its ``logits_layer``) or the logit layer's name."""
+    image). ``model_or_layer``: a Model (its ``logits_layer``) or the logit layer's name.
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> result = viz.render(model, viz.class_logit(model, [3, 7]), size=32, steps=64,
+      ...                     progress=False)
+      >>> result.images.shape
+      (2, 32, 32, 3)
+    """
     lyr, cls = _class_layer_and_units(model_or_layer, cls)
     arr, batched, ints = _units(cls, "cls")
     return Objective._node(
@@ -699,7 +769,20 @@ def class_probability(
     model_or_layer: Model | str, cls: int | str | Sequence[int | str]
 ) -> Objective:
     """Softmax probability of class ``cls`` computed from the logit layer (see
-    :func:`class_logit`)."""
+    :func:`class_logit`).
+
+    Args:
+      model_or_layer: a :class:`lucidax.models.Model` (its logits layer and labels) or a
+        layer name.
+      cls: a class index or label, or a sequence of them (one per image).
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> viz.class_probability(model, "3").layers
+      ('logits',)
+    """
     lyr, cls = _class_layer_and_units(model_or_layer, cls)
     arr, batched, ints = _units(cls, "cls")
     return Objective._node(
@@ -730,7 +813,14 @@ def diversity(layer: str) -> Objective:
     """Lucid's diversity: minus the cosine similarity of image ``i``'s Gram matrix of ``layer``
     to the other images' (``-sum_{j != i} cos(G_i, G_j) / B`` for image ``i``; the batch total is
     Lucid's value). Couples the images of a batch: combine with a scalar-unit objective and
-    ``batch=n`` to get ``n`` different visualizations of one unit."""
+    ``batch=n`` to get ``n`` different visualizations of one unit.
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> obj = viz.channel("conv3", [5, 5, 5, 5]) - 0.5 * viz.diversity("conv3")
+      >>> obj.name
+      'channel(conv3, [5, 5, 5, 5]) - 0.5 * diversity(conv3)'
+    """
     layer = _check_layer_name(layer)
     return Objective._node(_diversity_impl, {}, (layer,), (layer,), f"diversity({layer})",
                            _Meta(couples_batch=True))
@@ -754,7 +844,18 @@ def _alignment_impl(acts, data, static):
 def alignment(layer: str, decay_ratio: float = 2.0) -> Objective:
     """Lucid's alignment: neighbouring images of the batch (distance ``d`` = 1..4) are pulled
     together, ``-mean((a_i - a_{i+d})**2) / decay_ratio**d`` (each pair's term split between
-    its two images). For interpolation batches."""
+    its two images). For interpolation batches.
+
+    Args:
+      layer: the layer whose activations are aligned between neighbouring images.
+      decay_ratio: how fast the penalty decays with the distance between images.
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> obj = viz.channel_interpolate("conv3", 1, "conv3", 9) - 0.1 * viz.alignment("conv3")
+      >>> obj.layers
+      ('conv3',)
+    """
     layer = _check_layer_name(layer)
     return Objective._node(_alignment_impl, {}, (layer, float(decay_ratio)), (layer,),
                            f"alignment({layer})", _Meta(couples_batch=True))
@@ -775,7 +876,16 @@ def _interp_impl(acts, data, static):
 def channel_interpolate(layer1: str, unit1: int, layer2: str, unit2: int) -> Objective:
     """Interpolate between two channels across the batch: image ``i`` of ``B`` maximizes
     ``(1 - t) * channel(layer1, unit1) + t * channel(layer2, unit2)``, ``t = i / (B - 1)``
-    (Lucid's ``channel_interpolate``; combine with :func:`alignment`)."""
+    (Lucid's ``channel_interpolate``; combine with :func:`alignment`).
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> import lucidax.models as lm
+      >>> model = lm.load("starter")
+      >>> obj = viz.channel_interpolate("conv3", 1, "conv4", 9)
+      >>> viz.render(model, obj, batch=5, size=32, steps=64, progress=False).images.shape
+      (5, 32, 32, 3)
+    """
     layer1, layer2 = _check_layer_name(layer1), _check_layer_name(layer2)
     a1, b1, i1 = _units(unit1)
     a2, b2, i2 = _units(unit2)
@@ -800,7 +910,16 @@ def _l1_impl(acts, data, static):
 
 def l1(layer: str = INPUT, constant: float = 0.5) -> Objective:
     """``sum |x - constant|`` per image (a penalty: subtract it, ``obj - 1e-4 * l1()``).
-    Default: the image itself, around mid-grey."""
+    Default: the image itself, around mid-grey.
+
+    Args:
+      layer: the layer penalized (default: the image itself).
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> (viz.channel("conv3", 5) - 0.1 * viz.l1()).layers
+      ('conv3', 'input')
+    """
     layer = _check_layer_name(layer)
     return Objective._node(_l1_impl, {}, (layer, float(constant)), (layer,),
                            f"l1({layer})")
@@ -816,7 +935,16 @@ def _tv_impl(acts, data, static):
 
 def total_variation(layer: str = INPUT) -> Objective:
     """Total variation (sum of absolute differences of neighbouring pixels, as
-    ``tf.image.total_variation``) per image: a penalty, subtract it."""
+    ``tf.image.total_variation``) per image: a penalty, subtract it.
+
+    Args:
+      layer: the layer penalized (default: the image itself).
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> (viz.channel("conv3", 5) - 0.1 * viz.total_variation()).layers
+      ('conv3', 'input')
+    """
     layer = _check_layer_name(layer)
     return Objective._node(_tv_impl, {}, (layer,), (layer,), f"total_variation({layer})")
 
@@ -844,7 +972,16 @@ def _blur_impl(acts, data, static):
 
 def blur_input_each_step(layer: str = INPUT) -> Objective:
     """Lucid's ``blur_input_each_step``: ``0.5 * sum((x - stop_gradient(blur(x)))**2)``.
-    A penalty: subtracting ``k`` times it moves the image a step ``k * lr`` towards its blur."""
+    A penalty: subtracting ``k`` times it moves the image a step ``k * lr`` towards its blur.
+
+    Args:
+      layer: the layer blurred (default: the image itself).
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> (viz.channel("conv3", 5) - 0.1 * viz.blur_input_each_step()).layers
+      ('conv3', 'input')
+    """
     layer = _check_layer_name(layer)
     return Objective._node(_blur_impl, {}, (layer,), (layer,), f"blur_input_each_step({layer})")
 
@@ -925,6 +1062,13 @@ def activation_match(
     objective can give different images different layers). Both are array leaves of the
     objective: other images/targets of the same shape reuse the compiled render program.
     Activations holding ``n`` crops per image compare every crop with the image's target.
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> import numpy as np
+      >>> target = np.ones((8, 8, 64), np.float32)
+      >>> viz.activation_match("conv3", target).layers
+      ('conv3',)
     """
     layer = _check_layer_name(layer)
     if loss not in _MATCH_LOSSES:
@@ -942,7 +1086,15 @@ def activation_dot(
     (maximized; unbounded, so it exaggerates what the layer detects in the target).
 
     ``target``/``weight`` as in :func:`activation_match` (pass ``target ** power`` for
-    Lucid's power-of-the-target variant)."""
+    Lucid's power-of-the-target variant).
+
+    Example:
+      >>> from lucidax import visualize as viz
+      >>> import numpy as np
+      >>> target = np.ones((8, 8, 64), np.float32)         # a conv3 activation map
+      >>> viz.activation_dot("conv3", target, cossim_pow=1.0).layers
+      ('conv3',)
+    """
     layer = _check_layer_name(layer)
     if not cossim_pow >= 0:
         raise ValueError(f"cossim_pow must be >= 0; got {cossim_pow!r}")
