@@ -25,6 +25,7 @@ __all__ = [
     "save_images", "unit_list",
 ]
 
+#: the image parameterizations by name (``lucidax render --param``, ``RenderJob.param``)
 PARAMS = {
     "image": lambda sd: image(sd=sd),
     "fft": lambda sd: fft(sd=sd),

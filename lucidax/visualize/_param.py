@@ -83,7 +83,21 @@ class Param:
     """An image parameterization: ``init(key, (B, h, w, C)) -> params`` and
     ``to_image(params) -> [B, h, w, C]`` in [0, 1]. Both are pure and jittable; factories
     return value-comparable (hashable) instances, so equal configurations hit the same jit
-    cache when a Param is a static argument."""
+    cache when a Param is a static argument.
+
+    Attributes:
+      init: ``init(key, (B, h, w, C)) -> params`` (a pytree of arrays).
+      to_image: ``to_image(params) -> [B, h, w, C]`` in [0, 1].
+      name: a readable name (``"image"``, ``"maco"``, ...).
+
+    Example:
+      >>> import jax
+      >>> from lucidax import visualize as viz
+      >>> param = viz.pixel()
+      >>> values = param.init(jax.random.key(0), (2, 16, 16, 3))
+      >>> param.to_image(values).shape
+      (2, 16, 16, 3)
+    """
 
     init: Callable[[Key, Shape], Any]
     to_image: Callable[[Any], jax.Array]
@@ -100,7 +114,15 @@ class SizedParams:
     """Parameters plus the static image size ``(h, w)`` they render to.
 
     ``values`` is a pytree of arrays with leading axis B (the optimized variables); ``size``
-    is pytree metadata, not a leaf, so optimizers and ``jax.vmap`` never see it."""
+    is pytree metadata, not a leaf, so optimizers and ``jax.vmap`` never see it.
+
+    Example:
+      >>> import jax
+      >>> from lucidax import visualize as viz
+      >>> params = viz.fft().init(jax.random.key(0), (1, 20, 20, 3))
+      >>> type(params).__name__, params.size
+      ('SizedParams', (20, 20))
+    """
 
     values: Any
     size: tuple[int, int]
@@ -258,7 +280,22 @@ class _FFT:
 
 def pixel(*, sd: float = 0.01, output: str = "sigmoid", decorrelate: bool = False) -> Param:
     """Plain pixels: params ``[B, h, w, C] ~ N(0, sd)``, image ``to_valid_rgb(params)``
-    (sigmoid by default, so the start is a flat grey of 0.5)."""
+    (sigmoid by default, so the start is a flat grey of 0.5).
+
+    Args:
+      sd: standard deviation of the random start.
+      output: how parameters become pixels in [0, 1] (``"sigmoid"`` or ``"clip"``).
+      decorrelate: optimize in a decorrelated colour space.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax import visualize as viz
+      >>> model = lm.load("starter")
+      >>> result = viz.render(model, viz.channel("conv4", 0), param=viz.pixel(), size=32,
+      ...                     steps=64, progress=False)
+      >>> result.images.shape
+      (1, 32, 32, 3)
+    """
     return _make(_Pixel(float(sd), _check_output(output), bool(decorrelate)),
                  f"pixel(sd={sd}, output={output!r}, decorrelate={decorrelate})")
 
@@ -275,6 +312,21 @@ def fft(
     unitary for decay 0), divided by 4, then ``to_valid_rgb`` (decorrelation for C = 3,
     sigmoid). For odd widths Lucid kept one extra column and cropped a (w+1)-wide image; here
     the ``w // 2 + 1`` coefficients of a width-``w`` image are used directly.
+
+    Args:
+      sd: standard deviation of the random start.
+      decay_power: the frequency decay of the scaling.
+      decorrelate: optimize in a decorrelated colour space (3-channel images).
+      output: how parameters become pixels in [0, 1] (``"sigmoid"`` or ``"clip"``).
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax import visualize as viz
+      >>> model = lm.load("starter")
+      >>> result = viz.render(model, viz.channel("conv4", 0), param=viz.fft(decorrelate=False), size=32,
+      ...                     steps=64, progress=False)
+      >>> result.images.shape
+      (1, 32, 32, 3)
     """
     return _make(_FFT(float(sd), float(decay_power), bool(decorrelate), _check_output(output)),
                  f"fft(sd={sd}, decay_power={decay_power}, decorrelate={decorrelate}, "
@@ -289,7 +341,24 @@ def image(
     output: str = "sigmoid",
 ) -> Param:
     """Lucid's default ``param.image``: Fourier (``fft=True``) or pixel parameterization with
-    colour decorrelation (when C = 3) and a sigmoid."""
+    colour decorrelation (when C = 3) and a sigmoid.
+
+    Args:
+      fft: parameterize in the Fourier basis (:func:`fft`) instead of pixels.
+      decorrelate: optimize in a decorrelated colour space (3-channel images).
+      sd: standard deviation of the random start.
+      decay_power: the Fourier scaling's frequency decay (``fft`` only).
+      output: how parameters become pixels in [0, 1] (``"sigmoid"`` or ``"clip"``).
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax import visualize as viz
+      >>> model = lm.load("starter")
+      >>> result = viz.render(model, viz.channel("conv4", 0), param=viz.image(fft=False), size=32,
+      ...                     steps=64, progress=False)
+      >>> result.images.shape
+      (1, 32, 32, 3)
+    """
     if fft:
         return _fft_factory(sd=sd, decay_power=decay_power, decorrelate=decorrelate,
                             output=output)
@@ -372,6 +441,13 @@ def estimate_spectrum(
 
     Returns:
       float32 ``[h, w // 2 + 1, C]`` magnitude, usable as ``maco(spectrum=...)``.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax import visualize as viz
+      >>> photos = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+      >>> viz.estimate_spectrum(photos, size=32).shape
+      (32, 17, 3)
     """
     hw = (size, size) if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
     if len(hw) != 2 or min(hw) < 1:
@@ -520,6 +596,20 @@ def maco(
     ``spectrum``: magnitude ``[H, W//2+1, C']`` (see :func:`estimate_spectrum`); default: the
     scikit-image photo average at the image's own size (``default_spectrum``). A spectrum
     of another size is resampled in frequency; with ``C' != C`` the channel mean is used.
+
+    Args:
+      spectrum: a fixed magnitude spectrum ``[h, w // 2 + 1, C]`` (see :func:`estimate_spectrum`).
+      sd: standard deviation of the random phases.
+      output: how parameters become pixels in [0, 1].
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax import visualize as viz
+      >>> model = lm.load("starter")
+      >>> result = viz.render(model, viz.channel("conv4", 0), param=viz.maco(), size=32,
+      ...                     steps=64, progress=False)
+      >>> result.images.shape
+      (1, 32, 32, 3)
     """
     spec = None
     if spectrum is not None:
@@ -631,7 +721,17 @@ def cppn(
     doubling the width), "composite_unbiased" or "relu" (normalized ReLU) -- then a
     zero-initialized output layer with a sigmoid (so the start is flat grey-ish, range
     (0, 1)). Lucid feeds (x, y) only; ``radial=True`` adds the radius r as a third input
-    (the classic CPPN input). ``normalize`` adds per-image instance normalization."""
+    (the classic CPPN input). ``normalize`` adds per-image instance normalization.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax import visualize as viz
+      >>> model = lm.load("starter")
+      >>> result = viz.render(model, viz.channel("conv4", 0), param=viz.cppn(num_layers=4, hidden=8), size=32,
+      ...                     steps=64, progress=False)
+      >>> result.images.shape
+      (1, 32, 32, 3)
+    """
     if activation not in _ACTIVATIONS:
         raise ValueError(suggest(activation, _ACTIVATIONS, what="activation"))
     if int(num_layers) != num_layers or num_layers < 1:

@@ -83,6 +83,15 @@ class RenderResult:
       objective: the objective's description.
       seconds: wall time of the whole call (compilation included).
       devices: number of devices the batch was split over.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax import visualize as viz
+      >>> model = lm.load("starter")
+      >>> result = viz.render(model, viz.channel("conv4", [0, 1]), size=32, steps=64,
+      ...                     thresholds=(1,), progress=False)
+      >>> result.unit_ids.tolist(), bool(result.finite.all()), sorted(result.threshold_images)
+      ([0, 1], True, [1])
     """
 
     images: np.ndarray
@@ -460,6 +469,15 @@ def render(
 
     Raises (before compiling anything): ``UnknownLayerError`` for a layer the model lacks,
     ``ValueError`` for a unit out of range, a batch mismatch or bad sizes.
+
+    Example:
+      >>> import lucidax.models as lm
+      >>> from lucidax import visualize as viz
+      >>> model = lm.load("starter")
+      >>> result = viz.render(model, viz.channel("conv4", [0, 1, 2, 3]), size=48, steps=128,
+      ...                     progress=False)
+      >>> result.images.shape, result.images.dtype, result.unit_ids.tolist()
+      ((4, 48, 48, 3), dtype('float32'), [0, 1, 2, 3])
     """
     t_start = time.perf_counter()
     if isinstance(params, Objective) and objective is None:

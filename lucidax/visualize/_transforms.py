@@ -213,6 +213,15 @@ class Transform:
 
     Geometric subclasses also describe themselves as per-image affine maps
     (``_affine``) so that :func:`compose` can fuse consecutive ones into one resampling.
+
+    Example:
+      >>> import jax
+      >>> import numpy as np
+      >>> from lucidax import visualize as viz
+      >>> images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+      >>> t = viz.compose(viz.jitter(4), viz.random_scale([0.9, 1.1]))
+      >>> isinstance(t, viz.Transform), t(jax.random.key(0), images).shape
+      (True, (2, 28, 28, 3))
     """
 
     #: geometric transforms that compose can fuse
@@ -595,6 +604,14 @@ def random_crops(
     Output batch ``B * n``, ordered image-major: the crops of image ``b`` are rows
     ``b*n ... b*n + n - 1``. ``antialias`` averages ``k x k`` bilinear samples per output pixel
     when crops are shrunk (``k = ceil(largest shrink factor)``).
+
+    Example:
+      >>> import jax
+      >>> import numpy as np
+      >>> from lucidax import visualize as viz
+      >>> images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+      >>> viz.random_crops(3, out_size=16)(jax.random.key(0), images).shape
+      (6, 16, 16, 3)
     """
     if int(n) != n or n < 1:
         raise ValueError(f"random_crops: n must be a positive int; got {n!r}")
@@ -612,7 +629,16 @@ def resize(side: int | Sequence[int], *, antialias: bool = True) -> Transform:
     """Bilinear resize to ``side x side`` (or ``(height, width)``), pixel-centre aligned
     (``align_corners=False``, as ``jax.image.resize``); edges replicate. When shrinking with
     ``antialias``, each output pixel averages ``k x k`` bilinear samples over its footprint.
-    Deterministic (the key is ignored)."""
+    Deterministic (the key is ignored).
+
+    Example:
+      >>> import jax
+      >>> import numpy as np
+      >>> from lucidax import visualize as viz
+      >>> images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+      >>> viz.resize(64)(jax.random.key(0), images).shape
+      (2, 64, 64, 3)
+    """
     return Resize(_as_hw(side, "resize"), bool(antialias))
 
 
@@ -623,6 +649,18 @@ def compose(*fs: TransformFn, fuse: bool = True) -> Transform:
     Consecutive geometric transforms with compatible fills run as one fused bilinear
     resampling (see the module docstring); ``fuse=False`` applies them one by one. Plain
     functions ``f(key, images)`` may be mixed in (never fused).
+
+    Args:
+      fs: transforms (or plain functions ``f(key, images)``), applied left to right.
+      fuse: fuse consecutive geometric transforms into one resampling.
+
+    Example:
+      >>> import jax
+      >>> import numpy as np
+      >>> from lucidax import visualize as viz
+      >>> images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+      >>> viz.compose(viz.pad(4), viz.jitter(2))(jax.random.key(0), images).shape
+      (2, 38, 38, 3)
     """
     if len(fs) == 1 and isinstance(fs[0], (list, tuple)):
         fs = tuple(fs[0])
