@@ -323,8 +323,8 @@ def fft(
       >>> import lucidax.models as lm
       >>> from lucidax import visualize as viz
       >>> model = lm.load("starter")
-      >>> result = viz.render(model, viz.channel("conv4", 0), param=viz.fft(decorrelate=False), size=32,
-      ...                     steps=64, progress=False)
+      >>> result = viz.render(model, viz.channel("conv4", 0), param=viz.fft(decorrelate=False),
+      ...                     size=32, steps=64, progress=False)
       >>> result.images.shape
       (1, 32, 32, 3)
     """
@@ -727,8 +727,9 @@ def cppn(
       >>> import lucidax.models as lm
       >>> from lucidax import visualize as viz
       >>> model = lm.load("starter")
-      >>> result = viz.render(model, viz.channel("conv4", 0), param=viz.cppn(num_layers=4, hidden=8), size=32,
-      ...                     steps=64, progress=False)
+      >>> result = viz.render(model, viz.channel("conv4", 0),
+      ...                     param=viz.cppn(num_layers=4, hidden=8), size=32, steps=64,
+      ...                     progress=False)
       >>> result.images.shape
       (1, 32, 32, 3)
     """
