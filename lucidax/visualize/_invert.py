@@ -102,7 +102,19 @@ _DEFAULT = object()
 # image similarity (NumPy)
 # ---------------------------------------------------------------------------------------------
 def psnr(a: Any, b: Any, *, data_range: float = 1.0) -> np.ndarray:
-    """Peak signal-to-noise ratio (dB) of images ``[..., h, w, C]`` (one value per image)."""
+    """Peak signal-to-noise ratio (dB) of images ``[..., h, w, C]`` (one value per image).
+
+    Args:
+      a, b: ``[N, H, W, C]`` images, compared pairwise.
+      data_range: the value range (1.0 for images in [0, 1]).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.visualize import psnr
+      >>> a = np.zeros((1, 8, 8, 3)); b = a + 0.1
+      >>> psnr(a, b).round(1).tolist()
+      [20.0]
+    """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     mse = np.mean(np.square(a - b), axis=(-3, -2, -1))
     return 10.0 * np.log10(data_range**2 / np.maximum(mse, 1e-12))
@@ -121,7 +133,19 @@ def ssim(a: Any, b: Any, *, data_range: float = 1.0, win: int = 7) -> np.ndarray
     """Structural similarity of images ``[..., h, w, C]`` (one value per image): the mean over
     ``win x win`` windows and channels of Wang et al.'s SSIM, with scikit-image's defaults
     (uniform window, sample covariance, K1=0.01, K2=0.03; ``structural_similarity(...,
-    channel_axis=-1)`` gives the same numbers)."""
+    channel_axis=-1)`` gives the same numbers).
+
+    Args:
+      a, b: ``[N, H, W, C]`` images, compared pairwise.
+      data_range: the value range (1.0 for images in [0, 1]).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.visualize import ssim
+      >>> a = np.random.default_rng(0).random((2, 16, 16, 3))
+      >>> ssim(a, a).round(3).tolist()
+      [1.0, 1.0]
+    """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if min(a.shape[-3:-1]) < win:
         raise ValueError(f"ssim: images must be at least {win}px; got {a.shape[-3:-1]}")

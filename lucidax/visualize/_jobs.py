@@ -36,7 +36,20 @@ PARAMS = {
 
 
 def save_images(folder: str | os.PathLike, images: Any, names: Sequence[str]) -> list[str]:
-    """Write float [0, 1] images ``[N, h, w, C]`` as ``folder/<name>.png`` (atomically)."""
+    """Write float [0, 1] images ``[N, h, w, C]`` as ``folder/<name>.png`` (atomically).
+
+    Args:
+      folder: the output folder (created).
+      images: ``[N, H, W, C]`` in [0, 1].
+      names: a file name stem per image.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax import visualize as viz
+      >>> images = np.random.default_rng(0).random((3, 16, 16, 3), dtype=np.float32)
+      >>> [p.split("/")[-1] for p in viz.save_images("renders", images, ["a", "b", "c"])]
+      ['a.png', 'b.png', 'c.png']
+    """
     images = np.asarray(images)
     if len(names) != len(images):
         raise ValueError(f"{len(images)} images but {len(names)} names")
@@ -51,7 +64,22 @@ def save_images(folder: str | os.PathLike, images: Any, names: Sequence[str]) ->
 def save_grid(path: str | os.PathLike, images: Any, *, cols: int | None = None, pad: int = 2,
               scale: int = 1) -> str:
     """Tile images ``[N, h, w, C]`` into one PNG at ``path`` (atomically); ``scale`` > 1
-    enlarges the grid by pixel repetition (for small images, e.g. 64 px)."""
+    enlarges the grid by pixel repetition (for small images, e.g. 64 px).
+
+    Args:
+      path: the PNG file.
+      images: ``[N, H, W, C]`` in [0, 1].
+      cols: images per row (default: about square).
+      pad: pixels between images.
+      scale: integer upscaling of every pixel.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax import visualize as viz
+      >>> images = np.random.default_rng(0).random((3, 16, 16, 3), dtype=np.float32)
+      >>> viz.save_grid("grid.png", images, cols=3, pad=2)
+      'grid.png'
+    """
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be an int >= 1; got {scale!r}")
     grid = image_grid(np.asarray(images), cols=cols, pad=pad)
@@ -67,6 +95,11 @@ def unit_list(spec: str | Sequence[int] | None) -> list[int] | None:
     ``spec``: ``"all"``, comma-separated indices and ranges (``"0-7,12"``), or a sequence of
     non-negative ints. Raises ``ValueError`` saying what was wrong (no range check: see
     :func:`parse_units`).
+
+    Example:
+      >>> from lucidax.visualize import unit_list
+      >>> unit_list("0-3,8"), unit_list(None)
+      ([0, 1, 2, 3, 8], None)
     """
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
         return None
@@ -99,7 +132,17 @@ def unit_list(spec: str | Sequence[int] | None) -> list[int] | None:
 
 def parse_units(spec: str | Sequence[int] | None, n: int) -> list[int]:
     """:func:`unit_list` for a layer of ``n`` units: ``"all"``/None -> 0..n-1; checks that
-    every unit is in ``[0, n)``."""
+    every unit is in ``[0, n)``.
+
+    Args:
+      spec: ``"all"``, ranges such as ``"0-15,20"``, a sequence of ints, or None (all).
+      n: the layer's number of units (checked, and what ``"all"`` means).
+
+    Example:
+      >>> from lucidax.visualize import parse_units
+      >>> parse_units("all", 4), parse_units("1-2", 4)
+      ([0, 1, 2, 3], [1, 2])
+    """
     units = unit_list(spec)
     if units is None:
         return list(range(n))
@@ -119,6 +162,15 @@ def default_init_sd(model_name: str, *, rescue: bool = False) -> float:
     whole layers silent on flat grey: 0.5, faint noise, when silent units get a rescue; 2.0
     without one (measured, starter, 256 steps, 32 units: conv2 20 silent renders from 0.5, 10
     from 2.0; conv4 12 from either).
+
+    Args:
+      model_name: the registered model's name.
+      rescue: the value of presets that rescue silent units.
+
+    Example:
+      >>> from lucidax.visualize import default_init_sd
+      >>> default_init_sd("efficientnet_lite0"), default_init_sd("starter")
+      (0.01, 2.0)
     """
     if model_name.startswith("efficientnet_lite"):
         return 0.01

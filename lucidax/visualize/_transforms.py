@@ -542,7 +542,16 @@ class Compose(Transform):
 def pad(w: int, *, mode: str = "constant", value: float = 0.5) -> Transform:
     """Pad ``w`` pixels on each side: ``mode="constant"`` with ``value`` (Lucid's standard chain
     pads 12 px of 0.5), ``"reflect"`` (mirror, Lucid's default mode) or ``"nearest"``.
-    Output ``[B, h + 2w, w_ + 2w, C]``."""
+    Output ``[B, h + 2w, w_ + 2w, C]``.
+
+    Example:
+      >>> import jax
+      >>> import numpy as np
+      >>> from lucidax import visualize as viz
+      >>> images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+      >>> viz.pad(6)(jax.random.key(0), images).shape
+      (2, 44, 44, 3)
+    """
     if int(w) != w or w < 0:
         raise ValueError(f"pad: width must be a non-negative int; got {w!r}")
     return Pad(int(w), _check_mode(mode), float(value))
@@ -550,7 +559,16 @@ def pad(w: int, *, mode: str = "constant", value: float = 0.5) -> Transform:
 
 def jitter(d: int) -> Transform:
     """Lucid's jitter: a random ``(h - d, w - d)`` crop, i.e. a shift by 0..d px on each axis
-    (offsets uniform in ``{0, ..., d}``, independent per image). Output ``[B, h-d, w-d, C]``."""
+    (offsets uniform in ``{0, ..., d}``, independent per image). Output ``[B, h-d, w-d, C]``.
+
+    Example:
+      >>> import jax
+      >>> import numpy as np
+      >>> from lucidax import visualize as viz
+      >>> images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+      >>> viz.jitter(8)(jax.random.key(0), images).shape
+      (2, 24, 24, 3)
+    """
     if int(d) != d or d < 0:
         raise ValueError(f"jitter: d must be a non-negative int; got {d!r}")
     return Jitter(int(d))
@@ -565,6 +583,19 @@ def random_scale(
     ``scale * size``): the output keeps the input size, content is magnified by ``scale``
     about the centre (scale > 1 crops the border, scale < 1 shows ``mode`` fill around it).
     Bilinear.
+
+    Args:
+      scales: the scale factors to draw from (one per image and step).
+      mode: how pixels outside the image are filled (``"constant"``, ``"edge"``, ...).
+      value: the fill value of ``"constant"``.
+
+    Example:
+      >>> import jax
+      >>> import numpy as np
+      >>> from lucidax import visualize as viz
+      >>> images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+      >>> viz.random_scale([0.9, 1.0, 1.1])(jax.random.key(0), images).shape
+      (2, 32, 32, 3)
     """
     scales = tuple(float(s) for s in scales)
     if not scales or any(not s > 0 for s in scales):
@@ -579,7 +610,22 @@ def random_rotate(
 ) -> Transform:
     """Rotate each image about its centre, counter-clockwise as displayed (``np.rot90``
     direction), by an angle picked uniformly from ``angles`` (``units`` "degrees" or
-    "radians"). Same output size; bilinear; corners filled per ``mode``."""
+    "radians"). Same output size; bilinear; corners filled per ``mode``.
+
+    Args:
+      angles: the angles to draw from (one per image and step).
+      units: ``"degrees"`` or ``"radians"``.
+      mode: how pixels outside the image are filled.
+      value: the fill value of ``"constant"``.
+
+    Example:
+      >>> import jax
+      >>> import numpy as np
+      >>> from lucidax import visualize as viz
+      >>> images = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+      >>> viz.random_rotate(range(-10, 11))(jax.random.key(0), images).shape
+      (2, 32, 32, 3)
+    """
     angles = tuple(float(a) for a in angles)
     if not angles:
         raise ValueError("random_rotate: angles must be a non-empty list")
