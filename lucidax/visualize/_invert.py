@@ -89,7 +89,16 @@ _MODES = ("invert", "caricature")
 def shift(k: int = 1):
     """A random shift by up to ``k`` px on each axis that keeps the image size (reflect-pad
     ``k`` px, then Lucid's ``jitter(2k)``): the light jitter prior of inversion. ``k=0``:
-    no transform."""
+    no transform.
+
+    Example:
+      >>> import jax
+      >>> import numpy as np
+      >>> from lucidax.visualize import shift
+      >>> images = np.zeros((2, 16, 16, 3), np.float32)
+      >>> shift(2)(jax.random.key(0), images).shape
+      (2, 16, 16, 3)
+    """
     if int(k) != k or k < 0:
         raise ValueError(f"shift: k must be an int >= 0; got {k!r}")
     return None if k == 0 else compose(pad(int(k), mode="reflect"), jitter(2 * int(k)))
@@ -222,6 +231,16 @@ class InversionResult:
       finite: bool ``[N, L]``: False where the optimization produced NaN/inf.
       seconds: wall time of the whole call (compilation included).
       renders: the :class:`RenderResult` of each render call (one, or one per layer).
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax import visualize as viz
+      >>> model = lm.load("starter")
+      >>> photos = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> result = viz.invert(model, images=photos, layer=["conv2", "conv4"], steps=64)
+      >>> result.layers, result.images.shape, result.psnr.shape
+      (('conv2', 'conv4'), (2, 2, 64, 64, 3), (2, 2))
     """
 
     originals: np.ndarray
@@ -487,6 +506,16 @@ def invert(
       memory_check: raise ``lucidax._memory.InsufficientMemoryError`` (a ValueError)
         before any work when the estimated memory need exceeds the available memory;
         False: try anyway.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax import visualize as viz
+      >>> model = lm.load("starter")
+      >>> photos = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+      >>> result = viz.invert(model, images=photos, layer=["conv2", "conv4"], steps=64)
+      >>> result.mode, result.originals.shape
+      ('invert', (2, 64, 64, 3))
     """
     if loss not in ("l2", "cosine"):
         from lucidax.models import suggest
@@ -522,6 +551,24 @@ def caricature(
     raised to ``power`` (sign kept), minus the ``priors``. Unlike :func:`invert` the dot
     product is unbounded: the image is pushed to activate the original's features more
     strongly than the original does. Arguments as in :func:`invert`.
+
+    Args (the others as in :func:`invert`):
+      model, params: the model and its parameters (None: ``model.params``).
+      images: ``[N, H, W, C]`` images to caricature.
+      param, transforms, steps, optimizer, key: the optimization, as in :func:`invert`.
+      per_layer: one render per layer instead of one batched program (default: automatic).
+      progress: show a tqdm progress bar.
+      memory_check: refuse a run that cannot fit in memory.
+
+    Example:
+      >>> import numpy as np
+      >>> import lucidax.models as lm
+      >>> from lucidax import visualize as viz
+      >>> model = lm.load("starter")
+      >>> photos = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
+      >>> result = viz.caricature(model, images=photos, layer="conv3", steps=64)
+      >>> result.mode, result.images.shape
+      ('caricature', (1, 1, 64, 64, 3))
     """
     if not power > 0:
         raise ValueError(f"power must be > 0; got {power!r}")
@@ -606,7 +653,16 @@ def _count_images(item: str | os.PathLike) -> int:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class InvertRun:
-    """What :func:`run_invert` produced: the result, the files written, a printable table."""
+    """What :func:`run_invert` produced: the result, the files written, a printable table.
+
+    Example:
+      >>> from lucidax.visualize import InvertJob, run_invert
+      >>> job = InvertJob(model="starter", layers="conv2,conv4", images="builtin:starter",
+      ...                 steps=64, out="invert-out")
+      >>> run = run_invert(job, progress=False)
+      >>> run.out, sorted(run.files)[:2]  # doctest: +ELLIPSIS
+      ('invert-out', [...])
+    """
 
     result: InversionResult
     out: str
@@ -677,6 +733,14 @@ class InvertJob:
       memory_check: refuse (``lucidax._memory.InsufficientMemoryError``), before
         reading the images or writing anything, a run whose estimated memory need exceeds
         the available memory; False (``--no-memory-check``): try anyway.
+
+    Example:
+      >>> from lucidax.visualize import InvertJob, run_invert
+      >>> job = InvertJob(model="starter", layers="conv2,conv4", images="builtin:starter",
+      ...                 steps=64, out="invert-out")
+      >>> run = run_invert(job, progress=False)
+      >>> run.result.layers
+      ('conv2', 'conv4')
     """
 
     model: str | Model = flag("starter", "registered model name")
@@ -725,7 +789,20 @@ class InvertJob:
 @staged
 def run_invert(job: InvertJob, *, progress: bool = True) -> InvertRun:
     """Run ``job`` (``lucidax invert``): everything :class:`InvertJob` says, checked before
-    the model is loaded."""
+    the model is loaded.
+
+    Args:
+      job: an :class:`InvertJob`.
+      progress: show tqdm progress bars.
+
+    Example:
+      >>> from lucidax.visualize import InvertJob, run_invert
+      >>> job = InvertJob(model="starter", layers="conv2,conv4", images="builtin:starter",
+      ...                 steps=64, out="invert-out")
+      >>> run = run_invert(job, progress=False)
+      >>> "conv4" in run.table
+      True
+    """
     from .._compile_cache import enable_for_job  # on unless turned off: see there
 
     enable_for_job()
