@@ -42,7 +42,16 @@ RENDER_PARAMS = ("image", "fft", "pixel", "maco")
 
 def default_observer(model_name: str) -> str:
     """The observer network for ``model_name``: another EfficientNet-Lite (Lite1 for Lite0 and
-    Lite2, Lite0 for Lite1 and for every other model)."""
+    Lite2, Lite0 for Lite1 and for every other model).
+
+    Args:
+      model_name: the analysed model's registered name.
+
+    Example:
+      >>> from lucidax.gallery import default_observer
+      >>> default_observer("efficientnet_lite0")
+      'efficientnet_lite1'
+    """
     return {"efficientnet_lite0": "efficientnet_lite1",
             "efficientnet_lite2": "efficientnet_lite1"}.get(model_name, "efficientnet_lite0")
 
@@ -71,6 +80,14 @@ class InterpretabilityJob:
       randomize: also the control: the natural score with the analysed network's kernels
         randomized (each redrawn as Normal(0, its std); biases and batch norm kept).
       out: output folder. seed: data, task and render seed. batch_size: images per step.
+
+    Example:
+      >>> from lucidax.gallery import InterpretabilityJob, run_interpretability
+      >>> job = InterpretabilityJob(model="starter", layers="conv3", units="0-1", n=60,
+      ...                           n_tasks=20, out="interp-out")
+      >>> run = run_interpretability(job, progress=False)
+      >>> sorted(run.results)
+      ['conv3']
     """
 
     model: str | Model = flag("starter", "analysed model: a registered name")
@@ -144,7 +161,23 @@ class InterpretabilityJob:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class InterpretabilityRun:
-    """What :func:`run_interpretability` produced: per-layer results, files, a table."""
+    """What :func:`run_interpretability` produced: per-layer results, files, a table.
+
+    Attributes:
+      results: ``{layer: per-unit scores}``.
+      summary: per-layer medians and the settings (what ``summary.json`` holds).
+      out: the output folder.
+      files: ``{kind: path}`` of the files written.
+      table: the printable table the CLI prints.
+
+    Example:
+      >>> from lucidax.gallery import InterpretabilityJob, run_interpretability
+      >>> job = InterpretabilityJob(model="starter", layers="conv3", units="0-1", n=60,
+      ...                           n_tasks=20, out="interp-out")
+      >>> run = run_interpretability(job, progress=False)
+      >>> run.out, "conv3" in run.table
+      ('interp-out', True)
+    """
 
     results: dict[str, Any]
     summary: dict[str, Any]
@@ -251,7 +284,23 @@ def _table(summary: dict[str, Any]) -> str:
 def run_interpretability(job: InterpretabilityJob, *, progress: bool = True
                          ) -> InterpretabilityRun:
     """Run ``job``: extract unit activations and observer features of the data, render the
-    units (``synthetic``), score, write the files."""
+    units (``synthetic``), score, write the files.
+
+    Args:
+      job: an :class:`InterpretabilityJob`.
+      progress: show tqdm progress bars.
+
+    Returns:
+      An :class:`InterpretabilityRun`.
+
+    Example:
+      >>> from lucidax.gallery import InterpretabilityJob, run_interpretability
+      >>> job = InterpretabilityJob(model="starter", layers="conv3", units="0-1", n=60,
+      ...                           n_tasks=20, out="interp-out")
+      >>> run = run_interpretability(job, progress=False)
+      >>> isinstance(run.summary, dict)
+      True
+    """
     from .._compile_cache import enable_for_job
 
     enable_for_job()

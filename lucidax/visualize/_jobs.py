@@ -200,6 +200,14 @@ class RenderJob:
         None: :func:`default_init_sd` (0.01 for EfficientNet-Lite, 2.0 for the others).
       memory_check: refuse, before anything is written, a job whose estimated memory need
         exceeds the available memory (``--no-memory-check`` tries anyway).
+
+    Example:
+      >>> from lucidax.visualize import RenderJob, render_job
+      >>> job = RenderJob(model="starter", layer="conv3", units="0-3", steps=64, size=32,
+      ...                 out="renders")
+      >>> summary = render_job(job, progress=False)
+      >>> [u["png"] for u in summary["units"]]
+      ['0000.png', '0001.png', '0002.png', '0003.png']
     """
 
     model: str = flag("starter", "registered model name (lucidax models lists them)")
@@ -231,7 +239,23 @@ def render_job(job: RenderJob, *, progress: bool = True) -> dict[str, Any]:
     """Render ``job.units`` of ``job.layer`` in batches; write one PNG per unit, a grid and a
     ``render.json`` summary (objective value, loss trace end, finiteness per unit, and
     whether it is silent: its render never left its start, see
-    :func:`lucidax.visualize.stuck_renders`; its PNG is still written)."""
+    :func:`lucidax.visualize.stuck_renders`; its PNG is still written).
+
+    Args:
+      job: a :class:`RenderJob`.
+      progress: show tqdm progress bars.
+
+    Returns:
+      The ``render.json`` summary as a dict.
+
+    Example:
+      >>> from lucidax.visualize import RenderJob, render_job
+      >>> job = RenderJob(model="starter", layer="conv3", units="0-3", steps=64, size=32,
+      ...                 out="renders")
+      >>> summary = render_job(job, progress=False)
+      >>> sorted(summary)[:3]  # doctest: +ELLIPSIS
+      [...]
+    """
     from .._compile_cache import enable_for_job  # on unless turned off: see there
 
     enable_for_job()

@@ -63,7 +63,16 @@ _TRACE_COUNT = {"chunk": 0}
 
 
 class NonFiniteRenderWarning(RuntimeWarning):
-    """Some images of a render produced NaN/inf (they are flagged in ``RenderResult.finite``)."""
+    """Some images of a render produced NaN/inf (they are flagged in ``RenderResult.finite``).
+
+    Example:
+      >>> import warnings
+      >>> from lucidax.visualize import NonFiniteRenderWarning
+      >>> warnings.simplefilter("error", NonFiniteRenderWarning)  # make NaN renders fail loudly
+      >>> warnings.resetwarnings()
+      >>> issubclass(NonFiniteRenderWarning, RuntimeWarning)
+      True
+    """
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

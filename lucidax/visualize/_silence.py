@@ -55,7 +55,15 @@ def zero_steps(loss: Any) -> np.ndarray:
 
 def stuck_renders(loss: Any) -> np.ndarray:
     """bool ``[B]``: which renders never left their start (see the module docstring) from the
-    loss trace ``[steps, B]`` (``-objective`` at each step, last step last)."""
+    loss trace ``[steps, B]`` (``-objective`` at each step, last step last).
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.visualize import stuck_renders
+      >>> loss = np.stack([np.zeros(64), -np.linspace(0, 5, 64)], axis=1)   # [steps, 2]
+      >>> stuck_renders(loss).tolist()
+      [True, False]
+    """
     loss = np.asarray(loss, np.float64)
     if loss.ndim == 1:
         loss = loss[:, None]
@@ -67,14 +75,34 @@ def stuck_renders(loss: Any) -> np.ndarray:
 
 def silent_on_data(top_values: Any) -> bool:
     """True when a unit's best dataset images (its top-k per-image values, -inf/NaN padding
-    ignored) all give activation 0; False without any finite value (no data, no verdict)."""
+    ignored) all give activation 0; False without any finite value (no data, no verdict).
+
+    Args:
+      top_values: ``[k]`` the unit's top-k activations over a dataset.
+
+    Example:
+      >>> import numpy as np
+      >>> from lucidax.visualize import silent_on_data
+      >>> silent_on_data(np.zeros(8)), silent_on_data(np.array([0.0, 0.3])), silent_on_data([])
+      (True, False, False)
+    """
     v = np.asarray(top_values, np.float64).reshape(-1)
     v = v[np.isfinite(v)]
     return bool(v.size) and bool(np.all(np.abs(v) <= SILENT_EPS))
 
 
 def describe(reasons: Any, *, n_images: int | None = None) -> str:
-    """One sentence for a silent unit's reason codes (for pages and summaries)."""
+    """One sentence for a silent unit's reason codes (for pages and summaries).
+
+    Args:
+      reasons: the reason codes of a unit (as in a gallery manifest or ``render.json``).
+      n_images: the number of dataset images behind a ``"data"`` reason.
+
+    Example:
+      >>> from lucidax.visualize import describe_silence
+      >>> isinstance(describe_silence(["data", "render"], n_images=1000), str)
+      True
+    """
     parts = []
     if "dataset" in reasons:
         parts.append(
