@@ -27,6 +27,13 @@ PACKAGES = (
     "lucidax.gallery",
 )
 ROOT = Path(__file__).resolve().parent.parent
+# Names whose reference entry is not complete yet (``package.name`` per line): their check is
+# an expected failure, strict, so documenting one fails the suite until it leaves the list.
+PENDING_FILE = Path(__file__).resolve().parent / "api_docs_pending.txt"
+PENDING = {
+    line.strip() for line in (PENDING_FILE.read_text().splitlines() if PENDING_FILE.exists()
+                              else []) if line.strip() and not line.startswith("#")
+}
 
 
 def _is_documented_callable(obj) -> bool:
@@ -73,7 +80,19 @@ def _parameters(obj) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(("package", "name", "obj"), CALLABLES, ids=_ids(CALLABLES))
+def _pending(items):
+    """``items`` with a strict expected failure on the names of the pending list."""
+    mark = pytest.mark.xfail(strict=True, reason="listed in tests/api_docs_pending.txt")
+    return [pytest.param(p, n, o, marks=mark) if f"{p.split('.')[-1]}.{n}" in PENDING
+            else (p, n, o) for p, n, o in items]
+
+
+def test_pending_list_names_public_names():
+    known = {f"{p.split('.')[-1]}.{n}" for p, n, _ in PUBLIC}
+    assert PENDING <= known, sorted(PENDING - known)
+
+
+@pytest.mark.parametrize(("package", "name", "obj"), _pending(CALLABLES), ids=_ids(CALLABLES))
 def test_public_callable_has_arguments_and_an_example(package, name, obj):
     doc = inspect.getdoc(obj) or ""
     assert doc.strip(), f"{package}.{name} has no docstring"
@@ -101,7 +120,7 @@ def _attr_comments() -> set[str]:
     return names
 
 
-@pytest.mark.parametrize(("package", "name", "obj"), CONSTANTS, ids=_ids(CONSTANTS))
+@pytest.mark.parametrize(("package", "name", "obj"), _pending(CONSTANTS), ids=_ids(CONSTANTS))
 def test_public_constant_has_a_doc_comment(package, name, obj):
     assert name in _attr_comments(), (
         f"{package}.{name}: write a '#:' comment on the line(s) right above its definition "
@@ -117,7 +136,7 @@ def test_public_example_runs(package, name, obj, tmp_path, monkeypatch):
     tests = finder.find(obj, f"{package}.{name}", globs={})
     tests = [t for t in tests if t.examples]
     if not tests:
-        pytest.skip("no example (the test above fails for it)")
+        pytest.skip("no example (the test above fails for it, or it is pending)")
     runner = doctest.DocTestRunner(
         optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
     )
