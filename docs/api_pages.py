@@ -83,9 +83,12 @@ def page_text(package: str, summary: str) -> str:
     attr_docs = _attr_docs(package) if constants else {}
     doc = inspect.getdoc(module) or ""
     lines = [f"# `{package}`", "", f"*{summary}*", ""]
-    lines += ["```{eval-rst}", f".. module:: {package}", "   :no-index:", "```", ""]
+    # the module docstring's first paragraph is reStructuredText (roles such as :func:)
+    lines += ["```{eval-rst}", f".. module:: {package}", "   :no-index:", "",
+              f".. currentmodule:: {package}", ""]
     if doc:
-        lines += [doc.split("\n\n")[0], ""]
+        lines += [doc.split("\n\n")[0]]
+    lines += ["```", ""]
     groups = {"Classes": [], "Functions": [], "Constants": []}
     for name in sorted(module.__all__, key=str.lower):
         obj = getattr(module, name)
