@@ -50,6 +50,10 @@ def main() -> None:
             "median_synthetic": {k: round(x, 3) for k, x in v["median_synthetic"].items()},
             "median_gap": {k: round(x, 3) for k, x in v["median_gap"].items()},
             "median_random_weights_natural": round(v["median_random_natural"], 3),
+            "without_photo_separation": {
+                "median_natural": round(v.get("median_natural_without_groups", float("nan")), 3),
+                "median_random_weights_natural": round(
+                    v.get("median_random_natural_without_groups", float("nan")), 3)},
             "render_s_per_unit": {k: round(x, 2) for k, x in
                                   s["timings"][layer]["render_per_unit_s"].items()},
         }
@@ -57,7 +61,8 @@ def main() -> None:
     natural_s = s["timings"]["observer_features_s"] + s["timings"]["unit_activations_s"]
     print(json.dumps({
         "model": s["model"], "observer": f"{s['observer']} {s['observer_layer']} (cosine)",
-        "data": s["data"], "reduce": s["reduce"], "n_tasks": a.n_tasks, "k": 9,
+        "data": s["data"], "reduce": s["reduce"], "separate_groups": s["separate_groups"],
+        "n_tasks": a.n_tasks, "k": 9,
         "renders_per_unit": a.renders, "steps": a.steps, "size": a.size,
         "cpu_count": os.cpu_count(), "layers": layers,
         "cost": {"wall_s": round(wall, 1), "units": n_units,

@@ -114,7 +114,9 @@ cfg = GalleryConfig(**json.loads(sys.argv[1]))
 if cfg.distributed:
     init_distributed(cfg)  # before the model touches jax
 render, channel = render_fns(sleep=float(sys.argv[2]))
-r = _build(cfg, progress=False, model=tiny_model(), dataset=tiny_dataset(), render_fn=render,
-           channel_fn=channel)
+scores = os.environ.get("LUCIDAX_TEST_SCORES") == "1"  # enough images and a tiny observer
+r = _build(cfg, progress=False, model=tiny_model(), dataset=tiny_dataset(120 if scores else 40),
+           render_fn=render, channel_fn=channel,
+           observer=(tiny_model(seed=1), "c2") if scores else None)
 print("REPORT", r.process_id, r.units_rendered, r.index)
 """

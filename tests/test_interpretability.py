@@ -160,3 +160,40 @@ def test_cli_bad_input_one_line(tmp_path, capsys, argv, msg):
     assert rc == 2 and msg in err, err
     if "invalid choice" not in msg:
         assert len(err.splitlines()) == 1 and err.startswith("lucidax interpretability: error")
+
+
+def test_group_aware_sampling_removes_a_photo_identity_shortcut():
+    """20 'photos' x 50 crops: the unit responds to the photo (a level per photo), the
+    observer only recognises the photo (one-hot features). Without groups a task's high query
+    and its top references share the top photo (score ~1); with groups the references come
+    from other photos than the queries' and the observer is at chance. A unit that sees a
+    visible property varying within photos keeps its high score."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(20), 50)
+    level = rng.permutation(20).astype(np.float64)
+    colour = rng.random(1000)  # visible, varies within each photo
+    acts = np.stack([level[g] + 0.1 * rng.random(1000), colour], axis=1)
+    feats = np.concatenate([np.eye(20)[g] + 0.05 * rng.standard_normal((1000, 20)),
+                            np.stack([colour, 1 - colour], axis=1) * 3], axis=1)
+    photo_only = feats.copy()
+    photo_only[:, 20:] = 0
+    naive = interpretability_scores(acts[:, :1], photo_only, n_tasks=300, seed=0)
+    aware = interpretability_scores(acts[:, :1], photo_only, n_tasks=300, seed=0, groups=g)
+    assert naive.natural[0] > 0.9 and not naive.separate_groups
+    assert abs(aware.natural[0] - 0.5) < 0.1 and aware.separate_groups
+    lo, hi = aware.natural_ci[0]
+    assert lo - 0.03 <= 0.5 <= hi + 0.03
+    t = sample_tasks(acts, n_tasks=100, groups=g, seed=1)
+    for refs in (t.max_refs, t.min_refs):  # never a query's photo among the references
+        assert not np.any(g[refs] == g[t.q_hi][..., None])
+        assert not np.any(g[refs] == g[t.q_lo][..., None])
+    assert all(len(set(r)) == 9 for r in t.max_refs[1])
+    real = interpretability_scores(acts[:, 1:], feats, n_tasks=300, seed=0, groups=g)
+    assert real.natural[0] > 0.9
+    off = sample_tasks(acts, n_tasks=20, groups=g, separate_groups=False, seed=4)
+    same = sample_tasks(acts, n_tasks=20, seed=4)
+    assert np.array_equal(off.max_refs, same.max_refs)
+    with pytest.raises(ValueError, match="groups has 10 ids"):
+        sample_tasks(acts, groups=g[:10])
+    with pytest.raises(ValueError, match="outside the groups"):
+        sample_tasks(acts, groups=np.minimum(g, 1))  # two groups: nothing outside both

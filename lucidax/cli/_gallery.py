@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         woke = report.rescue_succeeded
         print(f"rescue from a high-contrast start: needed by {len(report.rescue_needed)}, "
               f"woke {len(woke)}" + (f" ({few(woke)})" if woke else ""))
+    if report.scores_note:  # the pages have no interpretability scores, and why
+        print(report.scores_note)
     if report.index:
         print(f"open {report.index}")
     return 1 if report.failed_units else 0

@@ -16,10 +16,11 @@ from lucidax._batching import pad_batch
 from lucidax._files import check_array_file
 from lucidax._storage import Storage, check_out, open_storage
 
+from . import _unit_scores
 from ._config import GalleryConfig, ManifestMismatchError
 from ._dataset import _DATASET_EXPECT, _Examples, _load_examples
 from ._distributed import _gather_shards, _shared_run_id, claim_batches, init_distributed
-from ._examples import ReceptiveField, receptive_fields, top_k_examples
+from ._examples import ReceptiveField, _top_k_pass, receptive_fields
 from ._io import clean_stale_tmp
 from ._manifest import (
     FORMAT,
@@ -71,6 +72,9 @@ class GalleryReport:
         were re-rendered from a high-contrast start (``GalleryConfig.rescue``).
       rescue_succeeded: those of ``rescue_needed`` that the rescue woke up (their kept
         renders reach 2% of the dataset maximum, or > 0 without a dataset).
+      scores_note: one line saying why the pages have no interpretability scores (the
+        observer network is not installed, too few dataset images...), or None (scores
+        made, or ``GalleryConfig.interpretability`` off).
       units_per_s: ``units_rendered / render_s`` (0.0 when nothing was rendered).
 
     Example:
@@ -98,6 +102,7 @@ class GalleryReport:
     silent_units: tuple[str, ...] = ()
     rescue_needed: tuple[str, ...] = ()
     rescue_succeeded: tuple[str, ...] = ()
+    scores_note: str | None = None
 
     @property
     def units_per_s(self) -> float:
@@ -159,8 +164,10 @@ def _build(
     dataset: Any = None,
     render_fn: Callable | None = None,
     channel_fn: Callable | None = None,
+    observer: Any = None,
 ) -> GalleryReport:
-    """:func:`build_gallery`, with the render and objective functions replaceable (tests)."""
+    """:func:`build_gallery`, with the render and objective functions and the
+    interpretability observer ``(model, layer)`` replaceable (tests)."""
     t_start = time.perf_counter()
     run = _start(config, model, render_fn, channel_fn, dataset)
     config, model = run.config, run.model
@@ -175,6 +182,8 @@ def _build(
     settings = _settings(config, model, examples, top_k)
     fingerprint = settings_fingerprint(settings)
     known, old_layers = _existing(out, fingerprint, settings, force=config.force)
+    scorer, scores_note = _unit_scores.setup(config, model, examples, out, fingerprint,
+                                             observer=observer, tag=run.tag)
 
     # ---- the global plan and what of it is already done; several processes claim the
     # unfinished batches one at a time from a shared queue, most costly first (_distributed)
@@ -219,22 +228,29 @@ def _build(
 
     # ---- dataset examples for the layers this process renders: one streaming pass
     todo_layers = tuple(dict.fromkeys(b.layer for b in todo))
-    topk = (
-        top_k_examples(model, examples.images, todo_layers, top_k, progress=progress)
+    topk, every = (
+        _top_k_pass(model, examples.images, todo_layers, top_k, progress=progress,
+                    keep_all=scorer is not None and run.pid == 0)
         if examples is not None and top_k and todo_layers
-        else {}
+        else ({}, {})
     )
+    for layer, acts in every.items():  # the interpretability scores' rankings
+        _unit_scores.save_acts(scorer, dirs[layer], acts)
     t_render = time.perf_counter()
     work = todo if run.nproc == 1 else claim_batches(
         lpt_order(todo, costs), out, run_id, run.pid, run.nproc, costs=costs, plan=batches,
         timeout=config.shard_timeout)
     rendered, failed = _render_all(
-        out, run, work, done, shard, topk, rfs, examples, dirs, top_k, progress)
+        out, run, work, done, shard, topk, rfs, examples, dirs, top_k, progress, scorer)
     render_s = time.perf_counter() - t_render
     shard.write(complete=True)
 
-    index = _finish(out, run, run_id, header, known, shard, storage, listing) \
-        if run.pid == 0 else None
+    if run.pid == 0:
+        index, note = _finish(out, run, run_id, header, known, shard, storage, listing,
+                              scorer, examples, progress)
+        scores_note = scores_note or note
+    else:
+        index = None
     share = summarize(shard.entries)  # this process's share, rendered now or before
     storage.close()  # a URL's staging folder: everything is published
     return GalleryReport(
@@ -253,6 +269,7 @@ def _build(
         silent_units=tuple(share["silent"]),
         rescue_needed=tuple(share["rescue"]["needed"]),
         rescue_succeeded=tuple(share["rescue"]["succeeded"]),
+        scores_note=scores_note,
     )
 
 
@@ -412,7 +429,8 @@ class _Shard:
 def _render_all(out: Path, run: _Run, todo: Iterable[_Batch], done: set[tuple[str, int]],
                 shard: _Shard, topk: dict[str, Any], rfs: dict[str, ReceptiveField],
                 examples: _Examples | None, dirs: dict[str, str], top_k: int,
-                progress: bool) -> tuple[int, list[str]]:
+                progress: bool, scorer: _unit_scores.Scorer | None = None,
+                ) -> tuple[int, list[str]]:
     """Render the batches ``todo`` (a list, or the batches this process claims as it goes)
     and write their units (the shard after every batch); returns ``(units rendered,
     "layer/unit" of those that did not stay finite)``. Entries record when their batch
@@ -455,6 +473,13 @@ def _render_all(out: Path, run: _Run, todo: Iterable[_Batch], done: set[tuple[st
                 shard.entries.setdefault(b.layer, {})[str(u)] = entry
                 if entry["status"] == "failed":
                     failed.append(f"{b.layer}/{u}")
+            if scorer is not None and new:  # the observer's view of the renders, one call
+                v = config.variants
+                ims = np.concatenate([res["images"][j * v:(j + 1) * v] for j, _ in new])
+                ims = np.where(np.isfinite(ims), ims, 0.5)
+                feats = scorer.features(ims).reshape(len(new), v, -1)
+                for (_, u), f in zip(new, feats, strict=True):
+                    scorer.save_features(dirs[b.layer], u, f)
             finished_at = time.time()
             for _, u in new:
                 shard.entries[b.layer][str(u)].update(started_at=round(started_at, 3),
@@ -471,7 +496,9 @@ def _render_all(out: Path, run: _Run, todo: Iterable[_Batch], done: set[tuple[st
 
 def _finish(out: Path, run: _Run, run_id: str, header: dict[str, Any],
             known: dict[str, Any], shard: _Shard, storage: Storage,
-            listing: dict[str, int] | None) -> str:
+            listing: dict[str, int] | None, scorer: _unit_scores.Scorer | None = None,
+            examples: _Examples | None = None, progress: bool = False,
+            ) -> tuple[str, str | None]:
     """Process 0: merge every shard into ``manifest.json``, write the contact sheets and the
     site; returns the index path. For a URL: the shards come from it, the unit grids and
     analyses the site shows are fetched, and every new file goes to it (index.html last)."""
@@ -501,9 +528,16 @@ def _finish(out: Path, run: _Run, run_id: str, header: dict[str, Any],
                       if e.get("grid") and not (out / e["grid"]).is_file()]
                      + [k for k in listing or {} if k.split("/", 1)[0] in ANALYSES])
     _write_sheets(out, final, run.tag)
+    note = None
+    if scorer is not None:
+        try:
+            final["interpretability"] = _unit_scores.compute(scorer, out, final, run.model,
+                                                             examples, progress)
+        except ValueError as err:  # e.g. too few images outside a task's photos
+            note = f"{_unit_scores.NOTE_OFF}: {err}"
     index = str(write_site(out, final, tag=run.tag))
     storage.publish_changed(last=["index.html"])
-    return index
+    return index, note
 
 
 _SHARD = re.compile(r"manifest\.\d+\.json")

@@ -128,6 +128,14 @@ class GalleryConfig:
         environment variables ``LUCIDAX_COORDINATOR``, ``LUCIDAX_NUM_PROCESSES``,
         ``LUCIDAX_PROCESS_ID``.
       shard_timeout: seconds process 0 waits for the other processes' results.
+      interpretability: per-unit interpretability scores on the unit and layer pages: the
+        fraction of tasks a simulated observer (another network's features: EfficientNet-Lite1
+        ``avgpool`` for Lite0, from ``lucidax[imagenet]``; Lite0 for other models) answers
+        with the unit's top / bottom dataset images as references (natural) and with its
+        renders as the top references (synthetic); see
+        :func:`lucidax.probes.interpretability_scores`. Needs at least 100 dataset images;
+        skipped with a note (``GalleryReport.scores_note``) when the observer is not
+        installed. Not part of the settings a gallery resumes by.
       memory_check: refuse, before the output folder is made, a gallery whose largest render
         batch needs more memory than is available (``--no-memory-check`` tries anyway). Not
         part of the settings a gallery resumes by.
@@ -197,6 +205,11 @@ class GalleryConfig:
               "$LUCIDAX_PROCESS_ID)")
     shard_timeout: float = flag(
         3600.0, "with --distributed: seconds process 0 waits for the others' results")
+    interpretability: bool = flag(
+        True, "per-unit interpretability scores (natural exemplars and renders, judged by "
+              "another network: efficientnet_lite1 for efficientnet_lite0, from "
+              "lucidax[imagenet]) on the unit and layer pages; skipped with a note when the "
+              "observer is not installed (--no-interpretability: off)")
     memory_check: bool = flag(
         True, "refuse, before --out is made, a gallery whose largest render batch needs more "
               "memory than is available (--no-memory-check tries anyway)")

@@ -21,6 +21,7 @@ class _Examples:
     captions: tuple[str, ...]
     source: str
     sha256: str
+    groups: np.ndarray | None = None  # [N] builtin:photos: the source photo of each crop
 
 
 def _captions(n: int, labels: Any, label_names: Any) -> tuple[str, ...]:
@@ -153,5 +154,9 @@ def _load_examples(config: GalleryConfig, model, dataset: Any,
         )
     captions = _captions(len(images), labels, names)
     sha = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
-    return _Examples(images, captions, str(source), sha)
+    groups = None  # crops of one photo share more than a unit's feature (interpretability)
+    if str(source).startswith("builtin:photos") and labels is not None \
+            and not isinstance(labels, dict):
+        groups = np.asarray(labels).reshape(-1)[: len(images)]
+    return _Examples(images, captions, str(source), sha, groups)
 

@@ -279,18 +279,26 @@ def top_k_examples(
       >>> bool((np.diff(top["conv3"].values, axis=1) <= 0).all())  # best first
       True
     """
+    return _top_k_pass(model, images, layers, k, chunk=chunk, progress=progress)[0]
+
+
+def _top_k_pass(model, images: np.ndarray, layers: Sequence[str], k: int, *, chunk: int = 128,
+                progress: bool = False, keep_all: bool = False,
+                ) -> tuple[dict[str, TopK], dict[str, np.ndarray]]:
+    """:func:`top_k_examples`, and with ``keep_all`` every unit's activation on every image
+    (``{layer: float32 [N, C]}``, the same statistic) from the same pass."""
     layers = tuple(layers)
     images = np.asarray(images, np.float32)
     n_img = len(images)
     if n_img == 0 or k <= 0 or not layers:
-        return {}
+        return {}, {}
     k = min(k, n_img)
     chunk = min(chunk, n_img)
 
     def build(shell):
         def step(params, state, x, valid, offset):
             acts = fast_apply(shell, params, _fit_side(shell, x), layers)
-            new = {}
+            new, every = {}, {}
             for name in layers:
                 v, p = _unit_max(acts[name])  # [n, C]
                 v = jnp.where(valid[:, None], v.astype(jnp.float32), -jnp.inf)
@@ -305,11 +313,12 @@ def top_k_examples(
                     jnp.take_along_axis(cat_i, where, axis=1),
                     jnp.take_along_axis(cat_p, where, axis=1),
                 )
-            return new
+                every[name] = v
+            return new, every
 
         return step
 
-    step = model.program(("gallery.top_k_examples", layers, k), build)
+    step = model.program(("gallery.top_k_examples", layers, k, "all"), build)
     state, shapes = {}, {}
     side = model.input_spec.side or images.shape[1]
     for name in layers:
@@ -321,6 +330,7 @@ def top_k_examples(
             jnp.full((c, k), -1, jnp.int32),
             jnp.zeros((c, k), jnp.int32),
         )
+    kept: dict[str, list[np.ndarray]] = {}
     starts = range(0, n_img, chunk)
     if progress:
         from tqdm.auto import tqdm
@@ -330,12 +340,15 @@ def top_k_examples(
         x = images[s : s + chunk]
         valid = valid_mask(len(x), chunk)
         x = pad_batch(x, chunk)  # one shape, one compile
-        state = step(model.params, state, x, valid, np.int32(s))
+        state, every = step(model.params, state, x, valid, np.int32(s))
+        if keep_all:
+            for name in layers:
+                kept.setdefault(name, []).append(np.asarray(every[name])[: min(chunk, n_img - s)])
     out = {}
     for name in layers:
         v, i, p = (np.asarray(a) for a in state[name])
         out[name] = TopK(v, i.astype(np.int64), p.astype(np.int64), shapes[name])
-    return out
+    return out, {name: np.concatenate(parts) for name, parts in kept.items()}
 
 
 def unit_activation(model, images: Any, layer: str, units: Sequence[int]) -> np.ndarray:

@@ -79,6 +79,9 @@ class InterpretabilityJob:
       steps, size, diversity, learning_rate: of the renders.
       randomize: also the control: the natural score with the analysed network's kernels
         randomized (each redrawn as Normal(0, its std); biases and batch norm kept).
+      separate_groups: with ``builtin:photos`` data, each task's references come from other
+        source photos than its queries (``groups`` of
+        :func:`lucidax.probes.sample_tasks`).
       out: output folder. seed: data, task and render seed. batch_size: images per step.
 
     Example:
@@ -122,6 +125,9 @@ class InterpretabilityJob:
     learning_rate: float = flag(0.05, "render Adam learning rate")
     randomize: bool = flag(False, "also the control: the natural score with the analysed "
                                   "network's weights randomized (should fall to ~0.5)")
+    separate_groups: bool = flag(True, "builtin:photos: draw each task's references from "
+                                       "other photos than its two queries (else an observer "
+                                       "that recognises the photo scores high)")
     out: str = flag("interpretability-out", OUT_HELP)
     seed: int = flag(0, "seed of the data, the tasks and the renders")
     batch_size: int = flag(32, "images per forward step")
@@ -332,6 +338,9 @@ def run_interpretability(job: InterpretabilityJob, *, progress: bool = True
     data = load_data(data_spec, n=job.n, seed=job.seed, side=model.input_spec.side,
                      channels=model.input_spec.channels)
     images = data.data
+    groups = None  # builtin:photos crops: their source photo
+    if str(data_spec).startswith("builtin:photos") and data.labels and "source" in data.labels:
+        groups = np.asarray(data.labels["source"])
     if isinstance(images, str):
         from lucidax._files import read_images
         from lucidax.probes import list_image_folder
@@ -354,6 +363,7 @@ def run_interpretability(job: InterpretabilityJob, *, progress: bool = True
     summary: dict[str, Any] = {"model": model.name, "observer": obs_name,
                                "observer_layer": job.observer_layer, "observer_size": obs_size,
                                "reduce": job.reduce, "data": data.description,
+                               "separate_groups": groups is not None and job.separate_groups,
                                "n_images": int(len(images)), "layers": {}}
     timings: dict[str, Any] = {"observer_features_s": t_obs, "unit_activations_s": t_acts}
     rand_acts = None
@@ -364,6 +374,7 @@ def run_interpretability(job: InterpretabilityJob, *, progress: bool = True
             bad = ~np.isfinite(rand_acts[layer])
             summary.setdefault("random_nonfinite", {})[layer] = int(bad.sum())
             rand_acts[layer] = np.where(bad, 0.0, rand_acts[layer])
+    grouping = {"groups": groups, "separate_groups": job.separate_groups}
     for layer in layers:
         units = unit_sets[layer]
         t = time.perf_counter()
@@ -379,15 +390,16 @@ def run_interpretability(job: InterpretabilityJob, *, progress: bool = True
                 synthetic[p] = list(rf.reshape(len(units), job.renders, -1))
                 render_s[p] = time.perf_counter() - tr
         res = interpretability_scores(acts, obs_feats, n_tasks=job.n_tasks, k=job.k,
-                                      seed=job.seed, units=units)
+                                      seed=job.seed, units=units, **grouping)
         syn = {p: interpretability_scores(acts, obs_feats, n_tasks=job.n_tasks, k=job.k,
-                                          seed=job.seed, units=units, synthetic_refs=r)
+                                          seed=job.seed, units=units, synthetic_refs=r,
+                                          **grouping)
                for p, r in synthetic.items()}
         rnd = None
         if rand_acts is not None:
             rnd = interpretability_scores(rand_acts[layer][:, units], obs_feats,
                                           n_tasks=job.n_tasks, k=job.k, seed=job.seed,
-                                          units=units)
+                                          units=units, **grouping)
         rows = res.rows()
         for p, r in syn.items():
             for row, s, ci in zip(rows, r.synthetic, r.synthetic_ci, strict=True):
@@ -404,6 +416,14 @@ def run_interpretability(job: InterpretabilityJob, *, progress: bool = True
                                for p, r in syn.items()}
         if rnd is not None:
             s["median_random_natural"] = float(np.median(rnd.natural))
+        if groups is not None and job.separate_groups:  # what the grouping changes: cheap
+            plain = {"n_tasks": job.n_tasks, "k": job.k, "seed": job.seed, "units": units}
+            s["median_natural_without_groups"] = float(np.median(
+                interpretability_scores(acts, obs_feats, **plain).natural))
+            if rand_acts is not None:
+                s["median_random_natural_without_groups"] = float(np.median(
+                    interpretability_scores(rand_acts[layer][:, units], obs_feats,
+                                            **plain).natural))
         elapsed = time.perf_counter() - t
         timings[layer] = {"scoring_and_render_s": elapsed, "render_s": render_s,
                           "render_per_unit_s": {p: v / len(units) for p, v in render_s.items()}}

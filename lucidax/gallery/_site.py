@@ -177,6 +177,33 @@ def _analysis_page(out: Path, name: str, analyses: list[str]) -> str:
                    own_index=_own_index(out, name) is not None, files=views)
 
 
+def _scores(m: dict[str, Any], layer: str) -> dict[str, Any] | None:
+    """The layer's interpretability scores (``{unit: row}``), or None."""
+    sec = m.get("interpretability")
+    if not isinstance(sec, dict):
+        return None
+    rows = (sec.get("layers", {}).get(layer) or {}).get("rows")
+    return rows if isinstance(rows, dict) else None
+
+
+def _scores_about(m: dict[str, Any]) -> str:
+    sec = m["interpretability"]
+    return (f"the fraction of {sec['n_tasks']} tasks a simulated observer ("
+            f"{sec['observer']} {sec['observer_layer']} features, cosine similarity) answers "
+            f"correctly: given the unit's {sec['k']} most and {sec['k']} least activating "
+            f"dataset images (natural) or its renders as the most activating ones (synthetic), "
+            f"which of two dataset images activates the unit more? 0.5 is chance"
+            + ("; references never come from the queries' photos"
+               if sec.get("separate_groups") else ""))
+
+
+def _score_text(row: dict[str, Any], name: str) -> str:
+    v, lo, hi = row.get(name), row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    if v is None:
+        return "–"
+    return f"{v:.2f}" + (f" (95% CI {lo:.2f}–{hi:.2f})" if lo is not None else "")
+
+
 def _unit_title(layer: str, unit: int, label: str | None) -> str:
     return f"{layer} · unit {unit}" + (f" · “{label}”" if label else "")
 
@@ -221,6 +248,11 @@ def _unit_page(
         facts.append(("rescue", "needed (default start silent); "
                       + ("it woke the unit" if rescue == "succeeded"
                          else "it did not wake the unit")))
+    scores = _scores(m, layer)
+    row = (scores or {}).get(str(unit))
+    if row:
+        facts.append(("interpretability: natural exemplars", _score_text(row, "natural")))
+        facts.append(("interpretability: renders (synthetic)", _score_text(row, "synthetic")))
     rf = info.get("rf")
     if rf:
         facts.append(("receptive field",
@@ -250,6 +282,7 @@ def _unit_page(
         n_images=n_images,
         silent_on_data="dataset" in reasons,
         has_dataset=bool(m.get("dataset")),
+        scores_about=_scores_about(m) if row else "",
         analyses=analyses,
     )
 
@@ -284,7 +317,18 @@ def _layer_page(
             "unit": u, "x": x, "y": y, "tip": tip, "cls": cls, "silent": bool(e.get("silent")),
             "caption": str(u) + (f" {label}" if label else ""),
             "pct": "" if ratio is None else f"{ratio * 100:.0f}%",
+            "ratio": "" if ratio is None else ratio,
         })
+    scores = _scores(m, layer)
+    table = []
+    for c in cards if scores else []:
+        row = scores.get(str(c["unit"]))
+        if not row:
+            continue
+        cells = [(row.get(k), "–" if row.get(k) is None else f"{row[k]:.2f}")
+                 for k in ("natural", "synthetic", "gap")]
+        table.append({**c, "cells": cells})
+    plot = ((m.get("interpretability") or {}).get("layers", {}).get(layer) or {}).get("plot")
     cols, _ = sheet_layout(n)
 
     def near(j: int) -> dict[str, str] | None:
@@ -306,6 +350,9 @@ def _layer_page(
         cards=cards,
         tile=tile,
         sheet_width=cols * (tile + 2) + 2,
+        scores=table,
+        scores_plot=plot if table else None,
+        scores_about=_scores_about(m) if table else "",
         analyses=analyses,
     )
 
@@ -334,6 +381,13 @@ def _index_page(m: dict[str, Any], order: list[str], analyses: list[str]) -> str
             f"top {settings['top_k']} of {ds['n']} images from {ds['source']}" if ds else "none",
         ),
     ]
+    sec = m.get("interpretability")
+    if isinstance(sec, dict) and sec.get("layers"):
+        rows.append((
+            "interpretability scores",
+            f"natural and synthetic per unit (observer {sec['observer']} "
+            f"{sec['observer_layer']}, {sec['n_tasks']} tasks per unit): on the unit and layer "
+            f"pages"))
     layers = []
     for layer in order:
         info = m["layers"][layer]

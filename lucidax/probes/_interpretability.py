@@ -23,6 +23,10 @@ unit replace the natural max references (every task shows all of them), the min 
 stay natural: the *synthetic score*. ``natural - synthetic`` says how much information the
 renders lose compared with exemplars.
 
+When the images come in groups that share more than a unit's feature (``groups``: crops of
+one photo, frames of one video), each task's references are drawn from groups other than its
+queries' (:func:`sample_tasks`), so an observer that only recognises the group cannot answer.
+
 The interval is over tasks given the dataset: tasks of one unit share their reference and
 query pools, so with a small dataset the score of a meaningless unit scatters around 0.5 a
 little more than the interval says.
@@ -92,6 +96,8 @@ class InterpretabilityResult:
       n_tasks, k: tasks per unit and references per side.
       bands: ``(ref_frac, (q_low, q_high))``.
       n_images: dataset size.
+      separate_groups: whether each task's references came from other groups (e.g. source
+        photos) than its queries (see :func:`sample_tasks`).
 
     Example:
       >>> from lucidax.probes import interpretability_scores
@@ -114,6 +120,7 @@ class InterpretabilityResult:
     k: int
     bands: tuple[float, tuple[float, float]]
     n_images: int
+    separate_groups: bool = False
 
     @property
     def gap(self) -> np.ndarray | None:
@@ -140,6 +147,7 @@ class InterpretabilityResult:
         """Medians over the units, and the settings."""
         s: dict[str, Any] = {"units": len(self.units), "n_tasks": self.n_tasks, "k": self.k,
                              "n_images": self.n_images, "ref_frac": self.bands[0],
+                             "separate_groups": self.separate_groups,
                              "query_band": list(self.bands[1]),
                              "median_natural": float(np.median(self.natural))}
         if self.synthetic is not None:
@@ -192,7 +200,7 @@ def _pools(acts: np.ndarray, k: int, bands) -> tuple[np.ndarray, ...]:
 
 
 def sample_tasks(acts: Any, *, n_tasks: int = 500, k: int = 9, bands: Any = DEFAULT_BANDS,
-                 seed: int = 0) -> Tasks:
+                 seed: int = 0, groups: Any = None, separate_groups: bool = True) -> Tasks:
     """Sample ``n_tasks`` tasks per unit from activations ``acts`` (``[N]`` one unit, or
     ``[N, U]``): ``k`` max / min references drawn without replacement from the top / bottom
     ``ref_frac`` of the images (at least ``k`` images), one query from each band.
@@ -206,9 +214,21 @@ def sample_tasks(acts: Any, *, n_tasks: int = 500, k: int = 9, bands: Any = DEFA
         the mirrored band (:data:`DEFAULT_BANDS`: top / bottom 2%, queries from 0.95-0.98
         and 0.02-0.05, as in Zimmermann et al.).
       seed: the draws.
+      groups: ``[N]`` a group id per image (e.g. the source photo of ``builtin:photos``
+        crops), or None. With ``separate_groups``, each task's references come from groups
+        other than its two queries': the queries are drawn first, then the references from
+        the ``ref_frac`` most (least) activating images *outside* the queries' groups. Crops
+        of one photo share more than the unit's feature (colours, texture, the object), so
+        without it an observer that only recognises the photo answers tasks whose high query
+        shares a photo with the top references.
+      separate_groups: use ``groups`` (False: ignore them, as without groups).
 
     Returns:
       :class:`Tasks` of image indices.
+
+    Raises:
+      ValueError: bad shapes, too few images, or (with groups) fewer than ``k`` images
+        outside some task's query groups.
 
     Example:
       >>> import numpy as np
@@ -230,6 +250,11 @@ def sample_tasks(acts: Any, *, n_tasks: int = 500, k: int = 9, bands: Any = DEFA
     top, qh, ql, bottom = _pools(a.T, k, bands)
     rng = np.random.default_rng(seed)
     units = top.shape[0]
+    g = None
+    if groups is not None and separate_groups:
+        g = np.asarray(groups).reshape(-1)
+        if g.shape[0] != a.shape[0]:
+            raise ValueError(f"groups has {g.shape[0]} ids for {a.shape[0]} images")
 
     def refs(pool: np.ndarray) -> np.ndarray:  # k distinct of the pool per task: argsort noise
         noise = rng.random((units, n_tasks, pool.shape[1]))
@@ -240,7 +265,34 @@ def sample_tasks(acts: Any, *, n_tasks: int = 500, k: int = 9, bands: Any = DEFA
         pick = rng.integers(0, pool.shape[1], (units, n_tasks))
         return np.take_along_axis(pool, pick, axis=1)
 
-    return Tasks(refs(top), refs(bottom), one(qh), one(ql))
+    if g is None:
+        return Tasks(refs(top), refs(bottom), one(qh), one(ql))
+    q_hi, q_lo = one(qh), one(ql)  # the queries first, then references outside their groups
+    order = np.argsort(a.T, axis=1, kind="stable")  # ascending, as in _pools
+    n_ref = top.shape[1]
+    return Tasks(_group_refs(order[:, ::-1], g, q_hi, q_lo, n_ref, k, rng),
+                 _group_refs(order, g, q_hi, q_lo, n_ref, k, rng), q_hi, q_lo)
+
+
+def _group_refs(order: np.ndarray, g: np.ndarray, qa: np.ndarray, qb: np.ndarray, n_ref: int,
+                k: int, rng: np.random.Generator) -> np.ndarray:
+    """``[U, T, k]`` references: per task, ``k`` of the first ``n_ref`` images of ``order``
+    (``[U, N]``, best first) whose group differs from both queries' groups."""
+    units, t = qa.shape
+    out = np.empty((units, t, k), np.int64)
+    for u in range(units):
+        gs = g[order[u]]  # [N] groups in rank order
+        ok = (gs[None, :] != g[qa[u]][:, None]) & (gs[None, :] != g[qb[u]][:, None])  # [T, N]
+        m = min(n_ref, int(ok.sum(axis=1).min()))
+        if m < k:
+            raise ValueError(f"groups: fewer than k={k} images outside the groups of some "
+                             f"task's queries (give images from more groups, a smaller k, "
+                             f"or separate_groups=False)")
+        sel = ok & (np.cumsum(ok, axis=1) <= m)  # the first m eligible images of each task
+        cols = np.nonzero(sel)[1].reshape(t, m)
+        pick = np.argsort(rng.random((t, m)), axis=1)[:, :k]
+        out[u] = order[u][np.take_along_axis(cols, pick, axis=1)]
+    return out
 
 
 def _normalized(x: Any, what: str) -> np.ndarray:
@@ -336,6 +388,8 @@ def interpretability_scores(
     seed: int = 0,
     synthetic_refs: Sequence[Any] | None = None,
     units: Sequence[int] | None = None,
+    groups: Any = None,
+    separate_groups: bool = True,
 ) -> InterpretabilityResult:
     """Natural (and synthetic) interpretability scores of every unit.
 
@@ -348,6 +402,9 @@ def interpretability_scores(
       synthetic_refs: per unit ``[R, D]`` observer features of the unit's renders: also the
         synthetic score (same tasks, max references replaced).
       units: ids to report (default ``0..U-1``).
+      groups, separate_groups: ``[N]`` group ids of the images (e.g. source photos): with
+        ``separate_groups`` a task's references come from groups other than its queries'
+        (see :func:`sample_tasks`).
 
     Example:
       >>> from lucidax.probes import interpretability_scores
@@ -373,10 +430,12 @@ def interpretability_scores(
     ids = np.arange(a.shape[1]) if units is None else np.asarray(units)
     if len(ids) != a.shape[1]:
         raise ValueError(f"units has {len(ids)} ids for {a.shape[1]} columns")
-    tasks = sample_tasks(a, n_tasks=n_tasks, k=k, bands=bands, seed=seed)
+    tasks = sample_tasks(a, n_tasks=n_tasks, k=k, bands=bands, seed=seed, groups=groups,
+                         separate_groups=separate_groups)
     nat, nat_ci = _scores(observer_choices(observer_feats, tasks))
     syn = syn_ci = None
     if synthetic_refs is not None:
         syn, syn_ci = _scores(observer_choices(observer_feats, tasks, synthetic_refs))
     return InterpretabilityResult(ids, nat, nat_ci, syn, syn_ci, tasks.n_tasks, int(k),
-                                  _check_bands(bands), int(a.shape[0]))
+                                  _check_bands(bands), int(a.shape[0]),
+                                  groups is not None and bool(separate_groups))
